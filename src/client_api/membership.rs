@@ -1,0 +1,208 @@
+//! Joining, inviting, leaving, kicking, banning, knocking, forgetting; member lists.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use ruma::{
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, invite_user::v3::InvitationRecipient, join_room_by_id,
+            join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+        },
+    },
+    OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId,
+};
+use serde_json::Value;
+
+use super::extract::{Ruma, RumaResponse};
+use crate::{
+    error::{MatrixError, Result},
+    rooms::{membership::Change, read::Viewer, Rooms},
+    storage::{aliases as alias_repo, rooms as room_repo, state as state_repo},
+};
+
+/// Resolves a room id or a local alias.
+pub async fn resolve_room(rooms: &Rooms, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&RoomId>::try_from(room) {
+        Ok(room_id) => Ok(room_id.to_owned()),
+        Err(alias) => {
+            let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
+                .await?
+                .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+            Ok(RoomId::parse(room_id)?)
+        }
+    }
+}
+
+pub async fn join_by_id(
+    State(rooms): State<Rooms>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
+    let user = &request.user().user_id;
+    let room_id = &request.body.room_id;
+    rooms.change_membership(room_id, user, user, Change::Join, request.body.reason.as_deref(), false).await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id.clone())))
+}
+
+pub async fn join_by_id_or_alias(
+    State(rooms): State<Rooms>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let user = &request.user().user_id;
+    let room_id = resolve_room(&rooms, &request.body.room_id_or_alias).await?;
+    rooms.change_membership(&room_id, user, user, Change::Join, request.body.reason.as_deref(), false).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+}
+
+pub async fn knock(
+    State(rooms): State<Rooms>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<RumaResponse<knock_room::v3::Response>> {
+    let user = &request.user().user_id;
+    let room_id = resolve_room(&rooms, &request.body.room_id_or_alias).await?;
+    rooms.change_membership(&room_id, user, user, Change::Knock, request.body.reason.as_deref(), false).await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
+}
+
+pub async fn invite(
+    State(rooms): State<Rooms>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>> {
+    let InvitationRecipient::UserId(recipient) = &request.body.recipient else {
+        return Err(MatrixError::forbidden("Third-party invites are not supported"));
+    };
+    let sender = &request.user().user_id;
+    rooms.require_joined(&request.body.room_id, sender).await?;
+    rooms
+        .change_membership(&request.body.room_id, sender, &recipient.user_id, Change::Invite, recipient.reason.as_deref(), false)
+        .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+pub async fn leave(
+    State(rooms): State<Rooms>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<RumaResponse<leave_room::v3::Response>> {
+    let user = &request.user().user_id;
+    rooms.change_membership(&request.body.room_id, user, user, Change::Leave, request.body.reason.as_deref(), false).await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+pub async fn kick(
+    State(rooms): State<Rooms>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<RumaResponse<kick_user::v3::Response>> {
+    let sender = &request.user().user_id;
+    rooms
+        .change_membership(&request.body.room_id, sender, &request.body.user_id, Change::Kick, request.body.reason.as_deref(), false)
+        .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+pub async fn ban(
+    State(rooms): State<Rooms>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<RumaResponse<ban_user::v3::Response>> {
+    let sender = &request.user().user_id;
+    rooms
+        .change_membership(&request.body.room_id, sender, &request.body.user_id, Change::Ban, request.body.reason.as_deref(), false)
+        .await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+pub async fn unban(
+    State(rooms): State<Rooms>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<RumaResponse<unban_user::v3::Response>> {
+    let sender = &request.user().user_id;
+    rooms
+        .change_membership(&request.body.room_id, sender, &request.body.user_id, Change::Unban, request.body.reason.as_deref(), false)
+        .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+pub async fn forget(
+    State(rooms): State<Rooms>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<RumaResponse<forget_room::v3::Response>> {
+    rooms.forget(&request.body.room_id, &request.user().user_id).await?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
+}
+
+pub async fn joined_rooms(
+    State(rooms): State<Rooms>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<RumaResponse<joined_rooms::v3::Response>> {
+    let ids = room_repo::rooms_with_membership(rooms.db().pool(), request.user().user_id.as_str(), "join").await?;
+    let ids = ids.into_iter().map(RoomId::parse).collect::<Result<Vec<_>, _>>()?;
+    Ok(RumaResponse(joined_rooms::v3::Response::new(ids)))
+}
+
+pub async fn joined_members(
+    State(rooms): State<Rooms>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<RumaResponse<joined_members::v3::Response>> {
+    let room_id = &request.body.room_id;
+    rooms.require_joined(room_id, &request.user().user_id).await?;
+    let mut joined = BTreeMap::new();
+    for user in rooms.joined_members(room_id).await? {
+        let mut member = joined_members::v3::RoomMember::new();
+        if let Some(content) = rooms.current_state_content(room_id, "m.room.member", &user).await? {
+            member.display_name = content.get("displayname").and_then(Value::as_str).map(str::to_owned);
+            member.avatar_url = content.get("avatar_url").and_then(Value::as_str).map(Into::into);
+        }
+        joined.insert(OwnedUserId::try_from(user)?, member);
+    }
+    Ok(RumaResponse(joined_members::v3::Response::new(joined)))
+}
+
+/// Member events of the room now, or at the `at` pagination token, filtered by membership.
+pub async fn members(
+    State(rooms): State<Rooms>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<RumaResponse<get_member_events::v3::Response>> {
+    let room_id = &request.body.room_id;
+    let user = request.user().clone();
+    let joined = rooms.check_can_read(room_id, &user.user_id).await?;
+    // A user who left sees the members as of their leave.
+    let state = if joined {
+        state_repo::current_state(rooms.db().pool(), room_id.as_str()).await?
+    } else {
+        match rooms.membership_of(room_id, &user.user_id).await? {
+            Some(_) => {
+                let (_, event_id) = room_repo::membership(rooms.db().pool(), room_id.as_str(), user.user_id.as_str())
+                    .await?
+                    .ok_or_else(|| MatrixError::forbidden("Not a member"))?;
+                let row = crate::storage::events::get(rooms.db().pool(), &event_id)
+                    .await?
+                    .ok_or_else(|| MatrixError::internal("membership event missing"))?;
+                state_repo::load_group(rooms.db().pool(), row.state_group).await?
+            }
+            None => state_repo::current_state(rooms.db().pool(), room_id.as_str()).await?,
+        }
+    };
+    let state = match &request.body.at {
+        Some(at) => rooms.state_at_token(room_id, at).await?.unwrap_or(state),
+        None => state,
+    };
+    let viewer = Viewer { user_id: &user.user_id, device_id: Some(&user.device_id) };
+    let mut chunk = Vec::new();
+    for ((kind, _), event_id) in state {
+        if kind != "m.room.member" {
+            continue;
+        }
+        let Some(row) = crate::storage::events::get(rooms.db().pool(), &event_id).await? else { continue };
+        let pdu = crate::rooms::pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+        let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("").to_owned();
+        if request.body.membership.as_ref().is_some_and(|m| m.as_str() != membership) {
+            continue;
+        }
+        if request.body.not_membership.as_ref().is_some_and(|m| m.as_str() == membership) {
+            continue;
+        }
+        let event = rooms.client_event(&row, &pdu, Some(viewer)).await?;
+        chunk.push(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?));
+    }
+    Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
+}

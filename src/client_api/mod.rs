@@ -1,0 +1,27 @@
+//! The Client-Server API: HTTP edges that parse ruma requests, call the domain and respond.
+
+pub mod account;
+pub mod discovery;
+pub mod extract;
+pub mod membership;
+pub mod rate_limit;
+pub mod room_events;
+pub mod router;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::{accounts::Accounts, config::Config, rooms::Rooms};
+use rate_limit::RateLimiter;
+
+/// What the client API handlers may depend on; each handler extracts only the parts it uses.
+#[derive(Clone, FromRef)]
+pub struct ClientApiState {
+    pub config: Arc<Config>,
+    pub accounts: Accounts,
+    pub rooms: Rooms,
+    pub rate_limiter: RateLimiter,
+    pub shared_secret: session::SharedSecretNonces,
+}

@@ -1,0 +1,225 @@
+//! Registration, login, logout, whoami, and Synapse-compatible shared-secret registration.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{extract::State, Json};
+use hmac::{Hmac, Mac};
+use ruma::api::client::{
+    account::{get_username_availability, register, register::RegistrationKind, whoami},
+    session::{
+        get_login_types::{self, v3::LoginType},
+        login::{self, v3::LoginInfo},
+        logout, logout_all,
+    },
+    uiaa::UserIdentifier,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{Ruma, RumaResponse};
+use crate::{
+    accounts::{
+        random_string,
+        uia::{UiaContext, DUMMY, REGISTRATION_TOKEN},
+        Accounts,
+    },
+    config::Config,
+    error::{MatrixError, Result},
+};
+
+pub async fn login_types(_: Ruma<get_login_types::v3::Request>) -> Result<RumaResponse<get_login_types::v3::Response>> {
+    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(Default::default())])))
+}
+
+pub async fn login(
+    State(accounts): State<Accounts>,
+    request: Ruma<login::v3::Request>,
+) -> Result<RumaResponse<login::v3::Response>> {
+    let body = request.body;
+    let LoginInfo::Password(password) = &body.login_info else {
+        return Err(MatrixError::unknown("Unsupported login type"));
+    };
+    #[allow(deprecated)] // `user` is the pre-r0.4 field some clients still send.
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => return Err(MatrixError::forbidden("Only m.id.user identifiers are supported")),
+        (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
+    };
+    let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::forbidden("Invalid username or password"))?;
+    accounts.check_password(&user_id, &password.password).await?;
+    let session = accounts
+        .login(&user_id, body.device_id, body.initial_device_display_name.as_deref())
+        .await?;
+    tracing::info!(user = %user_id, device = %session.device_id, "logged in");
+    Ok(RumaResponse(login::v3::Response::new(session.user_id, session.access_token, session.device_id)))
+}
+
+pub async fn logout(
+    State(accounts): State<Accounts>,
+    request: Ruma<logout::v3::Request>,
+) -> Result<RumaResponse<logout::v3::Response>> {
+    accounts.logout(request.user()).await?;
+    Ok(RumaResponse(logout::v3::Response::new()))
+}
+
+pub async fn logout_all(
+    State(accounts): State<Accounts>,
+    request: Ruma<logout_all::v3::Request>,
+) -> Result<RumaResponse<logout_all::v3::Response>> {
+    accounts.logout_all(&request.user().user_id, None).await?;
+    Ok(RumaResponse(logout_all::v3::Response::new()))
+}
+
+pub async fn whoami(request: Ruma<whoami::v3::Request>) -> Result<RumaResponse<whoami::v3::Response>> {
+    let user = request.user();
+    let mut response = whoami::v3::Response::new(user.user_id.clone(), false);
+    response.device_id = Some(user.device_id.clone());
+    Ok(RumaResponse(response))
+}
+
+pub async fn username_available(
+    State(accounts): State<Accounts>,
+    State(config): State<Arc<Config>>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<RumaResponse<get_username_availability::v3::Response>> {
+    if !registration_open(&config) {
+        return Err(MatrixError::forbidden("Registration is disabled"));
+    }
+    let user_id = accounts.local_user_id(&request.body.username)?;
+    if !accounts.is_available(&user_id).await? {
+        return Err(MatrixError::user_in_use("User ID already taken"));
+    }
+    Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
+}
+
+fn registration_open(config: &Config) -> bool {
+    config.registration.enabled || !config.registration.tokens.is_empty()
+}
+
+pub async fn register(
+    State(accounts): State<Accounts>,
+    State(config): State<Arc<Config>>,
+    request: Ruma<register::v3::Request>,
+) -> Result<RumaResponse<register::v3::Response>> {
+    let body = request.body;
+    if body.kind == RegistrationKind::Guest {
+        return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+    }
+    if !registration_open(&config) {
+        return Err(MatrixError::forbidden("Registration is disabled"));
+    }
+    let user_id = match &body.username {
+        Some(name) => accounts.local_user_id(&name.to_lowercase())?,
+        None => accounts.local_user_id(&random_string(12).to_lowercase())?,
+    };
+    if !accounts.is_available(&user_id).await? {
+        return Err(MatrixError::user_in_use("User ID already taken"));
+    }
+    let flows: &[&[&str]] = if config.registration.tokens.is_empty() { &[&[DUMMY]] } else { &[&[REGISTRATION_TOKEN]] };
+    accounts
+        .user_interactive_auth(
+            body.auth.as_ref(),
+            flows,
+            UiaContext { user: None, registration_tokens: &config.registration.tokens },
+        )
+        .await?;
+    let Some(password) = body.password.as_deref() else {
+        return Err(MatrixError::missing_param("Missing password"));
+    };
+    accounts.create_user(&user_id, Some(password), false).await?;
+    tracing::info!(user = %user_id, "registered");
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let session = accounts
+            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref())
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(RumaResponse(response))
+}
+
+/// Nonces handed out by GET /_synapse/admin/v1/register, each usable once within a minute.
+#[derive(Clone, Default)]
+pub struct SharedSecretNonces(Arc<Mutex<HashMap<String, Instant>>>);
+
+const NONCE_LIFETIME: Duration = Duration::from_secs(60);
+
+pub async fn shared_secret_nonce(State(nonces): State<SharedSecretNonces>) -> Json<Value> {
+    let nonce = random_string(32);
+    let mut map = nonces.0.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|_, issued| issued.elapsed() < NONCE_LIFETIME);
+    map.insert(nonce.clone(), Instant::now());
+    Json(json!({ "nonce": nonce }))
+}
+
+#[derive(Deserialize)]
+pub struct SharedSecretRegistration {
+    nonce: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    displayname: Option<String>,
+    #[serde(default)]
+    user_type: Option<String>,
+    mac: String,
+}
+
+pub async fn shared_secret_register(
+    State(config): State<Arc<Config>>,
+    State(accounts): State<Accounts>,
+    State(rooms): State<crate::rooms::Rooms>,
+    State(nonces): State<SharedSecretNonces>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let secret = &config.registration.shared_secret;
+    if secret.is_empty() {
+        return Err(MatrixError::bad_json("Shared secret registration is not enabled").with("errcode", "M_UNKNOWN".into()));
+    }
+    let request: SharedSecretRegistration =
+        serde_json::from_slice(&body).map_err(|e| if serde_json::from_slice::<Value>(&body).is_err() { MatrixError::not_json(e.to_string()) } else { MatrixError::bad_json(e.to_string()) })?;
+    let fresh = nonces
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&request.nonce)
+        .is_some_and(|issued| issued.elapsed() < NONCE_LIFETIME);
+    if !fresh {
+        return Err(MatrixError::unknown("Unrecognised nonce"));
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).map_err(|e| MatrixError::internal(e.to_string()))?;
+    mac.update(request.nonce.as_bytes());
+    mac.update(b"\x00");
+    mac.update(request.username.as_bytes());
+    mac.update(b"\x00");
+    mac.update(request.password.as_bytes());
+    mac.update(b"\x00");
+    mac.update(if request.admin { b"admin" as &[u8] } else { b"notadmin" });
+    if let Some(user_type) = &request.user_type {
+        mac.update(b"\x00");
+        mac.update(user_type.as_bytes());
+    }
+    let expected = hex::decode(&request.mac).map_err(|_| MatrixError::forbidden("HMAC incorrect"))?;
+    mac.verify_slice(&expected).map_err(|_| MatrixError::forbidden("HMAC incorrect"))?;
+
+    let user_id = accounts.local_user_id(&request.username.to_lowercase())?;
+    accounts.create_user(&user_id, Some(&request.password), request.admin).await?;
+    if let Some(name) = &request.displayname {
+        crate::storage::accounts::set_displayname(accounts.db().pool(), user_id.as_str(), Some(name)).await?;
+        rooms.propagate_profile(&user_id).await?;
+    }
+    let session = accounts.login(&user_id, None, None).await?;
+    Ok(Json(json!({
+        "access_token": session.access_token,
+        "user_id": session.user_id,
+        "home_server": accounts.server_name(),
+        "device_id": session.device_id,
+    })))
+}

@@ -1,0 +1,187 @@
+//! Configuration: defaults, a TOML file, then `WEFT_*` environment variables on top.
+//!
+//! Environment convention: `WEFT_` + the key path in upper case, nested tables joined by a
+//! double underscore. `server_name` is `WEFT_SERVER_NAME`, `database.url` is
+//! `WEFT_DATABASE__URL`, `registration.enabled` is `WEFT_REGISTRATION__ENABLED`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use ruma::{OwnedServerName, RoomVersionId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    pub data_dir: PathBuf,
+    /// Where the client API listens.
+    pub listen: SocketAddr,
+    /// The URL clients reach the server at, for /.well-known/matrix/client. Empty: derived
+    /// from `listen`.
+    pub public_baseurl: String,
+    /// Log filter (tracing `EnvFilter` syntax); RUST_LOG wins when set.
+    pub log: String,
+    /// Room version for new rooms when the client names none.
+    pub default_room_version: RoomVersionId,
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub rate_limits: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`; empty means `<data_dir>/weft.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RegistrationConfig {
+    /// Open registration through `/register`. Off by default.
+    pub enabled: bool,
+    /// When non-empty, `/register` requires one of these tokens (`m.login.registration_token`).
+    pub tokens: Vec<String>,
+    /// Secret for Synapse-compatible `/_synapse/admin/v1/register`; disabled when empty.
+    pub shared_secret: String,
+}
+
+/// Token buckets per client (user, or IP when unauthenticated) and action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second for rate-limited endpoints (sends, logins, registration...).
+    pub per_second: f64,
+    /// Burst size.
+    pub burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".try_into().expect("valid server name"),
+            data_dir: PathBuf::from("weft-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            public_baseurl: String::new(),
+            log: "info".to_owned(),
+            default_room_version: RoomVersionId::V12,
+            max_request_bytes: 50 * 1024 * 1024,
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new() }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { enabled: true, per_second: 10.0, burst: 50 }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("WEFT_").split("__"));
+        Ok(figment.extract()?)
+    }
+
+    pub fn public_base_url(&self) -> String {
+        if self.public_baseurl.is_empty() {
+            format!("http://{}/", self.listen)
+        } else {
+            self.public_baseurl.clone()
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("weft.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+/// The commented default configuration printed by `weft generate-config`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# weft configuration. Every key can also be set from the environment:
+# WEFT_ + the key path in upper case, tables joined by "__", e.g.
+# WEFT_SERVER_NAME=example.org, WEFT_DATABASE__URL=sqlite:///var/lib/weft/weft.db.
+
+# The name users and rooms live under (@alice:server_name). Cannot change later.
+server_name = "localhost"
+
+# Where the database, signing key and media live. Created on first start.
+data_dir = "weft-data"
+
+# Client API listener.
+listen = "127.0.0.1:8008"
+
+# Public URL of the client API, announced in /.well-known/matrix/client.
+# Empty: http://<listen>/.
+public_baseurl = ""
+
+# Log filter (tracing EnvFilter syntax). RUST_LOG overrides it.
+log = "info"
+
+# Room version of new rooms when the client does not ask for one.
+default_room_version = "12"
+
+# Largest request body accepted, in bytes (M_TOO_LARGE beyond).
+max_request_bytes = 52428800
+
+[database]
+# Empty: SQLite at <data_dir>/weft.db.
+url = ""
+
+[registration]
+# Allow anyone to register through /register (m.login.dummy).
+enabled = false
+# If set, registering needs one of these tokens (m.login.registration_token).
+tokens = []
+# Shared secret for /_synapse/admin/v1/register; empty disables it.
+shared_secret = ""
+
+[rate_limits]
+enabled = true
+# Sustained requests per second per user (or IP) on rate-limited endpoints.
+per_second = 10.0
+burst = 50
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_config_parses_to_defaults() {
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .unwrap();
+        assert_eq!(parsed.server_name, Config::default().server_name);
+        assert_eq!(parsed.listen, Config::default().listen);
+        assert!(!parsed.registration.enabled);
+        assert_eq!(parsed.default_room_version, RoomVersionId::V12);
+    }
+}

@@ -1,0 +1,1 @@
+//! Server-Server API. Not served yet: this server does not federate so far (see README).

@@ -1,0 +1,12 @@
+//! weft: a federated Matrix homeserver.
+
+pub mod accounts;
+pub mod client_api;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod federation;
+pub mod rooms;
+pub mod server;
+pub mod storage;
+pub mod sync;

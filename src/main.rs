@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use weft::{config::Config, server};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "A federated Matrix homeserver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver.
+    Serve {
+        /// TOML config file; without it, defaults plus WEFT_* environment variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented default configuration.
+    GenerateConfig,
+    /// Create a user account.
+    RegisterUser {
+        /// The localpart (e.g. `alice` for @alice:server).
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Prompted for when not given.
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenerateConfig => {
+            print!("{}", weft::config::DEFAULT_CONFIG_TOML);
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            tracing::info!(server_name = %config.server_name, data_dir = %config.data_dir.display(), "starting weft");
+            let running = server::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            running.stop().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::RegisterUser { name, admin, password, config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let first = rpassword::prompt_password("Password: ").context("reading password")?;
+                    let second = rpassword::prompt_password("Confirm password: ").context("reading password")?;
+                    anyhow::ensure!(first == second, "passwords do not match");
+                    first
+                }
+            };
+            anyhow::ensure!(!password.is_empty(), "password must not be empty");
+            let services = server::Services::build(config).await?;
+            let user_id = services.accounts.local_user_id(&name.to_lowercase()).map_err(|e| anyhow::anyhow!(e.message))?;
+            services.accounts.create_user(&user_id, Some(&password), admin).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+            services.db.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

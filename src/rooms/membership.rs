@@ -1,0 +1,157 @@
+//! Membership changes: join, invite, leave, kick, ban, unban, knock, forget.
+
+use ruma::{OwnedEventId, RoomId, UserId};
+use serde_json::{Map, Value};
+
+use super::{EventTemplate, Rooms};
+use crate::{
+    error::{MatrixError, Result},
+    storage::{accounts as account_repo, rooms as room_repo},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Join,
+    Invite,
+    Leave,
+    Kick,
+    Ban,
+    Unban,
+    Knock,
+}
+
+impl Rooms {
+    /// Member-event content carrying the user's profile.
+    pub async fn member_content(&self, user: &UserId, membership: &str, reason: Option<&str>) -> Result<Map<String, Value>> {
+        let mut content = Map::new();
+        content.insert("membership".into(), membership.into());
+        if let Some(profile) = account_repo::get_user(self.db.pool(), user.as_str()).await? {
+            if let Some(name) = profile.displayname {
+                content.insert("displayname".into(), name.into());
+            }
+            if let Some(avatar) = profile.avatar_url {
+                content.insert("avatar_url".into(), avatar.into());
+            }
+        }
+        if let Some(reason) = reason {
+            content.insert("reason".into(), reason.into());
+        }
+        Ok(content)
+    }
+
+    /// Applies a membership change by `sender` to `target` (the sender for join/leave/knock).
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        change: Change,
+        reason: Option<&str>,
+        is_direct: bool,
+    ) -> Result<OwnedEventId> {
+        self.room_version(room_id).await?;
+        if target.server_name() != self.server_name() {
+            return Err(MatrixError::forbidden("This server does not federate yet: only local users can be members"));
+        }
+        if change == Change::Invite && !account_repo::user_exists(self.db.pool(), target.as_str()).await? {
+            return Err(MatrixError::not_found("Unknown user"));
+        }
+        let current = room_repo::membership(self.db.pool(), room_id.as_str(), target.as_str())
+            .await?
+            .map(|(m, _)| m);
+        let membership = match change {
+            Change::Join => "join",
+            Change::Invite => "invite",
+            Change::Knock => "knock",
+            Change::Ban => "ban",
+            Change::Leave | Change::Kick => {
+                if current.is_none() || current.as_deref() == Some("leave") {
+                    return Err(MatrixError::forbidden(format!("{target} is not a member of the room")));
+                }
+                "leave"
+            }
+            Change::Unban => {
+                if current.as_deref() != Some("ban") {
+                    return Err(MatrixError::forbidden(format!("{target} is not banned")));
+                }
+                "leave"
+            }
+        };
+        if change == Change::Invite && current.as_deref() == Some("join") {
+            return Err(MatrixError::forbidden(format!("{target} is already in the room")));
+        }
+        let mut content = if matches!(change, Change::Join | Change::Knock) {
+            self.member_content(target, membership, reason).await?
+        } else {
+            let mut content = Map::new();
+            content.insert("membership".into(), membership.into());
+            if let Some(reason) = reason {
+                content.insert("reason".into(), reason.into());
+            }
+            if change == Change::Invite {
+                // Invites carry the invitee's profile so clients can show who was invited.
+                let profile = self.member_content(target, membership, None).await?;
+                for key in ["displayname", "avatar_url"] {
+                    if let Some(v) = profile.get(key) {
+                        content.insert(key.into(), v.clone());
+                    }
+                }
+            }
+            content
+        };
+        if is_direct {
+            content.insert("is_direct".into(), true.into());
+        }
+        let template = EventTemplate::state(
+            ruma::events::StateEventType::RoomMember,
+            target.as_str(),
+            Value::Object(content),
+        );
+        self.send(room_id, sender, template, None).await
+    }
+
+    /// A user's profile change goes out as a new member event in every joined room.
+    pub async fn propagate_profile(&self, user: &UserId) -> Result<()> {
+        for room in room_repo::rooms_with_membership(self.db.pool(), user.as_str(), "join").await? {
+            let room_id = RoomId::parse(room)?;
+            let content = self.member_content(user, "join", None).await?;
+            let template = EventTemplate::state(ruma::events::StateEventType::RoomMember, user.as_str(), Value::Object(content));
+            if let Err(error) = self.send(&room_id, user, template, None).await {
+                tracing::warn!(%room_id, %error, "could not update member event with new profile");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        match room_repo::membership(self.db.pool(), room_id.as_str(), user.as_str()).await? {
+            None => Err(MatrixError::not_found("You have never been in this room")),
+            Some((m, _)) if m == "join" || m == "invite" || m == "knock" => {
+                Err(MatrixError::unknown("You must leave the room before forgetting it"))
+            }
+            Some(_) => {
+                room_repo::forget(self.db.pool(), room_id.as_str(), user.as_str()).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Users whose current membership is `join`.
+    pub async fn joined_members(&self, room_id: &RoomId) -> Result<Vec<String>> {
+        Ok(room_repo::members_with_membership(self.db.pool(), room_id.as_str(), "join").await?)
+    }
+
+    pub async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        Ok(room_repo::membership(self.db.pool(), room_id.as_str(), user.as_str()).await?.map(|(m, _)| m))
+    }
+
+    /// `M_FORBIDDEN` unless the user is joined.
+    pub async fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        self.room_version(room_id).await?;
+        match self.membership_of(room_id, user).await?.as_deref() {
+            Some("join") => Ok(()),
+            _ => Err(MatrixError::forbidden(format!("{user} is not in room {room_id}"))),
+        }
+    }
+}
+

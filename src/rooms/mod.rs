@@ -1,0 +1,451 @@
+//! Rooms: building, authorizing and persisting events — the one path every event takes —
+//! and reading them back with history visibility applied.
+
+pub mod create;
+pub mod membership;
+pub mod pdu;
+pub mod read;
+pub mod visibility;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    canonical_json::redact,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
+    signatures, CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    OwnedRoomId, RoomId, RoomVersionId, UserId,
+};
+use serde_json::Value;
+
+pub use self::pdu::Pdu;
+use crate::{
+    crypto::ServerKeys,
+    error::{MatrixError, Result},
+    storage::{events as event_repo, rooms as room_repo, state as state_repo, Db},
+    sync::Notifier,
+};
+
+/// The largest PDU the spec allows, in bytes of canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// An event a local user wants to send; the server fills in the DAG fields.
+#[derive(Debug, Clone)]
+pub struct EventTemplate {
+    pub kind: TimelineEventType,
+    pub content: Value,
+    pub state_key: Option<String>,
+}
+
+impl EventTemplate {
+    pub fn state(kind: StateEventType, state_key: impl Into<String>, content: Value) -> Self {
+        Self { kind: kind.to_string().into(), content, state_key: Some(state_key.into()) }
+    }
+
+    pub fn message(kind: TimelineEventType, content: Value) -> Self {
+        Self { kind, content, state_key: None }
+    }
+}
+
+/// A client's transaction: (device id, txn id), for idempotent sends.
+pub type ClientTxn<'a> = Option<(&'a str, &'a str)>;
+
+#[derive(Clone)]
+pub struct Rooms {
+    db: Db,
+    keys: ServerKeys,
+    notifier: Notifier,
+    default_version: RoomVersionId,
+    /// One writer per room at a time; rooms never wait on each other.
+    room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Room versions this server creates and accepts.
+pub fn supported_room_versions() -> Vec<RoomVersionId> {
+    use RoomVersionId::*;
+    vec![V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12]
+}
+
+pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    if !supported_room_versions().contains(version) {
+        return Err(MatrixError::unsupported_room_version(format!("Room version {version} is not supported")));
+    }
+    version.rules().ok_or_else(|| MatrixError::unsupported_room_version(format!("Room version {version} is not supported")))
+}
+
+impl Rooms {
+    pub fn new(db: Db, keys: ServerKeys, notifier: Notifier, default_version: RoomVersionId) -> Self {
+        Self { db, keys, notifier, default_version, room_locks: Arc::default() }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.keys.server_name
+    }
+
+    pub fn default_version(&self) -> &RoomVersionId {
+        &self.default_version
+    }
+
+    fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.room_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// The room's version; `M_NOT_FOUND` for rooms this server does not know.
+    pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        let version = room_repo::room_version(self.db.pool(), room_id.as_str())
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+        RoomVersionId::try_from(version).map_err(|e| MatrixError::internal(e.to_string()))
+    }
+
+    /// Loads a stored event.
+    pub async fn pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        match event_repo::get(self.db.pool(), event_id.as_str()).await? {
+            Some(row) => Ok(Some(pdu_from_row(&row.event_id, &row.room_id, &row.json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state event for (type, state_key).
+    pub async fn current_state_event(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        match state_repo::current_entries(self.db.pool(), room_id.as_str(), kind, state_key).await? {
+            Some(event_id) => self.pdu(&EventId::parse(event_id)?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Content of a current state event, if any.
+    pub async fn current_state_content(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<Value>> {
+        Ok(self.current_state_event(room_id, kind, state_key).await?.map(|pdu| pdu.content_value()))
+    }
+
+    /// Builds, signs, authorizes and persists a local user's event. Returns the event id.
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: ClientTxn<'_>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.room_lock(room_id);
+        let _guard = lock.lock().await;
+        if let Some((device, txn_id)) = txn {
+            if let Some(existing) = event_repo::txn_event(self.db.pool(), sender.as_str(), device, txn_id).await? {
+                return Ok(EventId::parse(existing)?);
+            }
+        }
+        let version = self.room_version(room_id).await?;
+        let pdu = self.build_local(room_id, &version, sender, template).await?;
+        let event_id = pdu.event_id.clone();
+        self.persist(pdu, &version, txn.map(|(d, t)| (sender.as_str(), d, t))).await?;
+        Ok(event_id)
+    }
+
+    /// Builds and signs a local event on top of the room's forward extremities.
+    async fn build_local(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        sender: &UserId,
+        template: EventTemplate,
+    ) -> Result<Pdu> {
+        let rules = rules_for(version)?;
+        let extremities = event_repo::forward_extremities(self.db.pool(), room_id.as_str()).await?;
+        let depth = extremities.iter().map(|(_, depth, _)| *depth).max().unwrap_or(0) + 1;
+        let prev_events: Vec<String> = extremities.iter().take(20).map(|(id, _, _)| id.clone()).collect();
+        let state_group = extremities.first().map(|(_, _, group)| *group);
+
+        let content_raw = serde_json::value::to_raw_value(&template.content).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &template.kind,
+            sender,
+            template.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(MatrixError::bad_json)?;
+        let mut auth_events = Vec::new();
+        if let Some(group) = state_group {
+            for (kind, state_key) in &auth_types {
+                if let Some(id) = state_repo::lookup_in_group(self.db.pool(), group, &kind.to_string(), state_key).await? {
+                    // v12: the create event is referenced by the room id, not in auth_events.
+                    if rules.authorization.room_create_event_id_as_room_id && *kind == StateEventType::RoomCreate {
+                        continue;
+                    }
+                    auth_events.push(id);
+                }
+            }
+        }
+
+        let mut object = CanonicalJsonObject::new();
+        let refs = |ids: &[String]| -> Result<CanonicalJsonValue> {
+            let values: Result<Vec<CanonicalJsonValue>> = ids
+                .iter()
+                .map(|id| {
+                    if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
+                        // v1/v2 reference [event_id, {sha256: hash}]; the hash is not checked by anyone.
+                        Ok(CanonicalJsonValue::Array(vec![
+                            CanonicalJsonValue::String(id.clone()),
+                            CanonicalJsonValue::Object(CanonicalJsonObject::new()),
+                        ]))
+                    } else {
+                        Ok(CanonicalJsonValue::String(id.clone()))
+                    }
+                })
+                .collect();
+            Ok(CanonicalJsonValue::Array(values?))
+        };
+        let is_create = template.kind == TimelineEventType::RoomCreate;
+        if !(is_create && rules.authorization.room_create_event_id_as_room_id) {
+            object.insert("room_id".into(), CanonicalJsonValue::String(room_id.to_string()));
+        }
+        object.insert("auth_events".into(), refs(&auth_events)?);
+        object.insert("prev_events".into(), refs(&prev_events)?);
+        object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().unwrap_or_default()));
+        object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
+        object.insert("type".into(), CanonicalJsonValue::String(template.kind.to_string()));
+        object.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
+        );
+        let content = ruma::canonical_json::to_canonical_value(&template.content)
+            .map_err(|e| MatrixError::bad_json(format!("content is not canonical JSON: {e}")))?;
+        if template.kind == TimelineEventType::RoomRedaction && !rules.redaction.content_field_redacts {
+            // Before v11 the redacted event id is a top-level field.
+            if let Some(redacts) = template.content.get("redacts") {
+                object.insert("redacts".into(), ruma::canonical_json::to_canonical_value(redacts).map_err(|e| MatrixError::bad_json(e.to_string()))?);
+            }
+        }
+        object.insert("content".into(), content);
+        if let Some(state_key) = &template.state_key {
+            object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
+        }
+        if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
+            // `origin` is part of the PDU format up to v10.
+            object.insert("origin".into(), CanonicalJsonValue::String(self.keys.server_name.to_string()));
+        }
+        if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
+            let event_id = format!("${}:{}", crate::accounts::random_string(18), self.keys.server_name);
+            object.insert("event_id".into(), CanonicalJsonValue::String(event_id));
+        }
+
+        signatures::hash_and_sign_event(self.keys.server_name.as_str(), &*self.keys.keypair, &mut object, &rules.redaction)
+            .map_err(|e| MatrixError::internal(format!("signing failed: {e}")))?;
+
+        let event_id = match rules.event_id_format {
+            EventIdFormatVersion::V1 => match object.get("event_id") {
+                Some(CanonicalJsonValue::String(id)) => EventId::parse(id.as_str())?,
+                _ => return Err(MatrixError::internal("v1 event without event_id")),
+            },
+            _ => {
+                let hash = signatures::reference_hash(&object, &rules).map_err(|e| match e {
+                    ruma::signatures::JsonError::PduTooLarge => MatrixError::too_large("Event is larger than 65536 bytes"),
+                    other => MatrixError::internal(other.to_string()),
+                })?;
+                EventId::parse(format!("${hash}"))?
+            }
+        };
+        let room_id = if is_create && rules.authorization.room_create_event_id_as_room_id {
+            RoomId::parse(format!("!{}", &event_id.as_str()[1..]))?
+        } else {
+            room_id.to_owned()
+        };
+        Pdu::from_json(event_id, room_id, object).map_err(MatrixError::internal)
+    }
+
+    /// The one persistence path: format check, auth checks against the auth events and the
+    /// state before the event, then one transaction writing the event with all its indexes.
+    async fn persist(&self, pdu: Pdu, version: &RoomVersionId, txn: Option<(&str, &str, &str)>) -> Result<i64> {
+        let rules = rules_for(version)?;
+        ruma::state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(|e| {
+            if e.contains("bytes") || e.contains("too large") || e.contains("size") {
+                MatrixError::too_large(e)
+            } else {
+                MatrixError::bad_json(e)
+            }
+        })?;
+        let json_text = serde_json::to_string(&pdu.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+        if json_text.len() > MAX_PDU_BYTES {
+            return Err(MatrixError::too_large("Event is larger than 65536 bytes"));
+        }
+
+        // Auth events, and the state before the event (the state after its prev events).
+        let mut auth_events: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        for id in &pdu.auth_events {
+            if let Some(event) = self.pdu(id).await? {
+                auth_events.insert(id.clone(), event);
+            }
+        }
+        if rules.authorization.room_create_event_id_as_room_id && *pdu.kind() != TimelineEventType::RoomCreate {
+            let create_id = EventId::parse(format!("${}", &pdu.room_id.as_str()[1..]))?;
+            if let Some(event) = self.pdu(&create_id).await? {
+                auth_events.insert(create_id, event);
+            }
+        }
+        let prev_group = self.state_group_before(&pdu).await?;
+        let state_before = match prev_group {
+            Some(group) => self.auth_state_at(group, &pdu, &rules).await?,
+            None => HashMap::new(),
+        };
+
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| {
+            auth_events.get(id).cloned()
+        })
+        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind: &StateEventType, key: &str| {
+            state_before.get(&(kind.to_string(), key.to_owned())).cloned()
+        })
+        .map_err(|e| MatrixError::forbidden(auth_error_message(&e)))?;
+
+        // Everything below is one transaction.
+        let room_id = pdu.room_id.as_str();
+        let mut tx = self.db.begin_write().await?;
+        if *pdu.kind() == TimelineEventType::RoomCreate {
+            room_repo::insert_room(&mut tx, room_id, version.as_str(), pdu.fields.sender.as_str()).await?;
+        }
+        let state_group = match pdu.state_key() {
+            Some(state_key) => {
+                let change = [(pdu.kind().to_string(), state_key.to_owned(), pdu.event_id.to_string())];
+                state_repo::create_group(&mut tx, room_id, prev_group, &change).await?
+            }
+            None => prev_group.ok_or_else(|| MatrixError::internal("event without state before it"))?,
+        };
+        let stream = event_repo::insert(
+            &mut tx,
+            &event_repo::NewEvent {
+                event_id: pdu.event_id.as_str(),
+                room_id,
+                event_type: &pdu.kind().to_string(),
+                state_key: pdu.state_key(),
+                sender: pdu.fields.sender.as_str(),
+                origin_server_ts: u64::from(pdu.fields.origin_server_ts.0) as i64,
+                depth: pdu.fields.depth as i64,
+                json: &json_text,
+                state_group,
+                txn: txn.map(|(_, device, txn_id)| (device, txn_id)),
+            },
+        )
+        .await?;
+        let prevs: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
+        let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        event_repo::insert_edges(&mut tx, pdu.event_id.as_str(), &prevs, &auths).await?;
+        event_repo::advance_extremities(&mut tx, room_id, pdu.event_id.as_str(), &prevs).await?;
+        if let Some(state_key) = pdu.state_key() {
+            state_repo::set_current(&mut tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
+            if *pdu.kind() == TimelineEventType::RoomMember {
+                let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("leave").to_owned();
+                room_repo::set_membership(&mut tx, room_id, state_key, &membership, pdu.event_id.as_str(), stream).await?;
+            }
+        }
+        if let Some((rel_type, target)) = relation_of(&pdu) {
+            event_repo::insert_relation(&mut tx, pdu.event_id.as_str(), &target, &rel_type, room_id).await?;
+        }
+        if let Some((user, device, txn_id)) = txn {
+            event_repo::insert_txn(&mut tx, user, device, txn_id, pdu.event_id.as_str()).await?;
+        }
+        if let Some(target) = pdu.redacts_target() {
+            self.apply_redaction(&mut tx, &pdu, target, &rules, &state_before).await?;
+        }
+        tx.commit().await?;
+        tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
+        self.notifier.notify(stream);
+        Ok(stream)
+    }
+
+    /// The state group after the event's prev events. With several prev events of different
+    /// state, state resolution is needed: that arrives with federation, where forks happen.
+    async fn state_group_before(&self, pdu: &Pdu) -> Result<Option<i64>> {
+        let mut groups = Vec::new();
+        for prev in &pdu.prev_events {
+            let row = event_repo::get(self.db.pool(), prev.as_str())
+                .await?
+                .ok_or_else(|| MatrixError::invalid_param(format!("Unknown prev event {prev}")))?;
+            groups.push(row.state_group);
+        }
+        groups.dedup();
+        match groups.as_slice() {
+            [] => Ok(None),
+            [group] => Ok(Some(*group)),
+            _ => Err(MatrixError::internal("forked room state needs state resolution")),
+        }
+    }
+
+    /// The state entries the auth rules may look at for this event, from a state group.
+    async fn auth_state_at(&self, group: i64, pdu: &Pdu, rules: &RoomVersionRules) -> Result<HashMap<(String, String), Pdu>> {
+        let mut keys = ruma::state_res::auth_types_for_event(
+            pdu.kind(),
+            &pdu.fields.sender,
+            pdu.state_key(),
+            &pdu.fields.content,
+            &rules.authorization,
+        )
+        .map_err(MatrixError::bad_json)?;
+        keys.push((StateEventType::RoomCreate, String::new()));
+        let mut state = HashMap::new();
+        for (kind, key) in keys {
+            let kind = kind.to_string();
+            if let Some(id) = state_repo::lookup_in_group(self.db.pool(), group, &kind, &key).await? {
+                if let Some(event) = self.pdu(&EventId::parse(id)?).await? {
+                    state.insert((kind, key), event);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Replaces the target's stored JSON with its redacted form, if the redaction may apply:
+    /// the redacter sent the original or holds the `redact` power level.
+    async fn apply_redaction(
+        &self,
+        tx: &mut crate::storage::Tx,
+        redaction: &Pdu,
+        target: &EventId,
+        rules: &RoomVersionRules,
+        state_before: &HashMap<(String, String), Pdu>,
+    ) -> Result<()> {
+        let Some(row) = event_repo::get(&mut **tx, target.as_str()).await? else {
+            return Ok(());
+        };
+        if row.room_id != redaction.room_id.as_str() || row.redacted_by.is_some() {
+            return Ok(());
+        }
+        let original = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+        let power = visibility::PowerLevels::from_state(state_before);
+        let allowed = original.fields.sender == redaction.fields.sender
+            || power.user_level(&redaction.fields.sender) >= power.redact;
+        if !allowed {
+            return Ok(());
+        }
+        let redacted = redact(original.json, &rules.redaction, None).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let text = serde_json::to_string(&redacted).map_err(|e| MatrixError::internal(e.to_string()))?;
+        event_repo::mark_redacted(tx, target.as_str(), &text, redaction.event_id.as_str()).await?;
+        Ok(())
+    }
+}
+
+/// The `m.relates_to` of an event's content as (rel_type, target event id).
+fn relation_of(pdu: &Pdu) -> Option<(String, String)> {
+    let content = pdu.content_value();
+    let relates_to = content.get("m.relates_to")?;
+    let rel_type = relates_to.get("rel_type")?.as_str()?;
+    let target = relates_to.get("event_id")?.as_str()?;
+    Some((rel_type.to_owned(), target.to_owned()))
+}
+
+pub fn pdu_from_row(event_id: &str, room_id: &str, json: &str) -> Result<Pdu> {
+    let object: CanonicalJsonObject = serde_json::from_str(json).map_err(|e| MatrixError::internal(format!("stored event unreadable: {e}")))?;
+    Pdu::from_json(EventId::parse(event_id)?, RoomId::parse(room_id)?, object).map_err(MatrixError::internal)
+}
+
+/// Auth failures say what rule failed, in terms a client can act on.
+fn auth_error_message(error: &str) -> String {
+    format!("Event not allowed by the room's authorization rules: {error}")
+}

@@ -1,0 +1,289 @@
+//! Reading events back for clients: the client format with `unsigned`, visibility-checked
+//! single events, and paginated history.
+
+use ruma::{api::client::filter::RoomEventFilter, api::client::filter::UrlFilter, DeviceId, EventId, RoomId, UserId};
+use serde_json::{Map, Value};
+
+use super::{pdu_from_row, visibility::VisibilityChecker, Pdu, Rooms};
+use crate::{
+    error::{MatrixError, Result},
+    storage::{
+        events::{self as event_repo, Boundary, Direction, EventRow},
+        now_ms,
+        rooms as room_repo,
+        state::{self as state_repo, StateMap},
+    },
+};
+
+/// Who is reading: used for `transaction_id` echo and visibility.
+#[derive(Clone, Copy)]
+pub struct Viewer<'a> {
+    pub user_id: &'a UserId,
+    pub device_id: Option<&'a DeviceId>,
+}
+
+/// A page of history.
+pub struct Page {
+    pub events: Vec<Value>,
+    /// Token after the last returned event; None when the end was reached.
+    pub end: Option<String>,
+    /// The raw rows, for callers that need state (e.g. lazy-loaded members).
+    pub senders: Vec<String>,
+}
+
+pub fn encode_token(row: &EventRow) -> String {
+    format!("t{}_{}", row.depth, row.stream_ordering)
+}
+
+/// Parses a pagination token: `t<depth>_<stream>` (topological) or `s<stream>` (sync).
+pub fn parse_token(token: &str) -> Result<Boundary> {
+    let invalid = || MatrixError::invalid_param(format!("Invalid pagination token {token:?}"));
+    if let Some(rest) = token.strip_prefix('t') {
+        let (depth, stream) = rest.split_once('_').ok_or_else(invalid)?;
+        Ok(Boundary::Topological { depth: depth.parse().map_err(|_| invalid())?, stream: stream.parse().map_err(|_| invalid())? })
+    } else if let Some(rest) = token.strip_prefix('s') {
+        let stream: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Ok(Boundary::Stream(stream.parse().map_err(|_| invalid())?))
+    } else {
+        Err(invalid())
+    }
+}
+
+/// Matches an event type against a filter pattern with `*` wildcards.
+pub fn type_matches(pattern: &str, kind: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == kind,
+        Some((prefix, rest)) => {
+            kind.starts_with(prefix) && {
+                let remainder = &kind[prefix.len()..];
+                if rest.is_empty() {
+                    true
+                } else {
+                    (0..=remainder.len()).any(|i| remainder.is_char_boundary(i) && type_matches(rest, &remainder[i..]))
+                }
+            }
+        }
+    }
+}
+
+pub fn filter_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind().to_string();
+    let sender = &pdu.fields.sender;
+    if filter.not_types.iter().any(|t| type_matches(t, &kind)) {
+        return false;
+    }
+    if let Some(types) = &filter.types {
+        if !types.iter().any(|t| type_matches(t, &kind)) {
+            return false;
+        }
+    }
+    if filter.not_senders.iter().any(|s| s == sender) {
+        return false;
+    }
+    if let Some(senders) = &filter.senders {
+        if !senders.iter().any(|s| s == sender) {
+            return false;
+        }
+    }
+    if let Some(url_filter) = &filter.url_filter {
+        let has_url = pdu.content_value().get("url").is_some();
+        match url_filter {
+            UrlFilter::EventsWithUrl if !has_url => return false,
+            UrlFilter::EventsWithoutUrl if has_url => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+impl Rooms {
+    /// The client format of a stored event, with `unsigned` (age, transaction_id for the
+    /// sending device, redacted_because).
+    pub async fn client_event(&self, row: &EventRow, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let mut event = pdu.to_client_event();
+        let mut unsigned = Map::new();
+        let ts = u64::from(pdu.fields.origin_server_ts.0) as i64;
+        unsigned.insert("age".into(), (now_ms() - ts).max(0).into());
+        if let (Some(viewer), Some(device), Some(txn_id)) = (viewer, &row.txn_device_id, &row.txn_id) {
+            if viewer.user_id == pdu.fields.sender && viewer.device_id.is_some_and(|d| d.as_str() == device) {
+                unsigned.insert("transaction_id".into(), txn_id.as_str().into());
+            }
+        }
+        if let Some(redacted_by) = &row.redacted_by {
+            if let Some(redaction_row) = event_repo::get(self.db.pool(), redacted_by).await? {
+                let redaction = pdu_from_row(&redaction_row.event_id, &redaction_row.room_id, &redaction_row.json)?;
+                unsigned.insert("redacted_because".into(), Value::Object(redaction.to_client_event()));
+            }
+        }
+        event.insert("unsigned".into(), Value::Object(unsigned));
+        Ok(Value::Object(event))
+    }
+
+    /// Whether the user is joined now, and may read the room's history at all
+    /// (joined, or was in it, or it is world readable).
+    pub async fn check_can_read(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
+        self.room_version(room_id).await?;
+        let membership = room_repo::membership(self.db.pool(), room_id.as_str(), user.as_str()).await?;
+        match membership.as_ref().map(|(m, _)| m.as_str()) {
+            Some("join") => Ok(true),
+            Some("leave") | Some("ban") => Ok(false),
+            _ => {
+                let world_readable = self
+                    .current_state_content(room_id, "m.room.history_visibility", "")
+                    .await?
+                    .and_then(|c| c.get("history_visibility").and_then(Value::as_str).map(|v| v == "world_readable"))
+                    .unwrap_or(false);
+                if world_readable {
+                    Ok(false)
+                } else {
+                    Err(MatrixError::forbidden("You are not allowed to view this room"))
+                }
+            }
+        }
+    }
+
+    /// The state a user may read: current state while joined (or for world-readable rooms),
+    /// the state at their leave otherwise.
+    pub async fn readable_state(&self, room_id: &RoomId, user: &UserId, joined: bool) -> Result<StateMap> {
+        if !joined {
+            if let Some((_, event_id)) = room_repo::membership(self.db.pool(), room_id.as_str(), user.as_str()).await? {
+                if let Some(row) = event_repo::get(self.db.pool(), &event_id).await? {
+                    return Ok(state_repo::load_group(self.db.pool(), row.state_group).await?);
+                }
+            }
+        }
+        Ok(state_repo::current_state(self.db.pool(), room_id.as_str()).await?)
+    }
+
+    /// The room state at a pagination token: after the last event at or before it.
+    pub async fn state_at_token(&self, room_id: &RoomId, token: &str) -> Result<Option<StateMap>> {
+        let boundary = match parse_token(token)? {
+            Boundary::Topological { depth, stream } => Boundary::Topological { depth, stream: stream.saturating_add(1) },
+            stream => stream,
+        };
+        let rows = event_repo::page(self.db.pool(), room_id.as_str(), boundary, None, Direction::Backward, 1).await?;
+        match rows.first() {
+            Some(row) => Ok(Some(state_repo::load_group(self.db.pool(), row.state_group).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An `m.room.canonical_alias` may only name aliases that point to this room.
+    pub async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+        let mut aliases: Vec<&str> = Vec::new();
+        if let Some(alias) = content.get("alias") {
+            aliases.push(alias.as_str().ok_or_else(|| MatrixError::bad_json("alias must be a string"))?);
+        }
+        if let Some(alt) = content.get("alt_aliases") {
+            let alt = alt.as_array().ok_or_else(|| MatrixError::bad_json("alt_aliases must be an array"))?;
+            for alias in alt {
+                aliases.push(alias.as_str().ok_or_else(|| MatrixError::bad_json("alt_aliases must be strings"))?);
+            }
+        }
+        for alias in aliases {
+            let parsed = ruma::RoomAliasId::parse(alias).map_err(|e| MatrixError::invalid_param(format!("Invalid alias {alias}: {e}")))?;
+            if parsed.server_name() != self.server_name() {
+                continue;
+            }
+            match crate::storage::aliases::resolve(self.db.pool(), alias).await? {
+                Some((target, _)) if target == room_id.as_str() => {}
+                _ => {
+                    return Err(MatrixError::new(
+                        http::StatusCode::BAD_REQUEST,
+                        "M_BAD_ALIAS",
+                        format!("Alias {alias} does not point to this room"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One event, if the user may see it; `M_NOT_FOUND` otherwise (the spec does not reveal
+    /// existence of events the user cannot see).
+    pub async fn visible_event(&self, room_id: &RoomId, event_id: &EventId, user: &UserId) -> Result<(EventRow, Pdu)> {
+        let joined = self.check_can_read(room_id, user).await?;
+        let row = event_repo::get(self.db.pool(), event_id.as_str())
+            .await?
+            .filter(|row| row.room_id == room_id.as_str())
+            .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+        let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+        let mut checker = VisibilityChecker::new(&self.db, user, joined);
+        if !checker.can_see(&row, &pdu).await? {
+            return Err(MatrixError::not_found("Event not found"));
+        }
+        Ok((row, pdu))
+    }
+
+    /// A page of the room's history for a user, filtered and visibility-checked.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn history(
+        &self,
+        room_id: &RoomId,
+        viewer: Viewer<'_>,
+        from: Boundary,
+        to: Option<Boundary>,
+        dir: Direction,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<Page> {
+        let joined = self.check_can_read(room_id, viewer.user_id).await?;
+        let mut checker = VisibilityChecker::new(&self.db, viewer.user_id, joined);
+        let mut events = Vec::new();
+        let mut senders = Vec::new();
+        let mut cursor = from;
+        let mut exhausted = false;
+        let batch = (limit * 2).clamp(20, 500) as i64;
+        while events.len() < limit {
+            let rows = event_repo::page(self.db.pool(), room_id.as_str(), cursor, to, dir, batch).await?;
+            if (rows.len() as i64) < batch {
+                exhausted = true;
+            }
+            for row in &rows {
+                cursor = Boundary::Topological { depth: row.depth, stream: row.stream_ordering };
+                let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+                if filter_allows(filter, &pdu) && checker.can_see(row, &pdu).await? {
+                    senders.push(pdu.fields.sender.to_string());
+                    events.push(self.client_event(row, &pdu, Some(viewer)).await?);
+                    if events.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let end = if exhausted && events.len() < limit {
+            None
+        } else {
+            match cursor {
+                Boundary::Topological { depth, stream } => Some(format!("t{depth}_{stream}")),
+                Boundary::Stream(s) => Some(format!("s{s}")),
+            }
+        };
+        Ok(Page { events, end, senders })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_types() {
+        assert!(type_matches("m.*", "m.room.message"));
+        assert!(type_matches("m.room.message", "m.room.message"));
+        assert!(!type_matches("m.room.name", "m.room.message"));
+        assert!(type_matches("*.message", "m.room.message"));
+        assert!(!type_matches("org.*", "m.room.message"));
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(parse_token("t5_17").unwrap(), Boundary::Topological { depth: 5, stream: 17 });
+        assert_eq!(parse_token("s42").unwrap(), Boundary::Stream(42));
+        assert_eq!(parse_token("garbage").unwrap_err().errcode, "M_INVALID_PARAM");
+        assert_eq!(parse_token("t5").unwrap_err().errcode, "M_INVALID_PARAM");
+    }
+}

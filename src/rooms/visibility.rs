@@ -1,0 +1,152 @@
+//! Who may see what: history visibility on every read path, and power levels.
+
+use std::collections::HashMap;
+
+use ruma::{OwnedUserId, UserId};
+use serde_json::Value;
+
+use super::Pdu;
+use crate::{
+    error::Result,
+    storage::{events::EventRow, state as state_repo, Db},
+};
+
+/// The parts of m.room.power_levels the server's own checks need.
+#[derive(Debug, Clone)]
+pub struct PowerLevels {
+    pub users: HashMap<OwnedUserId, i64>,
+    pub users_default: i64,
+    pub redact: i64,
+    pub state_default: i64,
+    pub events_default: i64,
+    pub events: HashMap<String, i64>,
+    /// v12 creators have infinite power.
+    pub creators: Vec<OwnedUserId>,
+}
+
+fn as_level(value: Option<&Value>, default: i64) -> i64 {
+    match value {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(default),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(default),
+        _ => default,
+    }
+}
+
+impl PowerLevels {
+    pub fn from_content(content: Option<&Value>, create: Option<&Pdu>) -> Self {
+        let empty = Value::Object(Default::default());
+        let c = content.unwrap_or(&empty);
+        let mut creators = Vec::new();
+        let mut users = HashMap::new();
+        if let Some(map) = c.get("users").and_then(Value::as_object) {
+            for (user, level) in map {
+                if let Ok(user) = UserId::parse(user.as_str()) {
+                    users.insert(user, as_level(Some(level), 0));
+                }
+            }
+        }
+        if let Some(create) = create {
+            if content.is_none() {
+                // Without power levels the room creator has 100.
+                users.insert(create.fields.sender.clone(), 100);
+            }
+            if create.fields.room_id.is_none() {
+                // Room v12: the create event's sender and additional_creators are creators.
+                creators.push(create.fields.sender.clone());
+                if let Some(extra) = create.content_value().get("additional_creators").and_then(Value::as_array) {
+                    creators.extend(extra.iter().filter_map(Value::as_str).filter_map(|u| UserId::parse(u).ok()));
+                }
+            }
+        }
+        let events = c
+            .get("events")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), as_level(Some(v), 0))).collect())
+            .unwrap_or_default();
+        Self {
+            users,
+            users_default: as_level(c.get("users_default"), 0),
+            redact: as_level(c.get("redact"), 50),
+            state_default: as_level(c.get("state_default"), if content.is_some() { 50 } else { 0 }),
+            events_default: as_level(c.get("events_default"), 0),
+            events,
+            creators,
+        }
+    }
+
+    pub fn from_state(state: &HashMap<(String, String), Pdu>) -> Self {
+        let power = state.get(&("m.room.power_levels".to_owned(), String::new())).map(Pdu::content_value);
+        let create = state.get(&("m.room.create".to_owned(), String::new()));
+        Self::from_content(power.as_ref(), create)
+    }
+
+    pub fn user_level(&self, user: &UserId) -> i64 {
+        if self.creators.iter().any(|c| c == user) {
+            return i64::MAX;
+        }
+        self.users.get(user).copied().unwrap_or(self.users_default)
+    }
+
+    /// Level needed to send an event of this type.
+    pub fn event_level(&self, kind: &str, is_state: bool) -> i64 {
+        self.events.get(kind).copied().unwrap_or(if is_state { self.state_default } else { self.events_default })
+    }
+}
+
+/// Decides, per event, whether a user may see it, caching per state group.
+pub struct VisibilityChecker<'a> {
+    db: &'a Db,
+    user: &'a UserId,
+    currently_joined: bool,
+    cache: HashMap<i64, (String, Option<String>)>,
+}
+
+impl<'a> VisibilityChecker<'a> {
+    /// `currently_joined`: the user's membership in the room now is `join`.
+    pub fn new(db: &'a Db, user: &'a UserId, currently_joined: bool) -> Self {
+        Self { db, user, currently_joined, cache: HashMap::new() }
+    }
+
+    /// The spec's rules: world_readable; joined at the event; `shared` and joined now;
+    /// `invited` and invited (or joined) at the event. A user always sees their own
+    /// membership events.
+    pub async fn can_see(&mut self, row: &EventRow, pdu: &Pdu) -> Result<bool> {
+        if pdu.state_key() == Some(self.user.as_str()) && pdu.kind().to_string() == "m.room.member" {
+            return Ok(true);
+        }
+        let (history, membership) = self.at_group(row.state_group).await?;
+        Ok(match history.as_str() {
+            "world_readable" => true,
+            _ if membership.as_deref() == Some("join") => true,
+            "invited" => membership.as_deref() == Some("invite"),
+            "joined" => false,
+            // "shared" and anything unknown behave as shared, the spec's default.
+            _ => self.currently_joined,
+        })
+    }
+
+    async fn at_group(&mut self, group: i64) -> Result<(String, Option<String>)> {
+        if let Some(hit) = self.cache.get(&group) {
+            return Ok(hit.clone());
+        }
+        let db = self.db.pool();
+        let history = match state_repo::lookup_in_group(db, group, "m.room.history_visibility", "").await? {
+            Some(id) => content_field(self.db, &id, "history_visibility").await?.unwrap_or_else(|| "shared".into()),
+            None => "shared".to_owned(),
+        };
+        let membership = match state_repo::lookup_in_group(db, group, "m.room.member", self.user.as_str()).await? {
+            Some(id) => content_field(self.db, &id, "membership").await?,
+            None => None,
+        };
+        self.cache.insert(group, (history.clone(), membership.clone()));
+        Ok((history, membership))
+    }
+}
+
+async fn content_field(db: &Db, event_id: &str, field: &str) -> Result<Option<String>> {
+    let Some(json) = crate::storage::events::get_json(db.pool(), event_id).await? else {
+        return Ok(None);
+    };
+    let value: Value = serde_json::from_str(&json)?;
+    Ok(value.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned))
+}

@@ -1,0 +1,201 @@
+//! Wiring: builds the typed handles once, mounts the routes, serves until shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{DefaultBodyLimit, Request},
+    http::{header, Method},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use ruma::api::client::{
+    account::{change_password, deactivate, get_username_availability, register, whoami},
+    device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    discovery::{discover_homeserver, get_capabilities, get_supported_versions},
+    knock::knock_room,
+    membership::{
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
+        joined_rooms, kick_user, leave_room, unban_user,
+    },
+    message::{get_message_events, send_message_event},
+    profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
+    room::{create_room, get_room_event},
+    session::{get_login_types, login, logout, logout_all},
+    state::{get_state_event_for_key, get_state_events, send_state_event},
+};
+use tokio::net::TcpListener;
+use tower_http::{
+    cors::{Any, CorsLayer},
+    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{
+    accounts::Accounts,
+    client_api::{
+        account, discovery, membership, rate_limit::RateLimiter, room_events,
+        router::{method_not_allowed, unrecognized, RumaRouter},
+        session, ClientApiState,
+    },
+    config::Config,
+    crypto::ServerKeys,
+    error::MatrixError,
+    rooms::Rooms,
+    storage::{events as event_repo, Db},
+    sync::Notifier,
+};
+
+/// The typed handles the program is made of, built once.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub accounts: Accounts,
+    pub rooms: Rooms,
+}
+
+impl Services {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::open(&config.database_url()).await?;
+        let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
+        let notifier = Notifier::new(event_repo::max_stream_ordering(db.pool()).await?);
+        let accounts = Accounts::new(db.clone(), config.server_name.clone());
+        let rooms = Rooms::new(db.clone(), keys, notifier, config.default_room_version.clone());
+        Ok(Self { config: Arc::new(config), db, accounts, rooms })
+    }
+
+    pub fn router(&self) -> Router {
+        let state = ClientApiState {
+            config: self.config.clone(),
+            accounts: self.accounts.clone(),
+            rooms: self.rooms.clone(),
+            rate_limiter: RateLimiter::new(self.config.rate_limits.clone()),
+            shared_secret: Default::default(),
+        };
+        client_routes()
+            .fallback(unrecognized)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(state)
+            .layer(middleware::from_fn(json_errors_for_rejections))
+            .layer(DefaultBodyLimit::max(self.config.max_request_bytes))
+            .layer(
+                CorsLayer::new()
+                    .allow_origin(Any)
+                    .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-requested-with")]),
+            )
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .on_request(())
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+    }
+}
+
+fn client_routes() -> Router<ClientApiState> {
+    Router::new()
+        .ruma::<get_supported_versions::Request, _, _>(discovery::versions)
+        .ruma::<discover_homeserver::Request, _, _>(discovery::well_known)
+        .ruma::<get_capabilities::v3::Request, _, _>(discovery::capabilities)
+        .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
+        .ruma::<login::v3::Request, _, _>(session::login)
+        .ruma::<logout::v3::Request, _, _>(session::logout)
+        .ruma::<logout_all::v3::Request, _, _>(session::logout_all)
+        .ruma::<whoami::v3::Request, _, _>(session::whoami)
+        .ruma::<register::v3::Request, _, _>(session::register)
+        .ruma::<get_username_availability::v3::Request, _, _>(session::username_available)
+        .route("/_synapse/admin/v1/register", get(session::shared_secret_nonce).post(session::shared_secret_register))
+        .ruma::<change_password::v3::Request, _, _>(account::change_password)
+        .ruma::<deactivate::v3::Request, _, _>(account::deactivate)
+        .ruma::<get_devices::v3::Request, _, _>(account::list_devices)
+        .ruma::<get_device::v3::Request, _, _>(account::get_device)
+        .ruma::<update_device::v3::Request, _, _>(account::update_device)
+        .ruma::<delete_device::v3::Request, _, _>(account::delete_device)
+        .ruma::<delete_devices::v3::Request, _, _>(account::delete_devices)
+        .ruma::<get_profile::v3::Request, _, _>(account::get_profile)
+        .ruma::<get_display_name::v3::Request, _, _>(account::get_displayname)
+        .ruma::<set_display_name::v3::Request, _, _>(account::set_displayname)
+        .ruma::<get_avatar_url::v3::Request, _, _>(account::get_avatar_url)
+        .ruma::<set_avatar_url::v3::Request, _, _>(account::set_avatar_url)
+        .ruma::<create_room::v3::Request, _, _>(room_events::create_room)
+        .ruma::<send_message_event::v3::Request, _, _>(room_events::send_message)
+        .ruma::<send_state_event::v3::Request, _, _>(room_events::send_state)
+        .ruma::<get_state_event_for_key::v3::Request, _, _>(room_events::get_state_event)
+        .ruma::<get_state_events::v3::Request, _, _>(room_events::get_state)
+        .ruma::<get_room_event::v3::Request, _, _>(room_events::get_event)
+        .ruma::<get_message_events::v3::Request, _, _>(room_events::messages)
+        .ruma::<join_room_by_id::v3::Request, _, _>(membership::join_by_id)
+        .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(membership::join_by_id_or_alias)
+        .ruma::<knock_room::v3::Request, _, _>(membership::knock)
+        .ruma::<invite_user::v3::Request, _, _>(membership::invite)
+        .ruma::<leave_room::v3::Request, _, _>(membership::leave)
+        .ruma::<kick_user::v3::Request, _, _>(membership::kick)
+        .ruma::<ban_user::v3::Request, _, _>(membership::ban)
+        .ruma::<unban_user::v3::Request, _, _>(membership::unban)
+        .ruma::<forget_room::v3::Request, _, _>(membership::forget)
+        .ruma::<joined_rooms::v3::Request, _, _>(membership::joined_rooms)
+        .ruma::<joined_members::v3::Request, _, _>(membership::joined_members)
+        .ruma::<get_member_events::v3::Request, _, _>(membership::members)
+}
+
+/// Axum's own rejections (body too large, bad path) become Matrix errors.
+async fn json_errors_for_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || response.status().is_success() {
+        return response;
+    }
+    match response.status() {
+        http::StatusCode::PAYLOAD_TOO_LARGE => MatrixError::too_large("Request body too large").into_response(),
+        http::StatusCode::NOT_FOUND => MatrixError::unrecognized("Unrecognized request").into_response(),
+        http::StatusCode::METHOD_NOT_ALLOWED => MatrixError::method_not_allowed().into_response(),
+        status if status.is_client_error() => {
+            MatrixError::new(status, "M_UNKNOWN", status.canonical_reason().unwrap_or("Bad request")).into_response()
+        }
+        _ => response,
+    }
+}
+
+/// A server that is up and serving.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, closes the database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await?
+    }
+}
+
+/// Binds and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let listen = config.listen;
+    let services = Services::build(config).await?;
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = services.router();
+    let db = services.db.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.await;
+            })
+            .await?;
+        // In-flight requests (and their writes) have finished; flush and close.
+        tokio::time::timeout(Duration::from_secs(10), db.close()).await.ok();
+        Ok(())
+    });
+    tracing::info!(%addr, "client API listening");
+    Ok(RunningServer { addr, shutdown, task })
+}

@@ -1,0 +1,44 @@
+//! Per-user account data, global (room_id = '') and per room.
+
+use sqlx::{Any, Executor, Row};
+
+use super::Tx;
+
+pub async fn get<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query("SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3")
+        .bind(user_id)
+        .bind(room_id)
+        .bind(data_type)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Stores the content at the next account-data stream position, which it returns.
+pub async fn put(tx: &mut Tx, user_id: &str, room_id: &str, data_type: &str, content: &str) -> sqlx::Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO stream_positions (stream, position) VALUES ('account_data', 1) \
+         ON CONFLICT (stream) DO UPDATE SET position = stream_positions.position + 1 RETURNING position",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let position: i64 = row.get(0);
+    sqlx::query(
+        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content, \
+         stream_ordering = excluded.stream_ordering",
+    )
+    .bind(user_id)
+    .bind(room_id)
+    .bind(data_type)
+    .bind(content)
+    .bind(position)
+    .execute(&mut **tx)
+    .await?;
+    Ok(position)
+}

@@ -1,0 +1,321 @@
+//! Users, devices, access tokens and user-interactive-auth sessions.
+
+use sqlx::{Any, Executor, Row};
+
+use super::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ts: Option<i64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// Who an access token belongs to.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    pub user_id: String,
+    pub device_id: String,
+    pub is_admin: bool,
+    pub deactivated: bool,
+}
+
+pub async fn user_exists<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?
+        .is_some())
+}
+
+/// Inserts a user; returns false when the id is taken.
+pub async fn create_user<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    password_hash: Option<&str>,
+    is_admin: bool,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(password_hash)
+    .bind(is_admin as i64)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn get_user<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Option<UserRow>> {
+    let row = sqlx::query(
+        "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url \
+         FROM users WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| UserRow {
+        user_id: row.get(0),
+        password_hash: row.get(1),
+        is_admin: row.get::<i64, _>(2) != 0,
+        deactivated: row.get::<i64, _>(3) != 0,
+        displayname: row.get(4),
+        avatar_url: row.get(5),
+    }))
+}
+
+pub async fn set_password_hash<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    hash: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn deactivate<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL \
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_displayname<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    displayname: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET displayname = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(displayname)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_avatar_url<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    avatar_url: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET avatar_url = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(avatar_url)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates the device if new (keeping an existing one's name), so re-login with the same
+/// device id reuses it as the spec asks.
+pub async fn upsert_device<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, device_id) DO UPDATE SET \
+         display_name = COALESCE(excluded.display_name, devices.display_name)",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(display_name)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn list_devices<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
+    let rows = sqlx::query(
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices \
+         WHERE user_id = $1 ORDER BY device_id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(device_from_row).collect())
+}
+
+pub async fn get_device<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Option<DeviceRow>> {
+    let row = sqlx::query(
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices \
+         WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(device_from_row))
+}
+
+fn device_from_row(row: sqlx::any::AnyRow) -> DeviceRow {
+    DeviceRow {
+        device_id: row.get(0),
+        display_name: row.get(1),
+        last_seen_ts: row.get(2),
+        last_seen_ip: row.get(3),
+    }
+}
+
+pub async fn rename_device<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(display_name)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn touch_device<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    device_id: &str,
+    ip: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(now_ms())
+        .bind(ip)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a device and its access tokens.
+pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_all_devices(tx: &mut super::Tx, user_id: &str, except_device: Option<&str>) -> sqlx::Result<()> {
+    let keep = except_device.unwrap_or("");
+    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_token<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn token_owner<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+) -> sqlx::Result<Option<TokenOwner>> {
+    let row = sqlx::query(
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated FROM access_tokens t \
+         JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| TokenOwner {
+        user_id: row.get(0),
+        device_id: row.get(1),
+        is_admin: row.get::<i64, _>(2) != 0,
+        deactivated: row.get::<i64, _>(3) != 0,
+    }))
+}
+
+pub async fn delete_token<'c>(db: impl Executor<'c, Database = Any>, token_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1").bind(token_hash).execute(db).await?;
+    Ok(())
+}
+
+pub async fn uia_session<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<Option<Vec<String>>> {
+    let row = sqlx::query("SELECT completed FROM uia_sessions WHERE session_id = $1")
+        .bind(session_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| {
+        let completed: String = row.get(0);
+        serde_json::from_str(&completed).unwrap_or_default()
+    }))
+}
+
+pub async fn save_uia_session<'c>(
+    db: impl Executor<'c, Database = Any>,
+    session_id: &str,
+    completed: &[String],
+) -> sqlx::Result<()> {
+    let completed = serde_json::to_string(completed).unwrap_or_else(|_| "[]".to_owned());
+    sqlx::query(
+        "INSERT INTO uia_sessions (session_id, completed, created_ts) VALUES ($1, $2, $3) \
+         ON CONFLICT (session_id) DO UPDATE SET completed = excluded.completed",
+    )
+    .bind(session_id)
+    .bind(completed)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_uia_session<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1").bind(session_id).execute(db).await?;
+    Ok(())
+}

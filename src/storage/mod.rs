@@ -1,0 +1,80 @@
+//! Storage: a sqlx pool and small repositories, one per kind of data.
+//!
+//! Queries use `$N` placeholders through sqlx's `Any` driver so the same SQL serves SQLite
+//! (the embedded default) and, later, PostgreSQL with its own `migrations/postgres`.
+
+pub mod account_data;
+pub mod accounts;
+pub mod aliases;
+pub mod events;
+pub mod rooms;
+pub mod state;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool, Executor,
+};
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The database handle shared by the repositories.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        if !url.starts_with("sqlite:") {
+            anyhow::bail!("unsupported database url {url:?}: only sqlite:// is available so far");
+        }
+        let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: readers never block the writer. synchronous=FULL: a commit is on
+                    // disk before the client hears about it, even across power loss.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so two
+    /// writers never deadlock upgrading read locks.
+    pub async fn begin_write(&self) -> sqlx::Result<Tx> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

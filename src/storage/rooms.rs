@@ -1,0 +1,130 @@
+//! Rooms and the current-membership index.
+
+use sqlx::{Any, Executor, Row};
+
+use super::{now_ms, Tx};
+
+pub async fn insert_room(tx: &mut Tx, room_id: &str, room_version: &str, creator: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
+        .bind(room_id)
+        .bind(room_version)
+        .bind(creator)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn room_version<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query("SELECT room_version FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(db).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+pub async fn set_published<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, published: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE rooms SET published = $2 WHERE room_id = $1")
+        .bind(room_id)
+        .bind(published as i64)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn is_published<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<bool> {
+    let row = sqlx::query("SELECT published FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(db).await?;
+    Ok(row.map(|row| row.get::<i64, _>(0) != 0).unwrap_or(false))
+}
+
+/// Published rooms with their joined-member count, largest first.
+pub async fn published_rooms<'c>(db: impl Executor<'c, Database = Any>) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT r.room_id, (SELECT COUNT(*) FROM room_memberships m WHERE m.room_id = r.room_id \
+         AND m.membership = 'join') AS members FROM rooms r WHERE r.published = 1 \
+         ORDER BY members DESC, r.room_id ASC",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+pub async fn set_membership(
+    tx: &mut Tx,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream_ordering: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering, forgotten) \
+         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+         membership = excluded.membership, event_id = excluded.event_id, \
+         stream_ordering = excluded.stream_ordering, forgotten = 0",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_id)
+    .bind(stream_ordering)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A user's current membership in a room: (membership, event id).
+pub async fn membership<'c>(
+    db: impl Executor<'c, Database = Any>,
+    room_id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query("SELECT membership, event_id FROM room_memberships WHERE room_id = $1 AND user_id = $2")
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// Rooms where the user's membership is `membership`.
+pub async fn rooms_with_membership<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    membership: &str,
+) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT room_id FROM room_memberships WHERE user_id = $1 AND membership = $2 ORDER BY room_id",
+    )
+    .bind(user_id)
+    .bind(membership)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Members of a room with the given membership.
+pub async fn members_with_membership<'c>(
+    db: impl Executor<'c, Database = Any>,
+    room_id: &str,
+    membership: &str,
+) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = $2 ORDER BY user_id",
+    )
+    .bind(room_id)
+    .bind(membership)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Marks a left room as forgotten; false if the user is still in it (or never was).
+pub async fn forget<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, user_id: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE room_memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2 \
+         AND membership IN ('leave', 'ban')",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
