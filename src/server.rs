@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{DefaultBodyLimit, Request},
+    extract::Request,
     http::{header, Method},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -28,6 +28,7 @@ use ruma::api::client::{
 use tokio::net::TcpListener;
 use tower_http::{
     cors::{Any, CorsLayer},
+    limit::RequestBodyLimitLayer,
     trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
@@ -78,8 +79,8 @@ impl Services {
             .fallback(unrecognized)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(state)
+            .layer(RequestBodyLimitLayer::new(self.config.max_request_bytes))
             .layer(middleware::from_fn(json_errors_for_rejections))
-            .layer(DefaultBodyLimit::max(self.config.max_request_bytes))
             .layer(
                 CorsLayer::new()
                     .allow_origin(Any)

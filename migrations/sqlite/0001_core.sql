@@ -92,13 +92,15 @@ CREATE TABLE event_relations (
 );
 CREATE INDEX event_relations_target ON event_relations (relates_to_id, rel_type);
 
--- Per-device transaction ids of client sends, for idempotency.
+-- Per-device transaction ids of client sends, for idempotency (scoped to the room, as the
+-- request path is).
 CREATE TABLE event_txn_ids (
     user_id        TEXT NOT NULL,
     device_id      TEXT NOT NULL,
+    room_id        TEXT NOT NULL,
     txn_id         TEXT NOT NULL,
     event_id       TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, room_id, txn_id)
 );
 
 -- Deduplicated state: a group is either a full snapshot (prev_group NULL) or a delta on

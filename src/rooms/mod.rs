@@ -138,7 +138,7 @@ impl Rooms {
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
         if let Some((device, txn_id)) = txn {
-            if let Some(existing) = event_repo::txn_event(self.db.pool(), sender.as_str(), device, txn_id).await? {
+            if let Some(existing) = event_repo::txn_event(self.db.pool(), sender.as_str(), device, room_id.as_str(), txn_id).await? {
                 return Ok(EventId::parse(existing)?);
             }
         }
@@ -238,7 +238,10 @@ impl Rooms {
         }
 
         signatures::hash_and_sign_event(self.keys.server_name.as_str(), &*self.keys.keypair, &mut object, &rules.redaction)
-            .map_err(|e| MatrixError::internal(format!("signing failed: {e}")))?;
+            .map_err(|e| match e {
+                ruma::signatures::JsonError::PduTooLarge => MatrixError::too_large("Event is larger than 65536 bytes"),
+                other => MatrixError::internal(format!("signing failed: {other}")),
+            })?;
 
         let event_id = match rules.event_id_format {
             EventIdFormatVersion::V1 => match object.get("event_id") {
@@ -349,7 +352,7 @@ impl Rooms {
             event_repo::insert_relation(&mut tx, pdu.event_id.as_str(), &target, &rel_type, room_id).await?;
         }
         if let Some((user, device, txn_id)) = txn {
-            event_repo::insert_txn(&mut tx, user, device, txn_id, pdu.event_id.as_str()).await?;
+            event_repo::insert_txn(&mut tx, user, device, room_id, txn_id, pdu.event_id.as_str()).await?;
         }
         if let Some(target) = pdu.redacts_target() {
             self.apply_redaction(&mut tx, &pdu, target, &rules, &state_before).await?;

@@ -182,20 +182,15 @@ pub async fn page<'c>(
             format!("stream_ordering {op} ${first}")
         }
     };
-    let (op, to_op, order) = match dir {
-        Direction::Backward => ("<", ">=", "DESC"),
-        Direction::Forward => (">", "<", "ASC"),
+    let (op, order) = match dir {
+        Direction::Backward => ("<", "DESC"),
+        Direction::Forward => (">", "ASC"),
     };
+    // `from` and `to` are both exclusive: a token names the last event a page returned.
     let mut conditions = vec![bound(from, op, 3)];
     if let Some(to) = to {
-        let condition = match to {
-            Boundary::Topological { .. } => {
-                let strict = if to_op == ">=" { ">" } else { "<" };
-                format!("(depth {strict} $5 OR (depth = $5 AND stream_ordering {to_op} $6))")
-            }
-            Boundary::Stream(_) => format!("stream_ordering {} $5", if to_op == ">=" { ">" } else { "<=" }),
-        };
-        conditions.push(condition);
+        let reverse = if op == "<" { ">" } else { "<" };
+        conditions.push(bound(to, reverse, 5));
     }
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND $2 = $2 AND {} \
@@ -311,21 +306,33 @@ pub async fn txn_event<'c>(
     db: impl Executor<'c, Database = Any>,
     user_id: &str,
     device_id: &str,
+    room_id: &str,
     txn_id: &str,
 ) -> sqlx::Result<Option<String>> {
-    let row = sqlx::query("SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
-        .bind(user_id)
-        .bind(device_id)
-        .bind(txn_id)
+    let row = sqlx::query(
+        "SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(room_id)
+    .bind(txn_id)
         .fetch_optional(db)
         .await?;
     Ok(row.map(|row| row.get(0)))
 }
 
-pub async fn insert_txn(tx: &mut Tx, user_id: &str, device_id: &str, txn_id: &str, event_id: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+pub async fn insert_txn(
+    tx: &mut Tx,
+    user_id: &str,
+    device_id: &str,
+    room_id: &str,
+    txn_id: &str,
+    event_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO event_txn_ids (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)")
         .bind(user_id)
         .bind(device_id)
+        .bind(room_id)
         .bind(txn_id)
         .bind(event_id)
         .execute(&mut **tx)

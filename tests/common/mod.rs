@@ -1,0 +1,152 @@
+//! A real weft server started in-process on an ephemeral port with a temp data dir, and a
+//! small HTTP client speaking the Client-Server API.
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use weft::{config::Config, server};
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    running: Option<server::RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn errcode(&self) -> &str {
+        self.body["errcode"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert!(self.status.is_success(), "expected success, got {} {}", self.status, self.body);
+        self.body
+    }
+
+    #[track_caller]
+    pub fn err(&self, status: u16, errcode: &str) {
+        assert_eq!(self.status.as_u16(), status, "status of {}", self.body);
+        assert_eq!(self.errcode(), errcode, "errcode of {}", self.body);
+        assert!(self.body["error"].is_string(), "error message missing in {}", self.body);
+    }
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir.to_path_buf();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.registration.enabled = true;
+    config.registration.shared_secret = "test-shared-secret".into();
+    config.rate_limits.enabled = false;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let running = server::start(config).await.expect("server starts");
+        let base = format!("http://{}", running.addr);
+        Self { base, http: reqwest::Client::new(), running: Some(running), _dir: dir }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, body, headers }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.raw(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.raw(Method::POST, path, token, Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.raw(Method::PUT, path, token, Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.raw(Method::DELETE, path, token, Some(body.to_string().into_bytes())).await
+    }
+
+    /// Registers `name` with password "password" through the dummy flow; returns (user_id, token).
+    pub async fn register(&self, name: &str) -> (String, String) {
+        let body = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({ "username": name, "password": "password", "auth": { "type": "m.login.dummy" } }),
+            )
+            .await
+            .ok();
+        (body["user_id"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn create_room(&self, token: &str, body: Value) -> String {
+        let reply = self.post("/_matrix/client/v3/createRoom", Some(token), body).await.ok();
+        reply["room_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn send_text(&self, token: &str, room: &str, txn: &str, text: &str) -> String {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        let reply = self.put(&path, Some(token), json!({ "msgtype": "m.text", "body": text })).await.ok();
+        reply["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn messages(&self, token: &str, room: &str, query: &str) -> Value {
+        self.get(&format!("/_matrix/client/v3/rooms/{}/messages?{query}", enc(room)), Some(token)).await.ok()
+    }
+}
+
+/// Percent-encodes a path segment (room ids, event ids, aliases, user ids).
+pub fn enc(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Bodies of the text messages in a /messages chunk, in chunk order.
+pub fn bodies(chunk: &Value) -> Vec<String> {
+    chunk["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}

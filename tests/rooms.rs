@@ -1,0 +1,331 @@
+//! Rooms over HTTP: creation in every room version, messaging, history, state, membership,
+//! and the authorization and visibility rules.
+
+mod common;
+
+use common::{bodies, enc, TestServer};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn every_room_version_creates_and_messages() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    for version in 1..=12 {
+        let room = server.create_room(&token, json!({ "room_version": version.to_string(), "name": format!("v{version}") })).await;
+        if version >= 12 {
+            assert!(!room.contains(':'), "v12 room ids have no server part: {room}");
+        } else {
+            assert!(room.ends_with(":localhost"), "{room}");
+        }
+        let event_id = server.send_text(&token, &room, "t1", &format!("hello v{version}")).await;
+        if version <= 2 {
+            assert!(event_id.ends_with(":localhost"), "{event_id}");
+        } else {
+            assert!(!event_id.contains(':'), "{event_id}");
+        }
+        let create = server
+            .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create", enc(&room)), Some(&token))
+            .await
+            .ok();
+        assert_eq!(create["room_version"], version.to_string());
+        let page = server.messages(&token, &room, "dir=b&limit=1").await;
+        assert_eq!(bodies(&page), vec![format!("hello v{version}")]);
+    }
+    server
+        .post("/_matrix/client/v3/createRoom", Some(&token), json!({ "room_version": "99" }))
+        .await
+        .err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn create_room_options() {
+    let server = TestServer::start().await;
+    let (alice, token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server
+        .create_room(
+            &token,
+            json!({
+                "preset": "public_chat",
+                "visibility": "public",
+                "room_alias_name": "lobby",
+                "name": "The Lobby",
+                "topic": "Say hi",
+                "invite": [bob],
+                "initial_state": [{ "type": "m.room.guest_access", "state_key": "", "content": { "guest_access": "can_join" } }],
+                "power_level_content_override": { "events_default": 10 },
+                "creation_content": { "m.federate": false }
+            }),
+        )
+        .await;
+    let state: Vec<Value> = server
+        .get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&token))
+        .await
+        .ok()
+        .as_array()
+        .unwrap()
+        .clone();
+    let get = |kind: &str, key: &str| {
+        state
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .unwrap_or_else(|| panic!("{kind} in state"))["content"]
+            .clone()
+    };
+    assert_eq!(get("m.room.name", "")["name"], "The Lobby");
+    assert_eq!(get("m.room.topic", "")["topic"], "Say hi");
+    assert_eq!(get("m.room.join_rules", "")["join_rule"], "public");
+    assert_eq!(get("m.room.guest_access", "")["guest_access"], "can_join");
+    assert_eq!(get("m.room.canonical_alias", "")["alias"], "#lobby:localhost");
+    assert_eq!(get("m.room.power_levels", "")["events_default"], 10);
+    assert_eq!(get("m.room.create", "")["m.federate"], false);
+    assert_eq!(get("m.room.member", &alice)["membership"], "join");
+    assert_eq!(get("m.room.member", &bob)["membership"], "invite");
+
+    // The alias resolves, and joining by alias works.
+    let joined = server.post("/_matrix/client/v3/join/%23lobby%3Alocalhost", Some(&bob_token), json!({})).await.ok();
+    assert_eq!(joined["room_id"], room);
+    // Same alias again is taken.
+    server
+        .post("/_matrix/client/v3/createRoom", Some(&token), json!({ "room_alias_name": "lobby" }))
+        .await
+        .err(400, "M_ROOM_IN_USE");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_paginate_both_ways() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    for i in 0..25 {
+        server.send_text(&token, &room, &format!("txn{i}"), &format!("m{i}")).await;
+    }
+    // Backwards from the end in pages of 10.
+    let first = server.messages(&token, &room, "dir=b&limit=10").await;
+    assert_eq!(bodies(&first), (15..25).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let end = first["end"].as_str().unwrap();
+    let second = server.messages(&token, &room, &format!("dir=b&limit=10&from={end}")).await;
+    assert_eq!(bodies(&second), (5..15).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let end2 = second["end"].as_str().unwrap();
+    let third = server.messages(&token, &room, &format!("dir=b&limit=50&from={end2}")).await;
+    assert_eq!(bodies(&third), (0..5).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(third.get("end").is_none(), "no more history: {third}");
+
+    // Forwards from the beginning.
+    let forward = server.messages(&token, &room, "dir=f&limit=100").await;
+    assert_eq!(bodies(&forward), (0..25).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert_eq!(forward["chunk"][0]["type"], "m.room.create");
+    // Forwards from a backwards token: what comes after that point.
+    let after = server.messages(&token, &room, &format!("dir=f&limit=3&from={end}")).await;
+    assert_eq!(bodies(&after), vec!["m16", "m17", "m18"]);
+
+    // `to` bounds a page.
+    let bounded = server.messages(&token, &room, &format!("dir=b&limit=100&to={end}")).await;
+    assert_eq!(bodies(&bounded).len(), 9, "{bounded}");
+
+    // Filters.
+    let only_members = server
+        .messages(&token, &room, &format!("dir=f&limit=100&filter={}", enc(r#"{"types":["m.room.member"]}"#)))
+        .await;
+    assert!(only_members["chunk"].as_array().unwrap().iter().all(|e| e["type"] == "m.room.member"));
+    let no_messages = server
+        .messages(&token, &room, &format!("dir=b&limit=5&filter={}", enc(r#"{"not_types":["m.room.message"]}"#)))
+        .await;
+    assert!(bodies(&no_messages).is_empty());
+    let lazy = server
+        .messages(&token, &room, &format!("dir=b&limit=5&filter={}", enc(r#"{"lazy_load_members":true}"#)))
+        .await;
+    assert_eq!(lazy["state"][0]["type"], "m.room.member");
+
+    server.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&from=bogus", enc(&room)), Some(&token)).await.err(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn send_is_idempotent_per_transaction_and_device() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let first = server.send_text(&token, &room, "same", "once").await;
+    let again = server.send_text(&token, &room, "same", "once").await;
+    assert_eq!(first, again);
+    let page = server.messages(&token, &room, "dir=b&limit=10").await;
+    assert_eq!(bodies(&page), vec!["once"]);
+    // The sending device sees its transaction id.
+    assert_eq!(page["chunk"][0]["unsigned"]["transaction_id"], "same");
+    // Another device of the same user: a different transaction namespace.
+    let other = server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "user": "alice", "password": "password" }))
+        .await
+        .ok()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let from_other = server.send_text(&other, &room, "same", "twice").await;
+    assert_ne!(first, from_other);
+    let seen_by_other = server.messages(&other, &room, "dir=b&limit=10").await;
+    assert!(seen_by_other["chunk"][1]["unsigned"].get("transaction_id").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn state_put_and_get() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let base = format!("/_matrix/client/v3/rooms/{}", enc(&room));
+    // Empty state key with and without trailing slash.
+    server.put(&format!("{base}/state/m.room.name"), Some(&token), json!({ "name": "One" })).await.ok();
+    assert_eq!(server.get(&format!("{base}/state/m.room.name/"), Some(&token)).await.ok()["name"], "One");
+    server.put(&format!("{base}/state/m.room.name/"), Some(&token), json!({ "name": "Two" })).await.ok();
+    assert_eq!(server.get(&format!("{base}/state/m.room.name"), Some(&token)).await.ok()["name"], "Two");
+    // Custom state with a key, and the event format.
+    server.put(&format!("{base}/state/org.example.thing/k1"), Some(&token), json!({ "v": 1 })).await.ok();
+    let event = server.get(&format!("{base}/state/org.example.thing/k1?format=event"), Some(&token)).await.ok();
+    assert_eq!(event["content"]["v"], 1);
+    assert_eq!(event["state_key"], "k1");
+    server.get(&format!("{base}/state/org.example.thing/missing"), Some(&token)).await.err(404, "M_NOT_FOUND");
+    server.put(&format!("{base}/state/m.room.name"), Some(&token), json!(["not an object"])).await.err(400, "M_BAD_JSON");
+    // Canonical alias must point at an alias of this room.
+    server
+        .put(&format!("{base}/state/m.room.canonical_alias"), Some(&token), json!({ "alias": "#unknown:localhost" }))
+        .await
+        .err(400, "M_BAD_ALIAS");
+
+    // A non-member cannot read or write state.
+    let (_, eve) = server.register("eve").await;
+    server.get(&format!("{base}/state/m.room.name"), Some(&eve)).await.err(403, "M_FORBIDDEN");
+    server.put(&format!("{base}/state/m.room.name"), Some(&eve), json!({ "name": "pwned" })).await.err(403, "M_FORBIDDEN");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn membership_lifecycle_and_power() {
+    let server = TestServer::start().await;
+    let (_alice, alice_token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let (carol, carol_token) = server.register("carol").await;
+    let room = server.create_room(&alice_token, json!({ "preset": "private_chat" })).await;
+    let base = format!("/_matrix/client/v3/rooms/{}", enc(&room));
+
+    // Invite-only: bob cannot join uninvited.
+    server.post(&format!("{base}/join"), Some(&bob_token), json!({})).await.err(403, "M_FORBIDDEN");
+    // Non-members cannot invite.
+    server.post(&format!("{base}/invite"), Some(&carol_token), json!({ "user_id": bob })).await.err(403, "M_FORBIDDEN");
+    server.post(&format!("{base}/invite"), Some(&alice_token), json!({ "user_id": bob })).await.ok();
+    server.post(&format!("{base}/invite"), Some(&alice_token), json!({ "user_id": "@ghost:localhost" })).await.err(404, "M_NOT_FOUND");
+    server.post(&format!("{base}/join"), Some(&bob_token), json!({})).await.ok();
+    let joined = server.get("/_matrix/client/v3/joined_rooms", Some(&bob_token)).await.ok();
+    assert_eq!(joined["joined_rooms"], json!([room]));
+    let members = server.get(&format!("{base}/joined_members"), Some(&bob_token)).await.ok();
+    assert_eq!(members["joined"].as_object().unwrap().len(), 2);
+
+    // Bob (power 0) cannot kick or ban, nor change the name (state_default 50).
+    server.post(&format!("{base}/invite"), Some(&alice_token), json!({ "user_id": carol })).await.ok();
+    server.post(&format!("{base}/join"), Some(&carol_token), json!({})).await.ok();
+    server.post(&format!("{base}/kick"), Some(&bob_token), json!({ "user_id": carol })).await.err(403, "M_FORBIDDEN");
+    server.put(&format!("{base}/state/m.room.name"), Some(&bob_token), json!({ "name": "mine" })).await.err(403, "M_FORBIDDEN");
+
+    // Alice kicks carol; carol can no longer send.
+    server.post(&format!("{base}/kick"), Some(&alice_token), json!({ "user_id": carol, "reason": "bye" })).await.ok();
+    let send = server
+        .put(&format!("{base}/send/m.room.message/x1"), Some(&carol_token), json!({ "msgtype": "m.text", "body": "hi" }))
+        .await;
+    send.err(403, "M_FORBIDDEN");
+
+    // Ban and unban.
+    server.post(&format!("{base}/ban"), Some(&alice_token), json!({ "user_id": carol })).await.ok();
+    server.post(&format!("{base}/invite"), Some(&alice_token), json!({ "user_id": carol })).await.err(403, "M_FORBIDDEN");
+    server.post(&format!("{base}/unban"), Some(&alice_token), json!({ "user_id": carol })).await.ok();
+    server.post(&format!("{base}/unban"), Some(&alice_token), json!({ "user_id": carol })).await.err(403, "M_FORBIDDEN");
+
+    // Members filter.
+    let left = server.get(&format!("{base}/members?membership=leave"), Some(&alice_token)).await.ok();
+    assert_eq!(left["chunk"].as_array().unwrap().len(), 1);
+    let not_leave = server.get(&format!("{base}/members?not_membership=leave"), Some(&alice_token)).await.ok();
+    assert_eq!(not_leave["chunk"].as_array().unwrap().len(), 2);
+
+    // Bob leaves, then forgets; forgetting while joined is refused.
+    server.post(&format!("{base}/forget"), Some(&bob_token), json!({})).await.err(400, "M_UNKNOWN");
+    server.post(&format!("{base}/leave"), Some(&bob_token), json!({})).await.ok();
+    server.post(&format!("{base}/forget"), Some(&bob_token), json!({})).await.ok();
+    let joined = server.get("/_matrix/client/v3/joined_rooms", Some(&bob_token)).await.ok();
+    assert_eq!(joined["joined_rooms"], json!([]));
+
+    // Knocking needs a knock join rule (v7+).
+    let knock_room = server
+        .create_room(&alice_token, json!({ "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] }))
+        .await;
+    let knock = server.post(&format!("/_matrix/client/v3/knock/{}", enc(&knock_room)), Some(&bob_token), json!({ "reason": "let me in" })).await.ok();
+    assert_eq!(knock["room_id"], knock_room);
+    server.post(&format!("/_matrix/client/v3/knock/{}", enc(&room)), Some(&carol_token), json!({})).await.err(403, "M_FORBIDDEN");
+    server.post("/_matrix/client/v3/join/!unknown:localhost", Some(&bob_token), json!({})).await.err(404, "M_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_visibility_is_enforced() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } }] }),
+        )
+        .await;
+    let secret = server.send_text(&alice, &room, "s1", "before bob").await;
+    let base = format!("/_matrix/client/v3/rooms/{}", enc(&room));
+    // Not a member: no history, no events.
+    server.get(&format!("{base}/messages?dir=b"), Some(&bob)).await.err(403, "M_FORBIDDEN");
+    server.post(&format!("{base}/join"), Some(&bob), json!({})).await.ok();
+    server.send_text(&alice, &room, "s2", "after bob").await;
+    let page = server.messages(&bob, &room, "dir=b&limit=50").await;
+    assert_eq!(bodies(&page), vec!["after bob"]);
+    server.get(&format!("{base}/event/{}", enc(&secret)), Some(&bob)).await.err(404, "M_NOT_FOUND");
+
+    // Bob leaves: he keeps what he saw but not what came after.
+    server.post(&format!("{base}/leave"), Some(&bob), json!({})).await.ok();
+    server.send_text(&alice, &room, "s3", "after bob left").await;
+    let page = server.messages(&bob, &room, "dir=b&limit=50").await;
+    assert_eq!(bodies(&page), vec!["after bob"]);
+
+    // shared: a new member sees history from before joining.
+    let shared = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.send_text(&alice, &shared, "t1", "old news").await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&shared)), Some(&bob), json!({})).await.ok();
+    assert_eq!(bodies(&server.messages(&bob, &shared, "dir=b&limit=50").await), vec!["old news"]);
+
+    // world_readable: readable without joining.
+    let open = server
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" } }] }),
+        )
+        .await;
+    let id = server.send_text(&alice, &open, "w1", "for everyone").await;
+    assert_eq!(bodies(&server.messages(&bob, &open, "dir=b&limit=50").await), vec!["for everyone"]);
+    let event = server.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&open), enc(&id)), Some(&bob)).await.ok();
+    assert_eq!(event["content"]["body"], "for everyone");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_events_are_refused() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let reply = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/big", enc(&room)),
+            Some(&token),
+            json!({ "msgtype": "m.text", "body": "x".repeat(70_000) }),
+        )
+        .await;
+    reply.err(413, "M_TOO_LARGE");
+    // The room is intact and usable.
+    server.send_text(&token, &room, "small", "still fine").await;
+    server.stop().await;
+}
