@@ -156,7 +156,14 @@ where
             return Err(MatrixError::not_json("Content not JSON."));
         }
 
-        let http_request = http::Request::from_parts(parts, &bytes[..]);
+        // Clients (matrix-nio's join, for one) POST with no body where all fields are
+        // optional; read that as an empty JSON object, as Synapse does.
+        let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let http_request = http::Request::from_parts(parts, body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(http_request, &args).map_err(map_parse_error)?;
         Ok(Ruma { body, requester, client_ip })

@@ -207,7 +207,9 @@ pub async fn messages(
         RumaDirection::Backward => Direction::Backward,
         RumaDirection::Forward => Direction::Forward,
     };
-    let from = match &body.from {
+    // Some clients send an empty `from` for "the end of the room".
+    let from_token = body.from.as_deref().filter(|t| !t.is_empty());
+    let from = match from_token {
         Some(token) => parse_token(token)?,
         None => match dir {
             Direction::Backward => Boundary::Topological { depth: i64::MAX, stream: i64::MAX },
@@ -221,7 +223,7 @@ pub async fn messages(
     let page = rooms.history(&body.room_id, viewer, from, to, dir, limit, &body.filter).await?;
 
     let mut response = get_message_events::v3::Response::new();
-    response.start = body.from.clone().unwrap_or_else(|| match from {
+    response.start = from_token.map(str::to_owned).unwrap_or_else(|| match from {
         Boundary::Topological { depth, stream } => format!("t{depth}_{stream}"),
         Boundary::Stream(s) => format!("s{s}"),
     });

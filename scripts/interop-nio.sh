@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Interop test: matrix-nio (PyPI) drives a real weft binary over HTTP.
+# Installs its own venv under target/interop/ on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/interop/nio-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio' 2>/dev/null; then
+    echo "== installing matrix-nio into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio==0.26.0'
+fi
+
+cargo build --quiet --bin weft
+data_dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+WEFT_DATA_DIR="$data_dir" WEFT_LISTEN="127.0.0.1:$port" WEFT_REGISTRATION__ENABLED=true \
+    WEFT_RATE_LIMITS__ENABLED=false RUST_LOG=warn target/debug/weft serve &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data_dir"' EXIT
+
+for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+"$venv/bin/python" tests/interop/nio_client.py "http://127.0.0.1:$port"
+echo "nio interop: 1 passed, 0 failed"

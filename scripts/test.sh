@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and in-process integration tests (cargo test), then interop
+# tests against real third-party software, each installing what it needs itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test"
+cargo test --locked --no-fail-fast 2>&1
+
+echo "== interop: matrix-nio"
+bash scripts/interop-nio.sh

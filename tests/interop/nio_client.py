@@ -1,0 +1,98 @@
+"""Interop: matrix-nio, a real third-party client library, against a running weft.
+
+Registers two users, logs in, creates a room, invites and joins the second user, sends
+messages both ways and reads the history back. Exits non-zero on any mismatch.
+"""
+
+import asyncio
+import sys
+
+from nio import (
+    AsyncClient,
+    JoinedMembersResponse,
+    JoinResponse,
+    LoginResponse,
+    RegisterResponse,
+    RoomCreateResponse,
+    RoomGetStateEventResponse,
+    RoomInviteResponse,
+    RoomMessagesResponse,
+    RoomMessageText,
+    RoomSendResponse,
+    WhoamiResponse,
+)
+
+
+def check(condition, what):
+    """`what` may end in " (details)": shown in full on failure only."""
+    if not condition:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    print(f"ok: {what.split(' (')[0]}", flush=True)
+
+
+async def main(homeserver: str) -> None:
+    alice = AsyncClient(homeserver, "alice")
+    bob = AsyncClient(homeserver, "bob")
+    try:
+        reg = await alice.register("alice", "alice-password", device_name="nio alice")
+        check(isinstance(reg, RegisterResponse), f"alice registers ({reg})")
+        reg = await bob.register("bob", "bob-password")
+        check(isinstance(reg, RegisterResponse), f"bob registers ({reg})")
+
+        # A fresh password login, as a client on a new device does.
+        alice_phone = AsyncClient(homeserver, "@alice:localhost")
+        login = await alice_phone.login("alice-password", device_name="alice's phone")
+        check(isinstance(login, LoginResponse), f"alice logs in ({login})")
+        who = await alice_phone.whoami()
+        check(isinstance(who, WhoamiResponse) and who.user_id == "@alice:localhost", "whoami")
+
+        created = await alice_phone.room_create(name="nio interop", topic="testing")
+        check(isinstance(created, RoomCreateResponse), f"room created ({created})")
+        room_id = created.room_id
+
+        invite = await alice_phone.room_invite(room_id, bob.user_id)
+        check(isinstance(invite, RoomInviteResponse), f"bob invited ({invite})")
+        joined = await bob.join(room_id)
+        check(isinstance(joined, JoinResponse) and joined.room_id == room_id, f"bob joins ({joined})")
+
+        members = await alice_phone.joined_members(room_id)
+        check(
+            isinstance(members, JoinedMembersResponse)
+            and sorted(m.user_id for m in members.members) == ["@alice:localhost", "@bob:localhost"],
+            f"both joined ({members})",
+        )
+
+        for i in range(5):
+            sent = await alice_phone.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"hello {i}"})
+            check(isinstance(sent, RoomSendResponse), f"alice sends message {i}")
+        sent = await bob.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "hi alice"})
+        check(isinstance(sent, RoomSendResponse), "bob replies")
+
+        name = await bob.room_get_state_event(room_id, "m.room.name")
+        check(isinstance(name, RoomGetStateEventResponse) and name.content.get("name") == "nio interop", f"room name ({name})")
+
+        history = await bob.room_messages(room_id, start=None, limit=20)
+        check(isinstance(history, RoomMessagesResponse), f"bob reads history ({history})")
+        texts = [e.body for e in history.chunk if isinstance(e, RoomMessageText)]
+        check(texts == ["hi alice", "hello 4", "hello 3", "hello 2", "hello 1", "hello 0"], f"history in order: {texts}")
+
+        # Page back in steps of 2 using the returned tokens.
+        seen = []
+        token = None
+        while True:
+            page = await alice_phone.room_messages(room_id, start=token, limit=2)
+            check(isinstance(page, RoomMessagesResponse), "paginated page")
+            seen += [e.body for e in page.chunk if isinstance(e, RoomMessageText)]
+            if not page.end or not page.chunk:
+                break
+            token = page.end
+        check(seen == texts, f"paginated history matches: {seen}")
+        await alice_phone.close()
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
