@@ -11,6 +11,14 @@ use axum::{
     Router,
 };
 use ruma::api::client::{
+    alias::{create_alias, delete_alias, get_alias},
+    config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
+    context::get_context,
+    directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+    redact::redact_event,
+    relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
+    tag::{create_tag, delete_tag, get_tags},
+    threads::get_threads,
     account::{change_password, deactivate, get_username_availability, register, whoami},
     device::{delete_device, delete_devices, get_device, get_devices, update_device},
     discovery::{discover_homeserver, get_capabilities, get_supported_versions},
@@ -21,7 +29,7 @@ use ruma::api::client::{
     },
     message::{get_message_events, send_message_event},
     profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
-    room::{create_room, get_room_event},
+    room::{aliases, create_room, get_event_by_timestamp, get_room_event, report_content, report_room},
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
 };
@@ -36,7 +44,7 @@ use tracing::Level;
 use crate::{
     accounts::Accounts,
     client_api::{
-        account, discovery, membership, rate_limit::RateLimiter, room_events,
+        account, account_data, directory, discovery, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
         session, ClientApiState,
     },
@@ -140,6 +148,30 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<joined_rooms::v3::Request, _, _>(membership::joined_rooms)
         .ruma::<joined_members::v3::Request, _, _>(membership::joined_members)
         .ruma::<get_member_events::v3::Request, _, _>(membership::members)
+        .ruma::<redact_event::v3::Request, _, _>(relations::redact)
+        .ruma::<get_context::v3::Request, _, _>(relations::context)
+        .ruma::<get_event_by_timestamp::v1::Request, _, _>(relations::timestamp_to_event)
+        .ruma::<get_relating_events::v1::Request, _, _>(relations::relations)
+        .ruma::<get_relating_events_with_rel_type::v1::Request, _, _>(relations::relations_with_type)
+        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(relations::relations_with_type_and_event_type)
+        .ruma::<get_threads::v1::Request, _, _>(relations::threads)
+        .ruma::<create_alias::v3::Request, _, _>(directory::create)
+        .ruma::<get_alias::v3::Request, _, _>(directory::resolve)
+        .ruma::<delete_alias::v3::Request, _, _>(directory::delete)
+        .ruma::<aliases::v3::Request, _, _>(directory::room_aliases)
+        .ruma::<get_room_visibility::v3::Request, _, _>(directory::get_visibility)
+        .ruma::<set_room_visibility::v3::Request, _, _>(directory::set_visibility)
+        .ruma::<get_public_rooms::v3::Request, _, _>(directory::public_rooms)
+        .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered)
+        .ruma::<set_global_account_data::v3::Request, _, _>(account_data::set_global)
+        .ruma::<get_global_account_data::v3::Request, _, _>(account_data::get_global)
+        .ruma::<set_room_account_data::v3::Request, _, _>(account_data::set_room)
+        .ruma::<get_room_account_data::v3::Request, _, _>(account_data::get_room)
+        .ruma::<get_tags::v3::Request, _, _>(account_data::get_tags)
+        .ruma::<create_tag::v3::Request, _, _>(account_data::put_tag)
+        .ruma::<delete_tag::v3::Request, _, _>(account_data::delete_tag)
+        .ruma::<report_content::v3::Request, _, _>(account_data::report_event)
+        .ruma::<report_room::v3::Request, _, _>(account_data::report_room)
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.

@@ -1,10 +1,13 @@
 //! The Client-Server API: HTTP edges that parse ruma requests, call the domain and respond.
 
 pub mod account;
+pub mod account_data;
+pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod membership;
 pub mod rate_limit;
+pub mod relations;
 pub mod room_events;
 pub mod router;
 pub mod session;

@@ -5,6 +5,7 @@ pub mod create;
 pub mod membership;
 pub mod pdu;
 pub mod read;
+pub mod relations;
 pub mod visibility;
 
 use std::{
@@ -222,6 +223,12 @@ impl Rooms {
             // Before v11 the redacted event id is a top-level field.
             if let Some(redacts) = template.content.get("redacts") {
                 object.insert("redacts".into(), ruma::canonical_json::to_canonical_value(redacts).map_err(|e| MatrixError::bad_json(e.to_string()))?);
+            }
+        }
+        let mut content = content;
+        if template.kind == TimelineEventType::RoomRedaction && !rules.redaction.content_field_redacts {
+            if let CanonicalJsonValue::Object(map) = &mut content {
+                map.remove("redacts");
             }
         }
         object.insert("content".into(), content);

@@ -22,6 +22,16 @@ pub struct Viewer<'a> {
     pub device_id: Option<&'a DeviceId>,
 }
 
+/// The events around one event, for /context.
+pub struct Context {
+    pub before: Vec<Value>,
+    pub event: Value,
+    pub after: Vec<Value>,
+    pub state: Vec<Value>,
+    pub start: String,
+    pub end: String,
+}
+
 /// A page of history.
 pub struct Page {
     pub events: Vec<Value>,
@@ -98,8 +108,19 @@ pub fn filter_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
 
 impl Rooms {
     /// The client format of a stored event, with `unsigned` (age, transaction_id for the
-    /// sending device, redacted_because).
+    /// sending device, redacted_because) and bundled relations (`m.relations`).
     pub async fn client_event(&self, row: &EventRow, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let mut event = self.client_event_plain(row, pdu, viewer).await?;
+        if row.redacted_by.is_none() {
+            if let Some(bundle) = self.bundled_relations(pdu, viewer).await? {
+                event["unsigned"]["m.relations"] = bundle;
+            }
+        }
+        Ok(event)
+    }
+
+    /// The client format without bundled relations.
+    pub async fn client_event_plain(&self, row: &EventRow, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
         let mut event = pdu.to_client_event();
         let mut unsigned = Map::new();
         let ts = u64::from(pdu.fields.origin_server_ts.0) as i64;
@@ -213,6 +234,89 @@ impl Rooms {
             return Err(MatrixError::not_found("Event not found"));
         }
         Ok((row, pdu))
+    }
+
+    /// An event with up to `limit` visible events around it (half before, half after) and
+    /// the room state at the last of them (only the senders' members when lazy-loading).
+    pub async fn context(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        viewer: Viewer<'_>,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<Context> {
+        let (row, pdu) = self.visible_event(room_id, event_id, viewer.user_id).await?;
+        let event = self.client_event(&row, &pdu, Some(viewer)).await?;
+        let here = Boundary::Topological { depth: row.depth, stream: row.stream_ordering };
+        let before_limit = limit / 2;
+        let after_limit = limit - before_limit;
+        let before = if before_limit > 0 {
+            self.history(room_id, viewer, here, None, Direction::Backward, before_limit, filter).await?
+        } else {
+            Page { events: Vec::new(), end: Some(encode_token(&row)), senders: Vec::new() }
+        };
+        let after = if after_limit > 0 {
+            self.history(room_id, viewer, here, None, Direction::Forward, after_limit, filter).await?
+        } else {
+            Page { events: Vec::new(), end: Some(encode_token(&row)), senders: Vec::new() }
+        };
+        // Tokens at the outermost events returned (or at the event itself).
+        let token_of = |events: &[Value]| {
+            let id = events.last().and_then(|e| e["event_id"].as_str()).map(str::to_owned);
+            let db = self.db.clone();
+            let fallback = encode_token(&row);
+            async move {
+                match id {
+                    Some(id) => Ok::<_, MatrixError>(event_repo::get(db.pool(), &id).await?.map(|r| encode_token(&r)).unwrap_or(fallback)),
+                    None => Ok(fallback),
+                }
+            }
+        };
+        let start = token_of(&before.events).await?;
+        let end = token_of(&after.events).await?;
+
+        // State at the last event returned.
+        let last_id = after.events.last().and_then(|e| e["event_id"].as_str()).unwrap_or(row.event_id.as_str()).to_owned();
+        let last_group = event_repo::get(self.db.pool(), &last_id).await?.map(|r| r.state_group).unwrap_or(row.state_group);
+        let full_state = state_repo::load_group(self.db.pool(), last_group).await?;
+        let lazy = !filter.lazy_load_options.is_disabled();
+        let mut wanted_members: std::collections::HashSet<String> = before.senders.iter().chain(after.senders.iter()).cloned().collect();
+        wanted_members.insert(pdu.fields.sender.to_string());
+        let mut state = Vec::new();
+        for ((kind, key), id) in full_state {
+            if lazy && kind == "m.room.member" && !wanted_members.contains(&key) {
+                continue;
+            }
+            if let Some(state_row) = event_repo::get(self.db.pool(), &id).await? {
+                let state_pdu = pdu_from_row(&state_row.event_id, &state_row.room_id, &state_row.json)?;
+                state.push(self.client_event_plain(&state_row, &state_pdu, Some(viewer)).await?);
+            }
+        }
+        Ok(Context { before: before.events, event, after: after.events, state, start, end })
+    }
+
+    /// The event closest to a timestamp that the user may see.
+    pub async fn event_near_ts(&self, room_id: &RoomId, user: &UserId, ts: i64, dir: Direction) -> Result<(String, i64)> {
+        let joined = self.check_can_read(room_id, user).await?;
+        let mut checker = VisibilityChecker::new(&self.db, user, joined);
+        let mut cursor = ts;
+        // Walk past events the user cannot see, a bounded number of steps.
+        for _ in 0..100 {
+            let Some((event_id, event_ts)) = event_repo::closest_to_ts(self.db.pool(), room_id.as_str(), cursor, dir).await? else {
+                break;
+            };
+            let row = event_repo::get(self.db.pool(), &event_id).await?.ok_or_else(|| MatrixError::internal("event vanished"))?;
+            let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+            if checker.can_see(&row, &pdu).await? {
+                return Ok((event_id, event_ts));
+            }
+            cursor = match dir {
+                Direction::Forward => event_ts + 1,
+                Direction::Backward => event_ts - 1,
+            };
+        }
+        Err(MatrixError::not_found("No event found near that timestamp"))
     }
 
     /// A page of the room's history for a user, filtered and visibility-checked.

@@ -7,6 +7,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod aliases;
 pub mod events;
+pub mod reports;
 pub mod rooms;
 pub mod state;
 

@@ -1,0 +1,237 @@
+//! Room aliases and the public room directory.
+
+use axum::extract::State;
+use ruma::{
+    api::client::{
+        alias::{create_alias, delete_alias, get_alias},
+        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        room::{aliases, Visibility},
+    },
+    directory::PublicRoomsChunk,
+    RoomAliasId, RoomId, ServerName, UInt, UserId,
+};
+use serde_json::{json, Value};
+
+use super::extract::{Ruma, RumaResponse};
+use crate::{
+    error::{MatrixError, Result},
+    rooms::{EventTemplate, Rooms},
+    storage::{aliases as alias_repo, rooms as room_repo},
+};
+
+fn require_local_alias(rooms: &Rooms, alias: &RoomAliasId) -> Result<()> {
+    if alias.server_name() != rooms.server_name() {
+        return Err(MatrixError::invalid_param("Room alias must be on this server"));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(rooms): State<Rooms>,
+    request: Ruma<create_alias::v3::Request>,
+) -> Result<RumaResponse<create_alias::v3::Response>> {
+    let user = &request.user().user_id;
+    let body = &request.body;
+    require_local_alias(&rooms, &body.room_alias)?;
+    rooms.require_joined(&body.room_id, user).await?;
+    if !alias_repo::insert(rooms.db().pool(), body.room_alias.as_str(), body.room_id.as_str(), user.as_str()).await? {
+        return Err(MatrixError::new(http::StatusCode::CONFLICT, "M_UNKNOWN", "Room alias already exists"));
+    }
+    Ok(RumaResponse(create_alias::v3::Response::new()))
+}
+
+pub async fn resolve(
+    State(rooms): State<Rooms>,
+    request: Ruma<get_alias::v3::Request>,
+) -> Result<RumaResponse<get_alias::v3::Response>> {
+    let alias = &request.body.room_alias;
+    if alias.server_name() != rooms.server_name() {
+        return Err(MatrixError::not_found("Room alias not found (this server does not federate yet)"));
+    }
+    let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    Ok(RumaResponse(get_alias::v3::Response::new(RoomId::parse(room_id)?, vec![rooms.server_name().to_owned()])))
+}
+
+/// The alias's creator, a server admin, or a room member allowed to set the canonical alias
+/// may delete it. A deleted alias is also taken out of `m.room.canonical_alias`.
+pub async fn delete(
+    State(rooms): State<Rooms>,
+    request: Ruma<delete_alias::v3::Request>,
+) -> Result<RumaResponse<delete_alias::v3::Response>> {
+    let requester = request.user().clone();
+    let alias = &request.body.room_alias;
+    require_local_alias(&rooms, alias)?;
+    let (room_id, creator) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    let room_id = RoomId::parse(room_id)?;
+    let allowed = creator == requester.user_id.as_str()
+        || requester.is_admin
+        || can_edit_canonical_alias(&rooms, &room_id, &requester.user_id).await?;
+    if !allowed {
+        return Err(MatrixError::forbidden("You may not delete this alias"));
+    }
+    alias_repo::delete(rooms.db().pool(), alias.as_str()).await?;
+    if let Some(mut content) = rooms.current_state_content(&room_id, "m.room.canonical_alias", "").await? {
+        let mut changed = false;
+        if content.get("alias").and_then(Value::as_str) == Some(alias.as_str()) {
+            content.as_object_mut().map(|c| c.remove("alias"));
+            changed = true;
+        }
+        if let Some(alt) = content.get_mut("alt_aliases").and_then(Value::as_array_mut) {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+        }
+        if changed && rooms.membership_of(&room_id, &requester.user_id).await?.as_deref() == Some("join") {
+            let template = EventTemplate::state("m.room.canonical_alias".into(), "", content);
+            if let Err(error) = rooms.send(&room_id, &requester.user_id, template, None).await {
+                tracing::warn!(%room_id, %error, "could not update canonical alias after alias deletion");
+            }
+        }
+    }
+    Ok(RumaResponse(delete_alias::v3::Response::new()))
+}
+
+async fn can_edit_canonical_alias(rooms: &Rooms, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    if rooms.membership_of(room_id, user).await?.as_deref() != Some("join") {
+        return Ok(false);
+    }
+    let power = rooms.power_levels(room_id).await?;
+    Ok(power.user_level(user) >= power.event_level("m.room.canonical_alias", true))
+}
+
+pub async fn room_aliases(
+    State(rooms): State<Rooms>,
+    request: Ruma<aliases::v3::Request>,
+) -> Result<RumaResponse<aliases::v3::Response>> {
+    let room_id = &request.body.room_id;
+    rooms.check_can_read(room_id, &request.user().user_id).await?;
+    let list = alias_repo::for_room(rooms.db().pool(), room_id.as_str()).await?;
+    let list = list.into_iter().map(RoomAliasId::parse).collect::<Result<Vec<_>, _>>()?;
+    Ok(RumaResponse(aliases::v3::Response::new(list)))
+}
+
+pub async fn get_visibility(
+    State(rooms): State<Rooms>,
+    request: Ruma<get_room_visibility::v3::Request>,
+) -> Result<RumaResponse<get_room_visibility::v3::Response>> {
+    let room_id = &request.body.room_id;
+    rooms.room_version(room_id).await?;
+    let visibility = if room_repo::is_published(rooms.db().pool(), room_id.as_str()).await? { Visibility::Public } else { Visibility::Private };
+    Ok(RumaResponse(get_room_visibility::v3::Response::new(visibility)))
+}
+
+pub async fn set_visibility(
+    State(rooms): State<Rooms>,
+    request: Ruma<set_room_visibility::v3::Request>,
+) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
+    let requester = request.user().clone();
+    let room_id = &request.body.room_id;
+    rooms.room_version(room_id).await?;
+    if !requester.is_admin && !can_edit_canonical_alias(&rooms, room_id, &requester.user_id).await? {
+        return Err(MatrixError::forbidden("You may not change this room's directory visibility"));
+    }
+    let publish = match &request.body.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        other => return Err(MatrixError::invalid_param(format!("Unknown visibility {}", other.as_str()))),
+    };
+    room_repo::set_published(rooms.db().pool(), room_id.as_str(), publish).await?;
+    Ok(RumaResponse(set_room_visibility::v3::Response::new()))
+}
+
+struct DirectoryPage {
+    chunk: Vec<PublicRoomsChunk>,
+    next_batch: Option<String>,
+    prev_batch: Option<String>,
+    total: usize,
+}
+
+/// Published rooms, largest first, filtered by a search term, paginated by offset tokens.
+async fn directory_page(
+    rooms: &Rooms,
+    server: Option<&ServerName>,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    search: Option<&str>,
+) -> Result<DirectoryPage> {
+    if server.is_some_and(|s| s != rooms.server_name()) {
+        return Err(MatrixError::invalid_param("This server does not federate yet: only its own directory is available"));
+    }
+    let offset: usize = match since.filter(|s| !s.is_empty()) {
+        Some(token) => token
+            .strip_prefix("o")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| MatrixError::invalid_param("Invalid since token"))?,
+        None => 0,
+    };
+    let limit = limit.map(|l| u64::from(l) as usize).unwrap_or(100).clamp(1, 500);
+    let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+    let mut entries = Vec::new();
+    for (room_id, members) in room_repo::published_rooms(rooms.db().pool()).await? {
+        let room_id = RoomId::parse(room_id)?;
+        let field = |content: Option<Value>, key: &str| content.and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned));
+        let name = field(rooms.current_state_content(&room_id, "m.room.name", "").await?, "name");
+        let topic = field(rooms.current_state_content(&room_id, "m.room.topic", "").await?, "topic");
+        let alias = field(rooms.current_state_content(&room_id, "m.room.canonical_alias", "").await?, "alias");
+        let avatar = field(rooms.current_state_content(&room_id, "m.room.avatar", "").await?, "url");
+        let history = field(rooms.current_state_content(&room_id, "m.room.history_visibility", "").await?, "history_visibility");
+        let guest = field(rooms.current_state_content(&room_id, "m.room.guest_access", "").await?, "guest_access");
+        let join_rule = field(rooms.current_state_content(&room_id, "m.room.join_rules", "").await?, "join_rule");
+        let room_type = field(rooms.current_state_content(&room_id, "m.room.create", "").await?, "type");
+        if let Some(term) = &search {
+            let haystack = [&name, &topic, &alias].iter().filter_map(|v| v.as_deref()).collect::<Vec<_>>().join(" ").to_lowercase();
+            if !haystack.contains(term.as_str()) {
+                continue;
+            }
+        }
+        let mut entry = json!({
+            "room_id": room_id,
+            "num_joined_members": members,
+            "world_readable": history.as_deref() == Some("world_readable"),
+            "guest_can_join": guest.as_deref() == Some("can_join"),
+            "join_rule": join_rule.unwrap_or_else(|| "invite".to_owned()),
+        });
+        for (key, value) in [("name", name), ("topic", topic), ("canonical_alias", alias), ("avatar_url", avatar), ("room_type", room_type)] {
+            if let Some(value) = value {
+                entry[key] = value.into();
+            }
+        }
+        entries.push(serde_json::from_value::<PublicRoomsChunk>(entry).map_err(|e| MatrixError::internal(e.to_string()))?);
+    }
+    let total = entries.len();
+    let chunk: Vec<PublicRoomsChunk> = entries.into_iter().skip(offset).take(limit).collect();
+    let next_batch = (offset + chunk.len() < total).then(|| format!("o{}", offset + chunk.len()));
+    let prev_batch = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
+    Ok(DirectoryPage { chunk, next_batch, prev_batch, total })
+}
+
+pub async fn public_rooms(
+    State(rooms): State<Rooms>,
+    request: Ruma<get_public_rooms::v3::Request>,
+) -> Result<RumaResponse<get_public_rooms::v3::Response>> {
+    let b = &request.body;
+    let page = directory_page(&rooms, b.server.as_deref(), b.limit, b.since.as_deref(), None).await?;
+    let mut response = get_public_rooms::v3::Response::new(page.chunk);
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::try_from(page.total as u64).ok();
+    Ok(RumaResponse(response))
+}
+
+pub async fn public_rooms_filtered(
+    State(rooms): State<Rooms>,
+    request: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<RumaResponse<get_public_rooms_filtered::v3::Response>> {
+    let b = &request.body;
+    let page = directory_page(&rooms, b.server.as_deref(), b.limit, b.since.as_deref(), b.filter.generic_search_term.as_deref()).await?;
+    let mut response = get_public_rooms_filtered::v3::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::try_from(page.total as u64).ok();
+    Ok(RumaResponse(response))
+}
