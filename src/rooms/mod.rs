@@ -217,7 +217,7 @@ impl Rooms {
             "origin_server_ts".into(),
             CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
         );
-        let content = ruma::canonical_json::to_canonical_value(&template.content)
+        let content = crate::crypto::to_canonical(&template.content)
             .map_err(|e| MatrixError::bad_json(format!("content is not canonical JSON: {e}")))?;
         if template.kind == TimelineEventType::RoomRedaction && !rules.redaction.content_field_redacts {
             // Before v11 the redacted event id is a top-level field.
