@@ -330,3 +330,79 @@ async fn oversized_events_are_refused() {
     server.send_text(&token, &room, "small", "still fine").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_allowed_rooms() {
+    let server = TestServer::start().await;
+    let (alice, alice_token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let space = server.create_room(&alice_token, json!({ "preset": "private_chat" })).await;
+    let room = server
+        .create_room(
+            &alice_token,
+            json!({ "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": {
+                "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] } }] }),
+        )
+        .await;
+    let join = format!("/_matrix/client/v3/rooms/{}/join", enc(&room));
+    server.post(&join, Some(&bob_token), json!({})).await.err(403, "M_FORBIDDEN");
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&space)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&space)), Some(&bob_token), json!({})).await.ok();
+    server.post(&join, Some(&bob_token), json!({})).await.ok();
+    let member = server
+        .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob)), Some(&bob_token))
+        .await
+        .ok();
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], alice);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn members_at_a_point_in_history() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob_token) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.send_text(&alice, &room, "t1", "before bob").await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob_token), json!({})).await.ok();
+
+    let now = server.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room)), Some(&alice)).await.ok();
+    assert_eq!(now["chunk"].as_array().unwrap().len(), 2);
+    // A token from the first page: the state after the newest event at that time.
+    let first_page = server.messages(&alice, &room, "dir=f&limit=3").await;
+    let then = first_page["end"].as_str().unwrap();
+    let past = server.get(&format!("/_matrix/client/v3/rooms/{}/members?at={then}", enc(&room)), Some(&alice)).await.ok();
+    assert_eq!(past["chunk"].as_array().unwrap().len(), 1, "only alice then: {past}");
+    // Bob was not in the room then: he may not look.
+    server.get(&format!("/_matrix/client/v3/rooms/{}/members?at={then}", enc(&room)), Some(&bob_token)).await.err(403, "M_FORBIDDEN");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn default_room_version_is_configurable() {
+    let server = TestServer::start_with(|c| c.default_room_version = ruma::RoomVersionId::V10).await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let create = server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create", enc(&room)), Some(&token)).await.ok();
+    assert_eq!(create["room_version"], "10");
+    let caps = server.get("/_matrix/client/v3/capabilities", Some(&token)).await.ok();
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "10");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_fields_are_reported() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" } }))
+        .await
+        .err(400, "M_MISSING_PARAM");
+    let room = server.create_room(&token, json!({})).await;
+    server
+        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&token), json!({}))
+        .await
+        .err(400, "M_BAD_JSON");
+    server.stop().await;
+}

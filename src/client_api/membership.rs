@@ -182,8 +182,18 @@ pub async fn members(
             None => state_repo::current_state(rooms.db().pool(), room_id.as_str()).await?,
         }
     };
-    let state = match &request.body.at {
-        Some(at) => rooms.state_at_token(room_id, at).await?.unwrap_or(state),
+    let state = match request.body.at.as_deref().filter(|t| !t.is_empty()) {
+        Some(at) => {
+            let Some(at_state) = rooms.state_at_token(room_id, at).await? else {
+                return Err(MatrixError::not_found("No room state at that point"));
+            };
+            // History visibility applies: the user must have been joined then, or the room
+            // world readable.
+            if !rooms.may_see_state(&at_state, &user.user_id).await? {
+                return Err(MatrixError::forbidden("You may not see the room at that point"));
+            }
+            at_state
+        }
         None => state,
     };
     let viewer = Viewer { user_id: &user.user_id, device_id: Some(&user.device_id) };

@@ -102,6 +102,11 @@ impl Rooms {
         if is_direct {
             content.insert("is_direct".into(), true.into());
         }
+        if change == Change::Join && !matches!(current.as_deref(), Some("join") | Some("invite")) {
+            if let Some(authoriser) = self.restricted_join_authoriser(room_id, target).await? {
+                content.insert("join_authorised_via_users_server".into(), authoriser.into());
+            }
+        }
         let template = EventTemplate::state(
             ruma::events::StateEventType::RoomMember,
             target.as_str(),
@@ -121,6 +126,46 @@ impl Rooms {
             }
         }
         Ok(())
+    }
+
+    /// For rooms with a `restricted` join rule: a local member who may invite, vouching for a
+    /// user who belongs to one of the allowed rooms. `M_FORBIDDEN` when the user belongs to
+    /// none; None when the room is not restricted.
+    async fn restricted_join_authoriser(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        let Some(rules) = self.current_state_content(room_id, "m.room.join_rules", "").await? else {
+            return Ok(None);
+        };
+        let rule = rules.get("join_rule").and_then(Value::as_str).unwrap_or("invite");
+        if rule != "restricted" && rule != "knock_restricted" {
+            return Ok(None);
+        }
+        let mut qualifies = false;
+        for entry in rules.get("allow").and_then(Value::as_array).into_iter().flatten() {
+            if entry.get("type").and_then(Value::as_str) != Some("m.room_membership") {
+                continue;
+            }
+            let Some(allowed_room) = entry.get("room_id").and_then(Value::as_str) else { continue };
+            if room_repo::membership(self.db.pool(), allowed_room, user.as_str()).await?.is_some_and(|(m, _)| m == "join") {
+                qualifies = true;
+                break;
+            }
+        }
+        if !qualifies {
+            return Err(MatrixError::forbidden("You are not a member of any room that grants access to this room"));
+        }
+        let power = self.power_levels(room_id).await?;
+        let invite_level = self
+            .current_state_content(room_id, "m.room.power_levels", "")
+            .await?
+            .and_then(|c| c.get("invite").and_then(Value::as_i64))
+            .unwrap_or(0);
+        for member in self.joined_members(room_id).await? {
+            let Ok(member_id) = UserId::parse(member.as_str()) else { continue };
+            if member_id.server_name() == self.server_name() && power.user_level(&member_id) >= invite_level {
+                return Ok(Some(member));
+            }
+        }
+        Err(MatrixError::forbidden("No member of this room on this server can authorise your join"))
     }
 
     pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {

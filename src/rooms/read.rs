@@ -189,6 +189,24 @@ impl Rooms {
         }
     }
 
+    /// Whether a user may see a room state snapshot: joined in it, or it is world readable.
+    pub async fn may_see_state(&self, state: &StateMap, user: &UserId) -> Result<bool> {
+        let content_field = |kind: &str, key: &str, field: &'static str| {
+            let id = state.get(&(kind.to_owned(), key.to_owned())).cloned();
+            let db = self.db.clone();
+            async move {
+                let Some(id) = id else { return Ok::<_, MatrixError>(None) };
+                let Some(json) = event_repo::get_json(db.pool(), &id).await? else { return Ok(None) };
+                let value: Value = serde_json::from_str(&json)?;
+                Ok(value["content"][field].as_str().map(str::to_owned))
+            }
+        };
+        if content_field("m.room.member", user.as_str(), "membership").await?.as_deref() == Some("join") {
+            return Ok(true);
+        }
+        Ok(content_field("m.room.history_visibility", "", "history_visibility").await?.as_deref() == Some("world_readable"))
+    }
+
     /// An `m.room.canonical_alias` may only name aliases that point to this room.
     pub async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
         let mut aliases: Vec<&str> = Vec::new();
