@@ -4,7 +4,7 @@
 //! double underscore. `server_name` is `WEFT_SERVER_NAME`, `database.url` is
 //! `WEFT_DATABASE__URL`, `registration.enabled` is `WEFT_REGISTRATION__ENABLED`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use figment::{
     providers::{Env, Format, Serialized, Toml},
@@ -57,9 +57,19 @@ pub struct RegistrationConfig {
 #[serde(default)]
 pub struct RateLimitConfig {
     pub enabled: bool,
-    /// Sustained requests per second for rate-limited endpoints (sends, logins, registration...).
+    /// Sustained requests per second for the other endpoints the spec marks rate-limited.
     pub per_second: f64,
-    /// Burst size.
+    /// Burst size for those.
+    pub burst: u32,
+    /// Limits per action, by endpoint name (`login`, `register`, `send_message_event`,
+    /// `create_room`, `join_room_by_id`, ...). These apply whether or not the spec marks the
+    /// endpoint rate-limited.
+    pub actions: BTreeMap<String, RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
     pub burst: u32,
 }
 
@@ -88,7 +98,22 @@ impl Default for DatabaseConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, per_second: 10.0, burst: 50 }
+        let limit = |per_second, burst| RateLimit { per_second, burst };
+        let actions = [
+            ("login", limit(0.17, 3)),
+            ("register", limit(0.17, 3)),
+            ("send_message_event", limit(2.0, 20)),
+            ("send_state_event", limit(2.0, 20)),
+            ("redact_event", limit(2.0, 20)),
+            ("create_room", limit(0.5, 10)),
+            ("join_room_by_id", limit(0.5, 10)),
+            ("join_room_by_id_or_alias", limit(0.5, 10)),
+            ("invite_user", limit(0.5, 10)),
+        ]
+        .into_iter()
+        .map(|(name, limit)| (name.to_owned(), limit))
+        .collect();
+        Self { enabled: true, per_second: 10.0, burst: 50, actions }
     }
 }
 
@@ -164,9 +189,23 @@ shared_secret = ""
 
 [rate_limits]
 enabled = true
-# Sustained requests per second per user (or IP) on rate-limited endpoints.
+# Sustained requests per second and burst, per user (or IP), for the endpoints the spec
+# marks rate-limited and that have no limit of their own below.
 per_second = 10.0
 burst = 50
+
+# Limits per action (endpoint name). Raise them for benchmarks, e.g.
+# WEFT_RATE_LIMITS__ACTIONS__SEND_MESSAGE_EVENT__PER_SECOND=100000.
+[rate_limits.actions]
+login = { per_second = 0.17, burst = 3 }
+register = { per_second = 0.17, burst = 3 }
+send_message_event = { per_second = 2.0, burst = 20 }
+send_state_event = { per_second = 2.0, burst = 20 }
+redact_event = { per_second = 2.0, burst = 20 }
+create_room = { per_second = 0.5, burst = 10 }
+join_room_by_id = { per_second = 0.5, burst = 10 }
+join_room_by_id_or_alias = { per_second = 0.5, burst = 10 }
+invite_user = { per_second = 0.5, burst = 10 }
 "#;
 
 #[cfg(test)]
@@ -183,5 +222,6 @@ mod tests {
         assert_eq!(parsed.listen, Config::default().listen);
         assert!(!parsed.registration.enabled);
         assert_eq!(parsed.default_room_version, RoomVersionId::V12);
+        assert_eq!(parsed.rate_limits.actions, Config::default().rate_limits.actions);
     }
 }

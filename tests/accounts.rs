@@ -427,5 +427,27 @@ async fn rate_limits_answer_with_retry_after() {
     let reply = limited.expect("login is rate limited");
     reply.err(429, "M_LIMIT_EXCEEDED");
     assert!(reply.body["retry_after_ms"].as_u64().unwrap() > 0);
+    assert!(reply.headers.get("retry-after").is_some());
+    server.stop().await;
+
+    // Message sends have their own limit, configurable per action.
+    let server = TestServer::start_with(|c| {
+        c.rate_limits.enabled = true;
+        c.rate_limits.actions.insert("send_message_event".into(), weft::config::RateLimit { per_second: 0.1, burst: 2 });
+        c.rate_limits.actions.remove("register");
+        c.rate_limits.actions.remove("create_room");
+    })
+    .await;
+    let (_, token) = server.register("sender").await;
+    let room = server.create_room(&token, json!({})).await;
+    let send = |txn: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(&room));
+        let server = &server;
+        let token = token.clone();
+        async move { server.put(&path, Some(&token), json!({ "msgtype": "m.text", "body": txn })).await }
+    };
+    send("a").await.ok();
+    send("b").await.ok();
+    send("c").await.err(429, "M_LIMIT_EXCEEDED");
     server.stop().await;
 }

@@ -70,6 +70,18 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "access_token").map(|(_, value)| value.into_owned())
 }
 
+/// The endpoint's name, from its ruma module: `ruma_client_api::session::login::v3::Request`
+/// is `login`. Rate limits are configured by these names.
+fn action_name<T>() -> &'static str {
+    std::any::type_name::<T>()
+        .rsplit("::")
+        .find(|segment| {
+            *segment != "Request"
+                && !(segment.starts_with('v') && segment[1..].chars().all(|c| c.is_ascii_digit()))
+        })
+        .unwrap_or("")
+}
+
 fn map_parse_error(error: FromHttpRequestError) -> MatrixError {
     match error {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
@@ -126,13 +138,15 @@ where
             None
         };
 
-        if T::RATE_LIMITED {
+        let limiter = RateLimiter::from_ref(state);
+        let action = action_name::<T>();
+        if T::RATE_LIMITED || limiter.limits(action) {
             let key = match (&requester, client_ip) {
                 (Some(r), _) => r.user_id.to_string(),
                 (None, Some(ip)) => ip.to_string(),
                 (None, None) => String::new(),
             };
-            RateLimiter::from_ref(state).check(&key)?;
+            limiter.check(action, &key)?;
         }
 
         let bytes = match body.collect().await {
@@ -179,5 +193,16 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
             Ok(response) => response.map(|body| Body::from(body.freeze())),
             Err(error) => MatrixError::internal(format!("failed to serialize response: {error}")).into_response(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn action_names_come_from_ruma_modules() {
+        use ruma::api::client::{discovery::get_supported_versions, message::send_message_event, session::login};
+        assert_eq!(super::action_name::<login::v3::Request>(), "login");
+        assert_eq!(super::action_name::<send_message_event::v3::Request>(), "send_message_event");
+        assert_eq!(super::action_name::<get_supported_versions::Request>(), "get_supported_versions");
     }
 }

@@ -6,7 +6,10 @@ use std::{
     time::Instant,
 };
 
-use crate::{config::RateLimitConfig, error::MatrixError};
+use crate::{
+    config::{RateLimit, RateLimitConfig},
+    error::MatrixError,
+};
 
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -24,27 +27,40 @@ impl RateLimiter {
         Self { config, buckets: Arc::default() }
     }
 
-    /// Takes one token from `key`'s bucket, or says how long to wait.
-    pub fn check(&self, key: &str) -> Result<(), MatrixError> {
-        if !self.config.enabled || self.config.per_second <= 0.0 {
+    /// Whether `action` has a limit of its own.
+    pub fn limits(&self, action: &str) -> bool {
+        self.config.actions.contains_key(action)
+    }
+
+    /// Takes one token from the bucket of (`action`, `key`), or says how long to wait.
+    pub fn check(&self, action: &str, key: &str) -> Result<(), MatrixError> {
+        let limit = self
+            .config
+            .actions
+            .get(action)
+            .copied()
+            .unwrap_or(RateLimit { per_second: self.config.per_second, burst: self.config.burst });
+        if !self.config.enabled || limit.per_second <= 0.0 {
             return Ok(());
         }
         let now = Instant::now();
-        let burst = f64::from(self.config.burst.max(1));
+        let burst = f64::from(limit.burst.max(1));
+        let per_second = limit.per_second;
+        let key = format!("{action}\0{key}");
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() > 100_000 {
             // Forget full buckets so the map cannot grow without bound.
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * self.config.per_second < burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < burst);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: burst, updated: now });
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: burst, updated: now });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.config.per_second).min(burst);
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / self.config.per_second;
+            let wait = (1.0 - bucket.tokens) / per_second;
             Err(MatrixError::limit_exceeded((wait * 1000.0).ceil() as u64))
         }
     }
@@ -56,14 +72,18 @@ mod tests {
 
     #[test]
     fn burst_then_limited_with_retry_hint() {
-        let limiter = RateLimiter::new(RateLimitConfig { enabled: true, per_second: 1.0, burst: 3 });
+        let mut config = RateLimitConfig { enabled: true, per_second: 1.0, burst: 3, ..Default::default() };
+        config.actions.insert("login".into(), RateLimit { per_second: 1.0, burst: 1 });
+        let limiter = RateLimiter::new(config);
         for _ in 0..3 {
-            limiter.check("@a:x").unwrap();
+            limiter.check("whoami", "@a:x").unwrap();
         }
-        let error = limiter.check("@a:x").unwrap_err();
+        let error = limiter.check("whoami", "@a:x").unwrap_err();
         assert_eq!(error.errcode, "M_LIMIT_EXCEEDED");
         assert!(error.extra["retry_after_ms"].as_u64().unwrap() > 0);
-        // Other users have their own bucket.
-        limiter.check("@b:x").unwrap();
+        // Other users, and other actions, have their own buckets.
+        limiter.check("whoami", "@b:x").unwrap();
+        limiter.check("login", "@a:x").unwrap();
+        assert!(limiter.check("login", "@a:x").is_err(), "login has its own, smaller limit");
     }
 }
