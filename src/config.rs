@@ -32,6 +32,21 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub registration: RegistrationConfig,
     pub rate_limits: RateLimitConfig,
+    pub presence: PresenceConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    /// Track and share online / unavailable / offline. Off: presence endpoints answer
+    /// M_FORBIDDEN and syncs carry no presence.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +101,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -186,6 +202,10 @@ enabled = false
 tokens = []
 # Shared secret for /_synapse/admin/v1/register; empty disables it.
 shared_secret = ""
+
+[presence]
+# Share online / unavailable / offline with users in the same rooms.
+enabled = true
 
 [rate_limits]
 enabled = true

@@ -11,6 +11,13 @@ use axum::{
     Router,
 };
 use ruma::api::client::{
+    filter::{create_filter, get_filter},
+    presence::{get_presence, set_presence},
+    read_marker::set_read_marker,
+    receipt::create_receipt,
+    sync::sync_events,
+    to_device::send_event_to_device,
+    typing::create_typing_event,
     alias::{create_alias, delete_alias, get_alias},
     config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
     context::get_context,
@@ -46,14 +53,15 @@ use crate::{
     client_api::{
         account, account_data, directory, discovery, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
-        session, ClientApiState,
+        session, sync, ClientApiState,
     },
     config::Config,
     crypto::ServerKeys,
     error::MatrixError,
     rooms::Rooms,
-    storage::{events as event_repo, Db},
-    sync::Notifier,
+    storage::Db,
+    ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    sync::{notifier::Notifier, Sync},
 };
 
 /// The typed handles the program is made of, built once.
@@ -62,6 +70,11 @@ pub struct Services {
     pub db: Db,
     pub accounts: Accounts,
     pub rooms: Rooms,
+    pub sync: Sync,
+    pub typing: Typing,
+    pub receipts: Receipts,
+    pub presence: Presence,
+    pub to_device: ToDevice,
 }
 
 impl Services {
@@ -69,10 +82,23 @@ impl Services {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.database_url()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
-        let notifier = Notifier::new(event_repo::max_stream_ordering(db.pool()).await?);
+        let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
-        let rooms = Rooms::new(db.clone(), keys, notifier, config.default_room_version.clone());
-        Ok(Self { config: Arc::new(config), db, accounts, rooms })
+        let rooms = Rooms::new(db.clone(), keys, notifier.clone(), config.default_room_version.clone());
+        let typing = Typing::new(db.clone(), notifier.clone());
+        let receipts = Receipts::new(rooms.clone(), notifier.clone());
+        let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
+        let to_device = ToDevice::new(db.clone(), notifier.clone());
+        let sync = Sync::new(
+            db.clone(),
+            rooms.clone(),
+            notifier,
+            typing.clone(),
+            receipts.clone(),
+            presence.clone(),
+            to_device.clone(),
+        );
+        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device })
     }
 
     pub fn router(&self) -> Router {
@@ -82,6 +108,11 @@ impl Services {
             rooms: self.rooms.clone(),
             rate_limiter: RateLimiter::new(self.config.rate_limits.clone()),
             shared_secret: Default::default(),
+            sync: self.sync.clone(),
+            typing: self.typing.clone(),
+            receipts: self.receipts.clone(),
+            presence: self.presence.clone(),
+            to_device: self.to_device.clone(),
         };
         client_routes()
             .fallback(unrecognized)
@@ -172,6 +203,15 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<delete_tag::v3::Request, _, _>(account_data::delete_tag)
         .ruma::<report_content::v3::Request, _, _>(account_data::report_event)
         .ruma::<report_room::v3::Request, _, _>(account_data::report_room)
+        .ruma::<sync_events::v3::Request, _, _>(sync::sync)
+        .ruma::<create_filter::v3::Request, _, _>(sync::create_filter)
+        .ruma::<get_filter::v3::Request, _, _>(sync::get_filter)
+        .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
+        .ruma::<create_receipt::v3::Request, _, _>(sync::receipt)
+        .ruma::<set_read_marker::v3::Request, _, _>(sync::read_markers)
+        .ruma::<get_presence::v3::Request, _, _>(sync::get_presence)
+        .ruma::<set_presence::v3::Request, _, _>(sync::set_presence)
+        .ruma::<send_event_to_device::v3::Request, _, _>(sync::send_to_device)
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.
@@ -217,6 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    services.presence.spawn_timeouts();
     let app = services.router();
     let db = services.db.clone();
     let task = tokio::spawn(async move {

@@ -11,12 +11,19 @@ pub mod relations;
 pub mod room_events;
 pub mod router;
 pub mod session;
+pub mod sync;
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 
-use crate::{accounts::Accounts, config::Config, rooms::Rooms};
+use crate::{
+    accounts::Accounts,
+    config::Config,
+    ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    rooms::Rooms,
+    sync::Sync,
+};
 use rate_limit::RateLimiter;
 
 /// What the client API handlers may depend on; each handler extracts only the parts it uses.
@@ -27,4 +34,9 @@ pub struct ClientApiState {
     pub rooms: Rooms,
     pub rate_limiter: RateLimiter,
     pub shared_secret: session::SharedSecretNonces,
+    pub sync: Sync,
+    pub typing: Typing,
+    pub receipts: Receipts,
+    pub presence: Presence,
+    pub to_device: ToDevice,
 }

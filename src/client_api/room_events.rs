@@ -92,6 +92,7 @@ pub async fn create_room(
 
 pub async fn send_message(
     State(rooms): State<Rooms>,
+    State(presence): State<crate::ephemeral::presence::Presence>,
     request: Ruma<send_message_event::v3::Request>,
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let user = request.user().clone();
@@ -113,6 +114,7 @@ pub async fn send_message(
             Some((user.device_id.as_str(), body.txn_id.as_str())),
         )
         .await?;
+    presence.activity(&user.user_id).await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
 }
 

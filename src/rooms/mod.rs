@@ -27,7 +27,7 @@ use crate::{
     crypto::ServerKeys,
     error::{MatrixError, Result},
     storage::{events as event_repo, rooms as room_repo, state as state_repo, Db},
-    sync::Notifier,
+    sync::notifier::Notifier,
 };
 
 /// The largest PDU the spec allows, in bytes of canonical JSON.
@@ -84,6 +84,10 @@ impl Rooms {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -366,7 +370,12 @@ impl Rooms {
         }
         tx.commit().await?;
         tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
-        self.notifier.notify(stream);
+        let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
+        if *pdu.kind() == TimelineEventType::RoomMember {
+            // A kicked, banned or leaving user sees their own leave.
+            concerned.extend(pdu.state_key().map(str::to_owned));
+        }
+        self.notifier.wake(&concerned);
         Ok(stream)
     }
 

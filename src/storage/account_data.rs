@@ -21,13 +21,7 @@ pub async fn get<'c>(
 
 /// Stores the content at the next account-data stream position, which it returns.
 pub async fn put(tx: &mut Tx, user_id: &str, room_id: &str, data_type: &str, content: &str) -> sqlx::Result<i64> {
-    let row = sqlx::query(
-        "INSERT INTO stream_positions (stream, position) VALUES ('account_data', 1) \
-         ON CONFLICT (stream) DO UPDATE SET position = stream_positions.position + 1 RETURNING position",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let position: i64 = row.get(0);
+    let position = super::next_position(tx, "account_data").await?;
     sqlx::query(
         "INSERT INTO account_data (user_id, room_id, data_type, content, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content, \
@@ -41,4 +35,21 @@ pub async fn put(tx: &mut Tx, user_id: &str, room_id: &str, data_type: &str, con
     .execute(&mut **tx)
     .await?;
     Ok(position)
+}
+
+/// Account data changed after `since`: (room_id or "", type, content).
+pub async fn changed_since<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    since: i64,
+) -> sqlx::Result<Vec<(String, String, String)>> {
+    let rows = sqlx::query(
+        "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND stream_ordering > $2 \
+         ORDER BY stream_ordering",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
 }

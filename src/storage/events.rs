@@ -345,3 +345,78 @@ pub async fn max_stream_ordering<'c>(db: impl Executor<'c, Database = Any>) -> s
     let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetch_one(db).await?;
     Ok(row.get(0))
 }
+
+/// Up to `limit` of the newest events of a room with stream ordering in `(after, up_to]`,
+/// newest first.
+pub async fn newest_in_range<'c>(
+    db: impl Executor<'c, Database = Any>,
+    room_id: &str,
+    after: i64,
+    up_to: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+         ORDER BY stream_ordering DESC LIMIT $4"
+    ))
+    .bind(room_id)
+    .bind(after)
+    .bind(up_to)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(event_from_row).collect())
+}
+
+/// The newest event of a room at or before a stream position.
+pub async fn latest_at<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, position: i64) -> sqlx::Result<Option<EventRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering <= $2 ORDER BY stream_ordering DESC LIMIT 1"
+    ))
+    .bind(room_id)
+    .bind(position)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(event_from_row))
+}
+
+/// Rooms (among all) with events in `(after, up_to]`.
+pub async fn rooms_with_events_between<'c>(db: impl Executor<'c, Database = Any>, after: i64, up_to: i64) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2")
+        .bind(after)
+        .bind(up_to)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Membership events in `(after, up_to]` of rooms the user is or was in:
+/// (room_id, member user id, membership).
+pub async fn membership_changes_between<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    after: i64,
+    up_to: i64,
+) -> sqlx::Result<Vec<(String, String, String)>> {
+    let rows = sqlx::query(
+        "SELECT e.room_id, e.state_key, e.json FROM events e WHERE e.event_type = 'm.room.member' \
+         AND e.stream_ordering > $2 AND e.stream_ordering <= $3 \
+         AND e.room_id IN (SELECT room_id FROM room_memberships WHERE user_id = $1) ORDER BY e.stream_ordering",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(up_to)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let json: String = row.get(2);
+            let membership = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (row.get(0), row.get(1), membership)
+        })
+        .collect())
+}

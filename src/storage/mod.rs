@@ -7,9 +7,13 @@ pub mod account_data;
 pub mod accounts;
 pub mod aliases;
 pub mod events;
+pub mod filters;
+pub mod presence;
+pub mod receipts;
 pub mod reports;
 pub mod rooms;
 pub mod state;
+pub mod to_device;
 
 use std::{str::FromStr, time::Duration};
 
@@ -70,6 +74,26 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Advances a server-wide stream counter inside `tx` and returns the new position.
+pub async fn next_position(tx: &mut Tx, stream: &str) -> sqlx::Result<i64> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "INSERT INTO stream_positions (stream, position) VALUES ($1, 1) \
+         ON CONFLICT (stream) DO UPDATE SET position = stream_positions.position + 1 RETURNING position",
+    )
+    .bind(stream)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.get(0))
+}
+
+/// The current position of a server-wide stream counter (0 before its first use).
+pub async fn current_position<'c>(db: impl Executor<'c, Database = sqlx::Any>, stream: &str) -> sqlx::Result<i64> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT position FROM stream_positions WHERE stream = $1").bind(stream).fetch_optional(db).await?;
+    Ok(row.map(|r| r.get(0)).unwrap_or(0))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -128,3 +128,44 @@ pub async fn forget<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, us
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// Users a new event in the room concerns: joined, invited or knocking.
+pub async fn interested_users<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership IN ('join', 'invite', 'knock')",
+    )
+    .bind(room_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Users sharing a joined room with `user_id` (including the user).
+pub async fn users_sharing_rooms<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT other.user_id FROM room_memberships mine JOIN room_memberships other \
+         ON other.room_id = mine.room_id WHERE mine.user_id = $1 AND mine.membership = 'join' \
+         AND other.membership = 'join'",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Every room the user has a membership in, with it: (room_id, membership, event_id, stream_ordering).
+pub async fn memberships_of<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+) -> sqlx::Result<Vec<(String, String, String, i64, bool)>> {
+    let rows = sqlx::query(
+        "SELECT room_id, membership, event_id, stream_ordering, forgotten FROM room_memberships WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get::<i64, _>(4) != 0))
+        .collect())
+}

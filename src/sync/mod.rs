@@ -1,36 +1,229 @@
-//! Sync: the notifier that wakes long-polling clients when new data is persisted.
-//! (The /sync endpoint itself is tracked separately; this is the position it will wait on.)
+//! /sync: the notifier that wakes long-polls, sync tokens, filters, and the response builder.
 
-use tokio::sync::watch;
+pub mod filter;
+pub mod notifier;
+pub mod rooms;
+pub mod token;
 
-/// The latest persisted room-event stream position, observable without races: a waiter
-/// subscribes first, then reads, so a write between the two is never missed.
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{api::client::filter::FilterDefinition, DeviceId, OwnedRoomId, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use self::{notifier::Notifier, token::SyncToken};
+use crate::{
+    ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    error::Result,
+    rooms::Rooms,
+    storage::{account_data, current_position, events as event_repo, rooms as room_repo, Db},
+};
+
+/// Longest long-poll honoured, so proxies and clients do not time out first.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a sync reads from.
 #[derive(Clone)]
-pub struct Notifier {
-    events: watch::Sender<i64>,
+pub struct Sync {
+    db: Db,
+    rooms: Rooms,
+    notifier: Notifier,
+    typing: Typing,
+    receipts: Receipts,
+    presence: Presence,
+    to_device: ToDevice,
 }
 
-impl Notifier {
-    pub fn new(start: i64) -> Self {
-        Self { events: watch::Sender::new(start) }
+/// One /sync request.
+pub struct SyncRequest<'a> {
+    pub user: &'a UserId,
+    pub device: &'a DeviceId,
+    pub since: Option<SyncToken>,
+    pub filter: FilterDefinition,
+    pub full_state: bool,
+    pub set_presence: &'a str,
+    pub timeout: Duration,
+}
+
+impl Sync {
+    pub fn new(
+        db: Db,
+        rooms: Rooms,
+        notifier: Notifier,
+        typing: Typing,
+        receipts: Receipts,
+        presence: Presence,
+        to_device: ToDevice,
+    ) -> Self {
+        Self { db, rooms, notifier, typing, receipts, presence, to_device }
     }
 
-    pub fn notify(&self, position: i64) {
-        self.events.send_if_modified(|current| {
-            if position > *current {
-                *current = position;
-                true
-            } else {
-                false
+    /// The positions of every stream now.
+    async fn current(&self) -> Result<SyncToken> {
+        let pool = self.db.pool();
+        Ok(SyncToken {
+            events: event_repo::max_stream_ordering(pool).await?,
+            account_data: current_position(pool, "account_data").await?,
+            receipts: current_position(pool, "receipts").await?,
+            typing: self.typing.current_serial(),
+            presence: current_position(pool, "presence").await?,
+            to_device: 0,
+        })
+    }
+
+    /// Answers a sync: at once when there is news (or for an initial or full-state sync),
+    /// otherwise when news arrives or the timeout passes.
+    pub async fn sync(&self, request: SyncRequest<'_>) -> Result<Value> {
+        // Subscribe before reading any position: a write in between still wakes us.
+        let mut signal = self.notifier.subscribe(request.user.as_str());
+        signal.borrow_and_update();
+        let _presence = self.presence.sync_started(request.user, request.set_presence).await?;
+        let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+        loop {
+            let current = self.current().await?;
+            let since = request.since.map(|s| s.clamp_to(&current));
+            let (response, has_news) = self.build(&request, since, current).await?;
+            if has_news || since.is_none() || request.full_state {
+                return Ok(response);
             }
-        });
+            match tokio::time::timeout_at(deadline, signal.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out (or the notifier went away): answer with nothing new.
+                _ => return Ok(response),
+            }
+        }
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.events.subscribe()
+    async fn build(&self, request: &SyncRequest<'_>, since: Option<SyncToken>, current: SyncToken) -> Result<(Value, bool)> {
+        let user = request.user;
+        let from = since.unwrap_or_default();
+        let mut next = current;
+        let mut has_news = false;
+
+        // Rooms.
+        let room_sections = self.room_sections(request, since, &current).await?;
+        has_news |= !room_sections.is_empty();
+        let mut response = Map::new();
+        if !room_sections.is_empty() {
+            response.insert("rooms".into(), Value::Object(room_sections));
+        }
+
+        // Global account data.
+        let filter = &request.filter;
+        let global: Vec<Value> = account_data::changed_since(self.db.pool(), user.as_str(), from.account_data)
+            .await?
+            .into_iter()
+            .filter(|(room, ..)| room.is_empty())
+            .map(|(_, kind, content)| json!({ "type": kind, "content": parse_object(&content) }))
+            .filter(|event| filter::event_allowed(&filter.account_data, event))
+            .collect();
+        if !global.is_empty() {
+            has_news = true;
+            response.insert("account_data".into(), json!({ "events": global }));
+        }
+
+        // Presence of users sharing a room.
+        let presence: Vec<Value> = self
+            .presence
+            .changes_for(user, from.presence)
+            .await?
+            .into_iter()
+            .filter(|event| filter::event_allowed(&filter.presence, event))
+            .collect();
+        if !presence.is_empty() {
+            has_news = true;
+            response.insert("presence".into(), json!({ "events": presence }));
+        }
+
+        // To-device messages.
+        let delivery = self.to_device.deliver(user, request.device.as_str(), from.to_device).await?;
+        next.to_device = delivery.position.max(from.to_device);
+        if !delivery.events.is_empty() {
+            has_news = true;
+            response.insert("to_device".into(), json!({ "events": delivery.events }));
+        }
+
+        // Device lists: whose devices the client should (re)fetch or forget.
+        if let Some(since) = since {
+            let (changed, left) = self.device_list_changes(user, since.events, current.events).await?;
+            if !changed.is_empty() || !left.is_empty() {
+                has_news = true;
+                response.insert("device_lists".into(), json!({ "changed": changed, "left": left }));
+            }
+        }
+
+        response.insert("next_batch".into(), next.encode().into());
+        Ok((Value::Object(response), has_news))
     }
 
-    pub fn current(&self) -> i64 {
-        *self.events.borrow()
+    /// Users who newly share a room with `user` (changed) and who no longer share any (left),
+    /// from membership changes after `since`.
+    async fn device_list_changes(&self, user: &UserId, since: i64, up_to: i64) -> Result<(Vec<String>, Vec<String>)> {
+        if since >= up_to {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let changes = event_repo::membership_changes_between(self.db.pool(), user.as_str(), since, up_to).await?;
+        if changes.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let sharing: BTreeSet<String> = room_repo::users_sharing_rooms(self.db.pool(), user.as_str()).await?.into_iter().collect();
+        let mut changed = BTreeSet::new();
+        let mut left = BTreeSet::new();
+        for (room_id, member, membership) in changes {
+            if member == user.as_str() {
+                // The user joined or left a room: everyone in it may have changed status.
+                for other in room_repo::members_with_membership(self.db.pool(), &room_id, "join").await? {
+                    if other == user.as_str() {
+                        continue;
+                    }
+                    if sharing.contains(&other) {
+                        changed.insert(other);
+                    } else {
+                        left.insert(other);
+                    }
+                }
+                if membership != "join" {
+                    // Members of a room the user left who share no other room.
+                    for other in room_repo::members_with_membership(self.db.pool(), &room_id, "join").await? {
+                        if !sharing.contains(&other) && other != user.as_str() {
+                            left.insert(other);
+                        }
+                    }
+                }
+            } else if membership == "join" && sharing.contains(&member) {
+                changed.insert(member);
+            } else if !sharing.contains(&member) {
+                left.insert(member);
+            }
+        }
+        changed.retain(|u| !left.contains(u));
+        Ok((changed.into_iter().collect(), left.into_iter().collect()))
+    }
+
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+}
+
+fn parse_object(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| json!({}))
+}
+
+/// Room ids of the user's rooms, by current membership.
+pub(crate) struct Memberships {
+    pub rooms: Vec<(OwnedRoomId, String, String, i64)>,
+}
+
+impl Memberships {
+    pub async fn load(db: &Db, user: &UserId) -> Result<Self> {
+        let mut rooms = Vec::new();
+        for (room, membership, event_id, stream, forgotten) in room_repo::memberships_of(db.pool(), user.as_str()).await? {
+            if forgotten {
+                continue;
+            }
+            if let Ok(room_id) = RoomId::parse(room) {
+                rooms.push((room_id, membership, event_id, stream));
+            }
+        }
+        Ok(Self { rooms })
     }
 }

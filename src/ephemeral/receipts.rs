@@ -1,0 +1,93 @@
+//! Read receipts (public, private, threaded) and read markers.
+
+use ruma::{EventId, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    error::{MatrixError, Result},
+    rooms::Rooms,
+    storage::{account_data, now_ms, receipts as repo, rooms as room_repo},
+    sync::notifier::Notifier,
+};
+
+pub const READ: &str = "m.read";
+pub const READ_PRIVATE: &str = "m.read.private";
+pub const FULLY_READ: &str = "m.fully_read";
+
+#[derive(Clone)]
+pub struct Receipts {
+    rooms: Rooms,
+    notifier: Notifier,
+}
+
+impl Receipts {
+    pub fn new(rooms: Rooms, notifier: Notifier) -> Self {
+        Self { rooms, notifier }
+    }
+
+    /// Records a receipt for an event the user can see. `thread_id` is "main", a thread
+    /// root's id, or None (unthreaded).
+    pub async fn set(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
+        self.rooms.require_joined(room_id, user).await?;
+        self.rooms.visible_event(room_id, event_id, user).await?;
+        if let Some(thread) = thread_id {
+            if thread != "main" && EventId::parse(thread).is_err() {
+                return Err(MatrixError::invalid_param("thread_id must be \"main\" or an event id"));
+            }
+        }
+        let mut tx = self.rooms.db().begin_write().await?;
+        repo::upsert(&mut tx, room_id.as_str(), receipt_type, user.as_str(), thread_id.unwrap_or(""), event_id.as_str(), now_ms())
+            .await?;
+        tx.commit().await?;
+        if receipt_type == READ_PRIVATE {
+            self.notifier.wake([user.as_str()]);
+        } else {
+            let members = room_repo::members_with_membership(self.rooms.db().pool(), room_id.as_str(), "join").await?;
+            self.notifier.wake(&members);
+        }
+        Ok(())
+    }
+
+    /// Sets `m.fully_read` (room account data) to an event the user can see.
+    pub async fn set_fully_read(&self, room_id: &RoomId, user: &UserId, event_id: &EventId) -> Result<()> {
+        self.rooms.require_joined(room_id, user).await?;
+        self.rooms.visible_event(room_id, event_id, user).await?;
+        let content = json!({ "event_id": event_id }).to_string();
+        let mut tx = self.rooms.db().begin_write().await?;
+        account_data::put(&mut tx, user.as_str(), room_id.as_str(), FULLY_READ, &content).await?;
+        tx.commit().await?;
+        self.notifier.wake([user.as_str()]);
+        Ok(())
+    }
+
+    /// The room's `m.receipt` ephemeral event with receipts changed after `since`, as `viewer`
+    /// may see them (private receipts only their own).
+    pub async fn event_since(&self, room_id: &RoomId, viewer: &UserId, since: i64) -> Result<Option<Value>> {
+        let rows = repo::changed_since(self.rooms.db().pool(), room_id.as_str(), since).await?;
+        let mut content: Map<String, Value> = Map::new();
+        for row in rows {
+            if row.receipt_type == READ_PRIVATE && row.user_id != viewer.as_str() {
+                continue;
+            }
+            let mut receipt = json!({ "ts": row.ts });
+            if !row.thread_id.is_empty() {
+                receipt["thread_id"] = row.thread_id.clone().into();
+            }
+            let by_type = content.entry(row.event_id).or_insert_with(|| json!({}));
+            let by_user = by_type
+                .as_object_mut()
+                .expect("object")
+                .entry(row.receipt_type)
+                .or_insert_with(|| json!({}));
+            by_user[row.user_id] = receipt;
+        }
+        Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+    }
+}

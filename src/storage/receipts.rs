@@ -1,0 +1,68 @@
+//! Read receipts: the latest per (room, type, user, thread).
+
+use sqlx::{Any, Executor, Row};
+
+use super::Tx;
+
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+/// Stores a receipt at a new receipts-stream position, which it returns.
+#[allow(clippy::too_many_arguments)]
+pub async fn upsert(
+    tx: &mut Tx,
+    room_id: &str,
+    receipt_type: &str,
+    user_id: &str,
+    thread_id: &str,
+    event_id: &str,
+    ts: i64,
+) -> sqlx::Result<i64> {
+    let position = super::next_position(tx, "receipts").await?;
+    sqlx::query(
+        "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_ordering) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET \
+         event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+    )
+    .bind(room_id)
+    .bind(receipt_type)
+    .bind(user_id)
+    .bind(thread_id)
+    .bind(event_id)
+    .bind(ts)
+    .bind(position)
+    .execute(&mut **tx)
+    .await?;
+    Ok(position)
+}
+
+/// Receipts of a room that changed after `since` (all of them when `since` is 0).
+pub async fn changed_since<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, since: i64) -> sqlx::Result<Vec<ReceiptRow>> {
+    let rows = sqlx::query(
+        "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts \
+         WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering",
+    )
+    .bind(room_id)
+    .bind(since)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ReceiptRow { receipt_type: row.get(0), user_id: row.get(1), thread_id: row.get(2), event_id: row.get(3), ts: row.get(4) })
+        .collect())
+}
+
+/// Rooms whose receipts changed after `since`.
+pub async fn rooms_changed_since<'c>(db: impl Executor<'c, Database = Any>, since: i64) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT DISTINCT room_id FROM receipts WHERE stream_ordering > $1")
+        .bind(since)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}

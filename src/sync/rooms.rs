@@ -1,0 +1,339 @@
+//! The `rooms` part of a sync response: joined, invited, left and knocked rooms.
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{api::client::filter::RoomEventFilter, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::{filter, parse_object, token::SyncToken, Memberships, Sync, SyncRequest};
+use crate::{
+    error::Result,
+    rooms::{pdu_from_row, read::Viewer, visibility::VisibilityChecker},
+    storage::{
+        account_data,
+        events::{self as event_repo, EventRow},
+        receipts as receipt_repo,
+        rooms as room_repo,
+        state::{self as state_repo, StateMap},
+    },
+};
+
+/// State types shown to invited and knocking users (stripped state).
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+
+struct Timeline {
+    events: Vec<Value>,
+    limited: bool,
+    prev_batch: String,
+    /// Stream position just before the first event returned (state is taken there).
+    start: i64,
+    senders: HashSet<String>,
+}
+
+impl Sync {
+    pub(super) async fn room_sections(
+        &self,
+        request: &SyncRequest<'_>,
+        since: Option<SyncToken>,
+        current: &SyncToken,
+    ) -> Result<Map<String, Value>> {
+        let user = request.user;
+        let room_filter = &request.filter.room;
+        let memberships = Memberships::load(&self.db, user).await?;
+        let from = since.unwrap_or_default();
+
+        // Which rooms have anything new: events, receipts, account data, typing.
+        let (active, receipt_rooms, account_data) = match since {
+            Some(since) => (
+                event_repo::rooms_with_events_between(self.db.pool(), since.events, current.events).await?.into_iter().collect(),
+                receipt_repo::rooms_changed_since(self.db.pool(), since.receipts).await?.into_iter().collect(),
+                self.room_account_data(user, since.account_data).await?,
+            ),
+            None => (HashSet::new(), HashSet::new(), self.room_account_data(user, 0).await?),
+        };
+
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        let mut knock = Map::new();
+        for (room_id, membership, event_id, membership_stream) in &memberships.rooms {
+            if !filter::room_included(room_filter, room_id) {
+                continue;
+            }
+            let changed_since = since.is_none_or(|s| *membership_stream > s.events);
+            match membership.as_str() {
+                "join" => {
+                    let newly_joined = since.is_some_and(|s| *membership_stream > s.events);
+                    let interesting = since.is_none()
+                        || request.full_state
+                        || newly_joined
+                        || active.contains(room_id.as_str())
+                        || receipt_rooms.contains(room_id.as_str())
+                        || account_data.contains_key(room_id.as_str())
+                        || self.typing.changed_since(room_id, from.typing).is_some();
+                    if !interesting {
+                        continue;
+                    }
+                    let section = self
+                        .room_section(request, room_id, since, current.events, newly_joined, &account_data, true)
+                        .await?;
+                    if let Some(section) = section {
+                        join.insert(room_id.to_string(), section);
+                    }
+                }
+                "invite" if changed_since => {
+                    let state = self.stripped_state(room_id, event_id).await?;
+                    invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
+                }
+                "knock" if changed_since => {
+                    let state = self.stripped_state(room_id, event_id).await?;
+                    knock.insert(room_id.to_string(), json!({ "knock_state": { "events": state } }));
+                }
+                "leave" | "ban" if (since.is_some() && changed_since) || (since.is_none() && room_filter.include_leave) => {
+                    let section = self
+                        .room_section(request, room_id, since, *membership_stream, false, &account_data, false)
+                        .await?;
+                    if let Some(section) = section {
+                        leave.insert(room_id.to_string(), section);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut rooms = Map::new();
+        for (key, section) in [("join", join), ("invite", invite), ("leave", leave), ("knock", knock)] {
+            if !section.is_empty() {
+                rooms.insert(key.into(), Value::Object(section));
+            }
+        }
+        Ok(rooms)
+    }
+
+    async fn room_account_data(&self, user: &UserId, since: i64) -> Result<HashMap<String, Vec<Value>>> {
+        let mut by_room: HashMap<String, Vec<Value>> = HashMap::new();
+        for (room, kind, content) in account_data::changed_since(self.db.pool(), user.as_str(), since).await? {
+            if !room.is_empty() {
+                by_room.entry(room).or_default().push(json!({ "type": kind, "content": parse_object(&content) }));
+            }
+        }
+        Ok(by_room)
+    }
+
+    /// A joined (or left) room's section; None when nothing in it is new.
+    #[allow(clippy::too_many_arguments)]
+    async fn room_section(
+        &self,
+        request: &SyncRequest<'_>,
+        room_id: &RoomId,
+        since: Option<SyncToken>,
+        up_to: i64,
+        newly_joined: bool,
+        account_data: &HashMap<String, Vec<Value>>,
+        joined: bool,
+    ) -> Result<Option<Value>> {
+        let user = request.user;
+        let room_filter = &request.filter.room;
+        let from = since.unwrap_or_default();
+        let viewer = Viewer { user_id: user, device_id: Some(request.device) };
+        let timeline_filter = &room_filter.timeline;
+        let limit = timeline_filter.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
+        let after = if newly_joined || since.is_none() { 0 } else { from.events };
+        let timeline = if filter::room_event_filter_includes(timeline_filter, room_id) {
+            self.timeline(room_id, user, joined, after, up_to, limit, timeline_filter, viewer).await?
+        } else {
+            Timeline { events: Vec::new(), limited: false, prev_batch: format!("s{up_to}"), start: up_to, senders: HashSet::new() }
+        };
+
+        // State: everything at the timeline's start for a new view of the room, else the
+        // changes between `since` and the timeline's start when the timeline has a gap.
+        let full = since.is_none() || newly_joined || request.full_state;
+        let state_filter = &room_filter.state;
+        let lazy = !state_filter.lazy_load_options.is_disabled();
+        let state_before = self.state_at(room_id, timeline.start).await?;
+        let state_ids: Vec<String> = if full {
+            state_before.values().cloned().collect()
+        } else if timeline.limited {
+            let at_since = self.state_at(room_id, from.events).await?;
+            state_before.iter().filter(|(key, id)| at_since.get(*key) != Some(*id)).map(|(_, id)| id.clone()).collect()
+        } else if lazy {
+            // Members of this timeline's senders, so names resolve without a full state.
+            timeline
+                .senders
+                .iter()
+                .filter_map(|sender| state_before.get(&("m.room.member".to_owned(), sender.clone())).cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut state = Vec::new();
+        if filter::room_event_filter_includes(state_filter, room_id) {
+            for id in state_ids {
+                let Some(row) = event_repo::get(self.db.pool(), &id).await? else { continue };
+                let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+                if lazy && pdu.kind().to_string() == "m.room.member" {
+                    let member = pdu.state_key().unwrap_or("");
+                    if member != user.as_str() && !timeline.senders.contains(member) {
+                        continue;
+                    }
+                }
+                let event = without_room_id(self.rooms.client_event_plain(&row, &pdu, Some(viewer)).await?);
+                if filter::room_event_allowed(state_filter, &event) {
+                    state.push(event);
+                }
+            }
+        }
+
+        // Ephemeral events and room account data (joined rooms only).
+        let mut ephemeral = Vec::new();
+        let mut room_account_data = Vec::new();
+        if joined {
+            let ephemeral_filter = &room_filter.ephemeral;
+            if filter::room_event_filter_includes(ephemeral_filter, room_id) {
+                if let Some(users) = self.typing.changed_since(room_id, if since.is_none() { 0 } else { from.typing }) {
+                    ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                }
+                if let Some(receipts) = self.receipts.event_since(room_id, user, from.receipts).await? {
+                    ephemeral.push(receipts);
+                }
+                ephemeral.retain(|e| filter::room_event_allowed(ephemeral_filter, e));
+            }
+            if filter::room_event_filter_includes(&room_filter.account_data, room_id) {
+                room_account_data = account_data
+                    .get(room_id.as_str())
+                    .map(|events| events.iter().filter(|e| filter::room_event_allowed(&room_filter.account_data, e)).cloned().collect())
+                    .unwrap_or_default();
+            }
+        }
+
+        if since.is_some() && !full && timeline.events.is_empty() && state.is_empty() && ephemeral.is_empty() && room_account_data.is_empty() {
+            return Ok(None);
+        }
+        let mut section = json!({
+            "timeline": { "events": timeline.events, "limited": timeline.limited, "prev_batch": timeline.prev_batch },
+            "state": { "events": state },
+            "account_data": { "events": room_account_data },
+        });
+        if joined {
+            section["ephemeral"] = json!({ "events": ephemeral });
+            section["summary"] = self.summary(room_id, user).await?;
+            section["unread_notifications"] = json!({});
+        }
+        Ok(Some(section))
+    }
+
+    /// The newest `limit` visible, filter-matching events in `(after, up_to]`, oldest first.
+    #[allow(clippy::too_many_arguments)]
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        joined: bool,
+        after: i64,
+        up_to: i64,
+        limit: usize,
+        filter: &RoomEventFilter,
+        viewer: Viewer<'_>,
+    ) -> Result<Timeline> {
+        let mut checker = VisibilityChecker::new(self.rooms.db(), user, joined);
+        let mut picked: Vec<(EventRow, Value)> = Vec::new();
+        let mut cursor = up_to;
+        let mut limited = false;
+        let batch = (limit as i64 * 2).max(20);
+        'scan: loop {
+            let rows = event_repo::newest_in_range(self.db.pool(), room_id.as_str(), after, cursor, batch).await?;
+            let exhausted = (rows.len() as i64) < batch;
+            for row in rows {
+                cursor = row.stream_ordering - 1;
+                if picked.len() >= limit {
+                    limited = true;
+                    break 'scan;
+                }
+                let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+                if !checker.can_see(&row, &pdu).await? {
+                    continue;
+                }
+                let event = without_room_id(self.rooms.client_event(&row, &pdu, Some(viewer)).await?);
+                if filter::room_event_allowed(filter, &event) {
+                    picked.push((row, event));
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        picked.reverse();
+        let (prev_batch, start) = match picked.first() {
+            Some((row, _)) => (format!("t{}_{}", row.depth, row.stream_ordering), row.stream_ordering - 1),
+            None => (format!("s{up_to}"), up_to),
+        };
+        let senders = picked.iter().filter_map(|(_, e)| e["sender"].as_str().map(str::to_owned)).collect();
+        Ok(Timeline { events: picked.into_iter().map(|(_, e)| e).collect(), limited, prev_batch, start, senders })
+    }
+
+    /// The room's state after the last event at or before a stream position.
+    async fn state_at(&self, room_id: &RoomId, position: i64) -> Result<StateMap> {
+        match event_repo::latest_at(self.db.pool(), room_id.as_str(), position).await? {
+            Some(row) => Ok(state_repo::load_group(self.db.pool(), row.state_group).await?),
+            None => Ok(StateMap::new()),
+        }
+    }
+
+    /// Stripped state for an invite or knock, plus the membership event itself.
+    async fn stripped_state(&self, room_id: &RoomId, membership_event: &str) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        for kind in STRIPPED_STATE {
+            if let Some(pdu) = self.rooms.current_state_event(room_id, kind, "").await? {
+                events.push(stripped(&pdu));
+            }
+        }
+        if let Some(row) = event_repo::get(self.db.pool(), membership_event).await? {
+            let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+            // The inviter's own member event, so clients can show who invited.
+            if let Some(inviter) = self.rooms.current_state_event(room_id, "m.room.member", pdu.fields.sender.as_str()).await? {
+                if inviter.event_id != pdu.event_id {
+                    events.push(stripped(&inviter));
+                }
+            }
+            events.push(stripped(&pdu));
+        }
+        Ok(events)
+    }
+
+    /// `summary`: up to five heroes and the joined and invited member counts.
+    async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Value> {
+        let joined = room_repo::members_with_membership(self.db.pool(), room_id.as_str(), "join").await?;
+        let invited = room_repo::members_with_membership(self.db.pool(), room_id.as_str(), "invite").await?;
+        let heroes: Vec<&String> = joined.iter().chain(invited.iter()).filter(|u| u.as_str() != user.as_str()).take(5).collect();
+        Ok(json!({
+            "m.heroes": heroes,
+            "m.joined_member_count": joined.len(),
+            "m.invited_member_count": invited.len(),
+        }))
+    }
+}
+
+fn stripped(pdu: &crate::rooms::Pdu) -> Value {
+    json!({
+        "type": pdu.kind().to_string(),
+        "state_key": pdu.state_key().unwrap_or(""),
+        "sender": pdu.fields.sender,
+        "content": pdu.content_value(),
+    })
+}
+
+fn without_room_id(mut event: Value) -> Value {
+    if let Some(map) = event.as_object_mut() {
+        map.remove("room_id");
+    }
+    event
+}
