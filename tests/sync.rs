@@ -482,3 +482,24 @@ async fn bad_and_foreign_tokens() {
     server.get("/_matrix/client/v3/sync", None).await.err(401, "M_MISSING_TOKEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn knocks_show_knock_state() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({ "name": "Knock knock", "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] }))
+        .await;
+    let next = sync(&server, &bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    server.post(&format!("/_matrix/client/v3/knock/{}", enc(&room)), Some(&bob), json!({})).await.ok();
+    let response = sync(&server, &bob, &format!("since={next}")).await;
+    let state = response["rooms"]["knock"][&room]["knock_state"]["events"].as_array().unwrap();
+    assert!(state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock knock"));
+    assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "knock"));
+    // The room's members see the knock in their timeline.
+    let alice_view = sync(&server, &alice, "").await;
+    let events = alice_view["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["content"]["membership"] == "knock"));
+    server.stop().await;
+}

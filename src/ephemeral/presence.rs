@@ -274,3 +274,40 @@ impl Drop for SyncGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn presence() -> (Presence, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}", dir.path().join("p.db").display())).await.unwrap();
+        (Presence::new(db, Notifier::new(), true).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn idle_users_become_unavailable_then_offline_when_they_stop_syncing() {
+        let (presence, _dir) = presence().await;
+        let user = ruma::user_id!("@a:x");
+        let guard = presence.sync_started(user, "online").await.unwrap();
+        assert_eq!(presence.content(user).await.unwrap()["presence"], "online");
+        let start = now_ms();
+        // A long-poll in progress keeps the user from going offline, not from going idle.
+        presence.apply_timeouts(start + IDLE_AFTER_MS + 1000).await.unwrap();
+        assert_eq!(presence.content(user).await.unwrap()["presence"], "unavailable");
+        drop(guard);
+        presence.apply_timeouts(now_ms() + OFFLINE_AFTER_MS + 1000).await.unwrap();
+        assert_eq!(presence.content(user).await.unwrap()["presence"], "offline");
+        // Activity brings them back.
+        presence.activity(user).await.unwrap();
+        assert_eq!(presence.content(user).await.unwrap()["presence"], "online");
+    }
+
+    #[tokio::test]
+    async fn set_presence_offline_on_sync_does_not_mark_online() {
+        let (presence, _dir) = presence().await;
+        let user = ruma::user_id!("@b:x");
+        let _guard = presence.sync_started(user, "offline").await.unwrap();
+        assert_eq!(presence.content(user).await.unwrap()["presence"], "offline");
+    }
+}

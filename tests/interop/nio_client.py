@@ -9,6 +9,16 @@ import sys
 
 from nio import (
     AsyncClient,
+    PresenceGetResponse,
+    PresenceSetResponse,
+    ReceiptEvent,
+    RoomReadMarkersResponse,
+    RoomTypingResponse,
+    SyncResponse,
+    ToDeviceMessage,
+    ToDeviceResponse,
+    TypingNoticeEvent,
+    UnknownToDeviceEvent,
     JoinedMembersResponse,
     JoinResponse,
     LoginResponse,
@@ -88,6 +98,43 @@ async def main(homeserver: str) -> None:
                 break
             token = page.end
         check(seen == texts, f"paginated history matches: {seen}")
+
+        # /sync, parsed (and schema-validated) by nio.
+        synced = await bob.sync(timeout=0, full_state=True)
+        check(isinstance(synced, SyncResponse), f"bob syncs ({synced})")
+        joined = synced.rooms.join.get(room_id)
+        check(joined is not None, "the room is in bob's joined rooms")
+        sync_texts = [e.body for e in joined.timeline.events if isinstance(e, RoomMessageText)]
+        check(sync_texts[-1:] == ["hi alice"], f"sync timeline ends with the newest message: {sync_texts}")
+        since = synced.next_batch
+
+        typing = await alice_phone.room_typing(room_id, True, 10000)
+        check(isinstance(typing, RoomTypingResponse), f"alice types ({typing})")
+        last_event = history.chunk[0].event_id
+        markers = await alice_phone.room_read_markers(room_id, last_event, last_event)
+        check(isinstance(markers, RoomReadMarkersResponse), f"alice sets read markers ({markers})")
+        update = await bob.sync(timeout=10000, since=since)
+        check(isinstance(update, SyncResponse), f"bob's incremental sync ({update})")
+        ephemeral = update.rooms.join[room_id].ephemeral
+        typers = [e.users for e in ephemeral if isinstance(e, TypingNoticeEvent)]
+        check(typers == [["@alice:localhost"]], f"bob sees alice typing: {typers}")
+        receipts = [r for e in ephemeral if isinstance(e, ReceiptEvent) for r in e.receipts]
+        check(any(r.user_id == "@alice:localhost" and r.event_id == last_event for r in receipts), f"bob sees alice's receipt: {receipts}")
+
+        presence = await alice_phone.set_presence("unavailable", "away for lunch")
+        check(isinstance(presence, PresenceSetResponse), f"alice sets presence ({presence})")
+        seen_presence = await bob.get_presence("@alice:localhost")
+        check(
+            isinstance(seen_presence, PresenceGetResponse) and seen_presence.presence == "unavailable"
+            and seen_presence.status_msg == "away for lunch",
+            f"bob reads alice's presence ({seen_presence})",
+        )
+
+        sent = await alice_phone.to_device(ToDeviceMessage("org.example.ping", bob.user_id, bob.device_id, {"n": 1}))
+        check(isinstance(sent, ToDeviceResponse), f"alice sends to bob's device ({sent})")
+        delivered = await bob.sync(timeout=10000, since=update.next_batch)
+        pings = [e for e in delivered.to_device_events if isinstance(e, UnknownToDeviceEvent) and e.type == "org.example.ping"]
+        check(len(pings) == 1 and pings[0].sender == "@alice:localhost", f"bob's device receives it: {delivered.to_device_events}")
         await alice_phone.close()
     finally:
         await alice.close()
