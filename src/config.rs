@@ -33,6 +33,27 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub rate_limits: RateLimitConfig,
     pub presence: PresenceConfig,
+    pub federation: FederationConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationConfig {
+    /// Outbound requests (push gateways; later federation and URL previews) never go to these
+    /// address ranges. Defaults to loopback, private, link-local and other special ranges.
+    pub ip_range_blocklist: Vec<ipnet::IpNet>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        let ranges = [
+            "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/24",
+            "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24",
+            "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32",
+            "ff00::/8", "fec0::/10", "::/128",
+        ];
+        Self { ip_range_blocklist: ranges.iter().map(|r| r.parse().expect("valid range")).collect() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +123,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             rate_limits: RateLimitConfig::default(),
             presence: PresenceConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -206,6 +228,11 @@ shared_secret = ""
 [presence]
 # Share online / unavailable / offline with users in the same rooms.
 enabled = true
+
+[federation]
+# Outbound requests (push gateways, later federation) never reach these ranges.
+# The default blocks loopback and private networks; list [] to allow everything.
+# ip_range_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ...]
 
 [rate_limits]
 enabled = true

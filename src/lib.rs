@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
+pub mod push;
 pub mod rooms;
 pub mod server;
 pub mod storage;

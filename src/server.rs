@@ -11,6 +11,10 @@ use axum::{
     Router,
 };
 use ruma::api::client::{
+    push::{
+        delete_pushrule, get_notifications, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+        get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+    },
     filter::{create_filter, get_filter},
     presence::{get_presence, set_presence},
     read_marker::set_read_marker,
@@ -53,7 +57,7 @@ use crate::{
     client_api::{
         account, account_data, directory, discovery, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
-        session, sync, ClientApiState,
+        push, session, sync, ClientApiState,
     },
     config::Config,
     crypto::ServerKeys,
@@ -61,6 +65,7 @@ use crate::{
     rooms::Rooms,
     storage::Db,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    push::{gateway::Gateway, Push},
     sync::{notifier::Notifier, Sync},
 };
 
@@ -75,6 +80,7 @@ pub struct Services {
     pub receipts: Receipts,
     pub presence: Presence,
     pub to_device: ToDevice,
+    pub push: Push,
 }
 
 impl Services {
@@ -84,7 +90,8 @@ impl Services {
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
-        let rooms = Rooms::new(db.clone(), keys, notifier.clone(), config.default_room_version.clone());
+        let push = Push::new(db.clone(), Gateway::new(db.clone(), config.federation.ip_range_blocklist.clone()));
+        let rooms = Rooms::new(db.clone(), keys, notifier.clone(), push.clone(), config.default_room_version.clone());
         let typing = Typing::new(db.clone(), notifier.clone());
         let receipts = Receipts::new(rooms.clone(), notifier.clone());
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
@@ -97,8 +104,9 @@ impl Services {
             receipts.clone(),
             presence.clone(),
             to_device.clone(),
+            push.clone(),
         );
-        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device })
+        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push })
     }
 
     pub fn router(&self) -> Router {
@@ -113,6 +121,7 @@ impl Services {
             receipts: self.receipts.clone(),
             presence: self.presence.clone(),
             to_device: self.to_device.clone(),
+            push: self.push.clone(),
         };
         client_routes()
             .fallback(unrecognized)
@@ -212,6 +221,18 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<get_presence::v3::Request, _, _>(sync::get_presence)
         .ruma::<set_presence::v3::Request, _, _>(sync::set_presence)
         .ruma::<send_event_to_device::v3::Request, _, _>(sync::send_to_device)
+        .ruma::<get_pushrules_all::v3::Request, _, _>(push::get_all)
+        .ruma::<get_pushrules_global_scope::v3::Request, _, _>(push::get_global)
+        .ruma::<get_pushrule::v3::Request, _, _>(push::get_rule)
+        .ruma::<set_pushrule::v3::Request, _, _>(push::set_rule)
+        .ruma::<delete_pushrule::v3::Request, _, _>(push::delete_rule)
+        .ruma::<get_pushrule_enabled::v3::Request, _, _>(push::get_enabled)
+        .ruma::<set_pushrule_enabled::v3::Request, _, _>(push::set_enabled)
+        .ruma::<get_pushrule_actions::v3::Request, _, _>(push::get_actions)
+        .ruma::<set_pushrule_actions::v3::Request, _, _>(push::set_actions)
+        .ruma::<get_pushers::v3::Request, _, _>(push::get_pushers)
+        .ruma::<set_pusher::v3::Request, _, _>(push::set_pusher)
+        .ruma::<get_notifications::v3::Request, _, _>(push::notifications)
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod membership;
+pub mod push;
 pub mod rate_limit;
 pub mod relations;
 pub mod room_events;
@@ -21,6 +22,7 @@ use crate::{
     accounts::Accounts,
     config::Config,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    push::Push,
     rooms::Rooms,
     sync::Sync,
 };
@@ -39,4 +41,5 @@ pub struct ClientApiState {
     pub receipts: Receipts,
     pub presence: Presence,
     pub to_device: ToDevice,
+    pub push: Push,
 }

@@ -26,6 +26,7 @@ pub use self::pdu::Pdu;
 use crate::{
     crypto::ServerKeys,
     error::{MatrixError, Result},
+    push::Push,
     storage::{events as event_repo, rooms as room_repo, state as state_repo, Db},
     sync::notifier::Notifier,
 };
@@ -59,6 +60,7 @@ pub struct Rooms {
     db: Db,
     keys: ServerKeys,
     notifier: Notifier,
+    push: Push,
     default_version: RoomVersionId,
     /// One writer per room at a time; rooms never wait on each other.
     room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
@@ -78,8 +80,8 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
 }
 
 impl Rooms {
-    pub fn new(db: Db, keys: ServerKeys, notifier: Notifier, default_version: RoomVersionId) -> Self {
-        Self { db, keys, notifier, default_version, room_locks: Arc::default() }
+    pub fn new(db: Db, keys: ServerKeys, notifier: Notifier, push: Push, default_version: RoomVersionId) -> Self {
+        Self { db, keys, notifier, push, default_version, room_locks: Arc::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -319,6 +321,10 @@ impl Rooms {
         })
         .map_err(|e| MatrixError::forbidden(auth_error_message(&e)))?;
 
+        // Push rules of every local recipient, decided before the write and stored with it.
+        let client_event = Value::Object(pdu.to_client_event());
+        let push_actions = self.push.evaluate(&pdu, &client_event, &rules).await?;
+
         // Everything below is one transaction.
         let room_id = pdu.room_id.as_str();
         let mut tx = self.db.begin_write().await?;
@@ -368,6 +374,7 @@ impl Rooms {
         if let Some(target) = pdu.redacts_target() {
             self.apply_redaction(&mut tx, &pdu, target, &rules, &state_before).await?;
         }
+        self.push.store(&mut tx, &pdu, stream, &push_actions).await?;
         tx.commit().await?;
         tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
         let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
@@ -376,6 +383,7 @@ impl Rooms {
             concerned.extend(pdu.state_key().map(str::to_owned));
         }
         self.notifier.wake(&concerned);
+        self.push.deliver(&pdu, client_event, push_actions);
         Ok(stream)
     }
 

@@ -216,8 +216,13 @@ pub async fn touch_device<'c>(
     Ok(())
 }
 
-/// Deletes a device and its access tokens.
+/// Deletes a device with its access tokens and pushers.
 pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
         .bind(user_id)
         .bind(device_id)
@@ -233,6 +238,11 @@ pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -
 
 pub async fn delete_all_devices(tx: &mut super::Tx, user_id: &str, except_device: Option<&str>) -> sqlx::Result<()> {
     let keep = except_device.unwrap_or("");
+    sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
         .bind(user_id)
         .bind(keep)

@@ -9,6 +9,7 @@ pub mod aliases;
 pub mod events;
 pub mod filters;
 pub mod presence;
+pub mod push;
 pub mod receipts;
 pub mod reports;
 pub mod rooms;

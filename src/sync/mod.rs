@@ -14,6 +14,7 @@ use self::{notifier::Notifier, token::SyncToken};
 use crate::{
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     error::Result,
+    push::{rules::PUSH_RULES, Push},
     rooms::Rooms,
     storage::{account_data, current_position, events as event_repo, rooms as room_repo, Db},
 };
@@ -31,6 +32,7 @@ pub struct Sync {
     receipts: Receipts,
     presence: Presence,
     to_device: ToDevice,
+    push: Push,
 }
 
 /// One /sync request.
@@ -53,8 +55,9 @@ impl Sync {
         receipts: Receipts,
         presence: Presence,
         to_device: ToDevice,
+        push: Push,
     ) -> Self {
-        Self { db, rooms, notifier, typing, receipts, presence, to_device }
+        Self { db, rooms, notifier, typing, receipts, presence, to_device, push }
     }
 
     /// The positions of every stream now.
@@ -109,13 +112,17 @@ impl Sync {
 
         // Global account data.
         let filter = &request.filter;
-        let global: Vec<Value> = account_data::changed_since(self.db.pool(), user.as_str(), from.account_data)
+        let mut global: Vec<Value> = account_data::changed_since(self.db.pool(), user.as_str(), from.account_data)
             .await?
             .into_iter()
             .filter(|(room, ..)| room.is_empty())
             .map(|(_, kind, content)| json!({ "type": kind, "content": parse_object(&content) }))
-            .filter(|event| filter::event_allowed(&filter.account_data, event))
             .collect();
+        // Clients learn their push rules from account data: an initial sync always has them.
+        if since.is_none() && !global.iter().any(|e| e["type"] == PUSH_RULES) {
+            global.push(self.push.rules_event(user).await?);
+        }
+        global.retain(|event| filter::event_allowed(&filter.account_data, event));
         if !global.is_empty() {
             has_news = true;
             response.insert("account_data".into(), json!({ "events": global }));

@@ -226,7 +226,12 @@ impl Sync {
         if joined {
             section["ephemeral"] = json!({ "events": ephemeral });
             section["summary"] = self.summary(room_id, user).await?;
-            section["unread_notifications"] = json!({});
+            let per_thread = room_filter.timeline.unread_thread_notifications;
+            let (main, threads) = self.push.unread(user, room_id, per_thread).await?;
+            section["unread_notifications"] = main;
+            if let Some(threads) = threads {
+                section["unread_thread_notifications"] = threads;
+            }
         }
         Ok(Some(section))
     }

@@ -45,6 +45,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.registration.enabled = true;
     config.registration.shared_secret = "test-shared-secret".into();
     config.rate_limits.enabled = false;
+    // Tests run their peers (push gateways, servers) on loopback.
+    config.federation.ip_range_blocklist = Vec::new();
     config
 }
 

@@ -1,0 +1,195 @@
+//! Push: per-user push rules evaluated for every event and local recipient, unread counts,
+//! notifications, and pushers that POST to push gateways.
+
+pub mod gateway;
+pub mod rules;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    push::{Action, HighlightTweakValue, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset, Tweak},
+    room_version_rules::RoomVersionRules,
+    serde::Raw,
+    Int, OwnedUserId, RoomId, UInt, UserId,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    error::Result,
+    rooms::Pdu,
+    storage::{
+        push::{self as repo, NewPushAction},
+        rooms as room_repo, state as state_repo, Db, Tx,
+    },
+};
+
+/// What the push rules decided for one recipient of an event.
+#[derive(Debug, Clone)]
+pub struct RecipientActions {
+    pub user_id: OwnedUserId,
+    pub actions: Vec<Action>,
+    pub notify: bool,
+    pub highlight: bool,
+}
+
+#[derive(Clone)]
+pub struct Push {
+    db: Db,
+    gateway: gateway::Gateway,
+    /// Each user's rules, cached: evaluated for every event in every room they are in.
+    rulesets: Arc<Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>>,
+}
+
+impl Push {
+    pub fn new(db: Db, gateway: gateway::Gateway) -> Self {
+        Self { db, gateway, rulesets: Arc::default() }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs every local recipient's push rules on an event about to be persisted (the event
+    /// in client format). Recipients: joined members but the sender, and an invitee.
+    pub async fn evaluate(&self, pdu: &Pdu, client_event: &Value, rules: &RoomVersionRules) -> Result<Vec<RecipientActions>> {
+        let room_id = pdu.room_id.as_str();
+        let mut recipients = room_repo::members_with_membership(self.db.pool(), room_id, "join").await?;
+        let member_count = recipients.len();
+        if pdu.kind().to_string() == "m.room.member" {
+            if let Some(target) = pdu.state_key() {
+                if pdu.content_value()["membership"] == "invite" && !recipients.iter().any(|r| r == target) {
+                    recipients.push(target.to_owned());
+                }
+            }
+        }
+        recipients.retain(|r| r != pdu.fields.sender.as_str());
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let power_levels = self.power_levels_ctx(&pdu.room_id, rules).await?;
+        let raw: Raw<Value> = Raw::new(client_event).map_err(|e| crate::error::MatrixError::internal(e.to_string()))?;
+        let mut decided = Vec::new();
+        for recipient in recipients {
+            let Ok(user_id) = UserId::parse(recipient.as_str()) else { continue };
+            let display_name = match state_repo::current_entries(self.db.pool(), room_id, "m.room.member", user_id.as_str()).await? {
+                Some(event_id) => crate::storage::events::get_json(self.db.pool(), &event_id)
+                    .await?
+                    .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+                    .and_then(|v| v["content"]["displayname"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| user_id.localpart().to_owned()),
+                None => user_id.localpart().to_owned(),
+            };
+            let mut context = PushConditionRoomCtx::new(
+                pdu.room_id.clone(),
+                UInt::try_from(member_count as u64).unwrap_or_default(),
+                user_id.clone(),
+                display_name,
+            );
+            context.power_levels = power_levels.clone();
+            let ruleset = self.ruleset(&user_id).await?;
+            let actions = ruleset.get_actions(&raw, &context).await.to_vec();
+            let notify = actions.iter().any(|a| matches!(a, Action::Notify));
+            let highlight = actions.iter().any(|a| matches!(a, Action::SetTweak(Tweak::Highlight(HighlightTweakValue::Yes))));
+            if notify || highlight {
+                decided.push(RecipientActions { user_id, actions, notify, highlight });
+            }
+        }
+        Ok(decided)
+    }
+
+    /// Stores the decided actions in the event's own transaction.
+    pub async fn store(&self, tx: &mut Tx, pdu: &Pdu, stream_ordering: i64, decided: &[RecipientActions]) -> Result<()> {
+        let thread_id = thread_of(pdu);
+        for recipient in decided {
+            let actions = serde_json::to_string(&recipient.actions)?;
+            repo::insert_action(
+                tx,
+                &NewPushAction {
+                    user_id: recipient.user_id.as_str(),
+                    event_id: pdu.event_id.as_str(),
+                    room_id: pdu.room_id.as_str(),
+                    stream_ordering,
+                    thread_id: &thread_id,
+                    notify: recipient.notify,
+                    highlight: recipient.highlight,
+                    actions: &actions,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// After commit: tell the recipients' push gateways.
+    pub fn deliver(&self, pdu: &Pdu, client_event: Value, decided: Vec<RecipientActions>) {
+        let notifying: Vec<RecipientActions> = decided.into_iter().filter(|r| r.notify).collect();
+        if !notifying.is_empty() {
+            self.gateway.notify(pdu.clone(), client_event, notifying);
+        }
+    }
+
+    async fn power_levels_ctx(&self, room_id: &RoomId, rules: &RoomVersionRules) -> Result<Option<PushConditionPowerLevelsCtx>> {
+        let content = |kind: &'static str| {
+            let db = self.db.clone();
+            let room_id = room_id.to_owned();
+            async move {
+                let Some(id) = state_repo::current_entries(db.pool(), room_id.as_str(), kind, "").await? else {
+                    return Ok::<_, crate::error::MatrixError>(None);
+                };
+                Ok(crate::storage::events::get_json(db.pool(), &id).await?.and_then(|j| serde_json::from_str::<Value>(&j).ok()))
+            }
+        };
+        let Some(power) = content("m.room.power_levels").await? else { return Ok(None) };
+        let create = content("m.room.create").await?;
+        let users = power["content"]["users"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(u, l)| Some((UserId::parse(u.as_str()).ok()?, Int::new(l.as_i64()?)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let users_default = Int::new(power["content"]["users_default"].as_i64().unwrap_or(0)).unwrap_or_default();
+        let notifications = serde_json::from_value(power["content"]["notifications"].clone()).unwrap_or_default();
+        let mut creators: Vec<OwnedUserId> = Vec::new();
+        if let Some(create) = &create {
+            creators.extend(create["sender"].as_str().and_then(|s| UserId::parse(s).ok()));
+            if let Some(extra) = create["content"]["additional_creators"].as_array() {
+                creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
+            }
+        }
+        let power_rules = ruma::room_version_rules::RoomPowerLevelsRules::new(&rules.authorization, creators);
+        Ok(Some(PushConditionPowerLevelsCtx::new(users, users_default, notifications, power_rules)))
+    }
+
+    /// Unread counts in a room: (notifications, highlights) for the main timeline (all threads
+    /// folded in unless `per_thread`), and per thread root when `per_thread`.
+    pub async fn unread(&self, user: &UserId, room_id: &RoomId, per_thread: bool) -> Result<(Value, Option<Value>)> {
+        let rows = repo::unread_counts(self.db.pool(), user.as_str(), room_id.as_str()).await?;
+        let (mut notes, mut highlights) = (0, 0);
+        let mut threads = serde_json::Map::new();
+        for (thread, n, h) in rows {
+            if per_thread && thread != "main" {
+                threads.insert(thread, json!({ "notification_count": n, "highlight_count": h }));
+            } else {
+                notes += n;
+                highlights += h;
+            }
+        }
+        let main = json!({ "notification_count": notes, "highlight_count": highlights });
+        Ok((main, per_thread.then_some(Value::Object(threads))))
+    }
+}
+
+/// The thread an event belongs to: its root, or "main".
+pub fn thread_of(pdu: &Pdu) -> String {
+    let content = pdu.content_value();
+    let relates = &content["m.relates_to"];
+    match (relates["rel_type"].as_str(), relates["event_id"].as_str()) {
+        (Some("m.thread"), Some(root)) => root.to_owned(),
+        _ => "main".to_owned(),
+    }
+}
