@@ -1,32 +1,17 @@
 //! The `weft` binary's commands: generate-config, register-user, serve with a config file
 //! and environment overrides, graceful shutdown on SIGTERM.
 
+mod common;
+
 use std::{
-    net::TcpListener,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::{free_port, wait_ready};
 use serde_json::{json, Value};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
-}
 
 #[test]
 fn generate_config_prints_a_commented_default() {

@@ -1,17 +1,15 @@
 //! Durability: the real `weft` binary is killed with SIGKILL mid-life and restarted; every
 //! send it acknowledged is still there.
 
+mod common;
+
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::{free_port, wait_ready};
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -27,19 +25,6 @@ fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
         .expect("weft binary starts")
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/_matrix/client/versions")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
-}
-
 #[tokio::test]
 async fn acknowledged_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +33,7 @@ async fn acknowledged_messages_survive_sigkill() {
     let http = reqwest::Client::new();
 
     let mut child = spawn(dir.path(), port);
-    wait_ready(&http, &base).await;
+    wait_ready(&base).await;
     let register: Value = http
         .post(format!("{base}/_matrix/client/v3/register"))
         .json(&json!({ "username": "durable", "password": "pw", "auth": { "type": "m.login.dummy" } }))
@@ -125,7 +110,7 @@ async fn acknowledged_messages_survive_sigkill() {
     assert!(acknowledged.len() >= 20, "only {} sends were acknowledged", acknowledged.len());
 
     let mut child = spawn(dir.path(), port);
-    wait_ready(&http, &base).await;
+    wait_ready(&base).await;
     let mut stored = std::collections::HashSet::new();
     let mut from: Option<String> = None;
     loop {

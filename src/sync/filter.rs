@@ -28,53 +28,35 @@ pub async fn load(db: &Db, user: &UserId, filter_id: &str) -> Result<FilterDefin
     serde_json::from_str(&definition).map_err(|e| MatrixError::internal(format!("stored filter unreadable: {e}")))
 }
 
-fn sender_and_type(event: &Value) -> (&str, &str) {
-    (event["sender"].as_str().unwrap_or(""), event["type"].as_str().unwrap_or(""))
+/// The type and sender conditions every filter kind shares.
+fn types_and_senders_allow(
+    types: Option<&[String]>,
+    not_types: &[String],
+    senders: Option<&[ruma::OwnedUserId]>,
+    not_senders: &[ruma::OwnedUserId],
+    event: &Value,
+) -> bool {
+    let sender = event["sender"].as_str().unwrap_or("");
+    let kind = event["type"].as_str().unwrap_or("");
+    !not_types.iter().any(|t| type_matches(t, kind))
+        && types.is_none_or(|types| types.iter().any(|t| type_matches(t, kind)))
+        && !not_senders.iter().any(|s| s.as_str() == sender)
+        && senders.is_none_or(|senders| senders.iter().any(|s| s.as_str() == sender))
 }
 
 /// The generic part of a filter (types, senders) against a client event.
 pub fn event_allowed(filter: &Filter, event: &Value) -> bool {
-    let (sender, kind) = sender_and_type(event);
-    if filter.not_types.iter().any(|t| type_matches(t, kind)) {
-        return false;
-    }
-    if filter.types.as_ref().is_some_and(|types| !types.iter().any(|t| type_matches(t, kind))) {
-        return false;
-    }
-    if filter.not_senders.iter().any(|s| s.as_str() == sender) {
-        return false;
-    }
-    if filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s.as_str() == sender)) {
-        return false;
-    }
-    true
+    types_and_senders_allow(filter.types.as_deref(), &filter.not_types, filter.senders.as_deref(), &filter.not_senders, event)
 }
 
 /// A room event filter against a client event (types, senders, url).
 pub fn room_event_allowed(filter: &RoomEventFilter, event: &Value) -> bool {
-    let (sender, kind) = sender_and_type(event);
-    if filter.not_types.iter().any(|t| type_matches(t, kind)) {
+    if !types_and_senders_allow(filter.types.as_deref(), &filter.not_types, filter.senders.as_deref(), &filter.not_senders, event) {
         return false;
     }
-    if filter.types.as_ref().is_some_and(|types| !types.iter().any(|t| type_matches(t, kind))) {
-        return false;
-    }
-    if filter.not_senders.iter().any(|s| s.as_str() == sender) {
-        return false;
-    }
-    if filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s.as_str() == sender)) {
-        return false;
-    }
-    if let Some(url_filter) = &filter.url_filter {
-        let has_url = event["content"].get("url").is_some();
-        use ruma::api::client::filter::UrlFilter;
-        match url_filter {
-            UrlFilter::EventsWithUrl if !has_url => return false,
-            UrlFilter::EventsWithoutUrl if has_url => return false,
-            _ => {}
-        }
-    }
-    true
+    let has_url = event["content"].get("url").is_some();
+    use ruma::api::client::filter::UrlFilter;
+    !matches!((&filter.url_filter, has_url), (Some(UrlFilter::EventsWithUrl), false) | (Some(UrlFilter::EventsWithoutUrl), true))
 }
 
 /// Whether a room is in scope of a room event filter's rooms / not_rooms.

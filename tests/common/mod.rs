@@ -152,3 +152,22 @@ pub fn bodies(chunk: &Value) -> Vec<String> {
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until a server answers /versions at `base`.
+pub async fn wait_ready(base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(response) = reqwest::get(format!("{base}/_matrix/client/versions")).await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not come up");
+}
