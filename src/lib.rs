@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod client_api;
 pub mod config;
 pub mod crypto;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;

@@ -11,6 +11,13 @@ use axum::{
     Router,
 };
 use ruma::api::client::{
+    backup::{
+        add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session, create_backup_version,
+        delete_backup_keys, delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version,
+        get_backup_info, get_backup_keys, get_backup_keys_for_room, get_backup_keys_for_session, get_latest_backup_info,
+        update_backup_version,
+    },
+    keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
     push::{
         delete_pushrule, get_notifications, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
         get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
@@ -55,7 +62,7 @@ use tracing::Level;
 use crate::{
     accounts::Accounts,
     client_api::{
-        account, account_data, directory, discovery, membership, rate_limit::RateLimiter, relations, room_events,
+        account, account_data, directory, discovery, keys, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
         push, session, sync, ClientApiState,
     },
@@ -65,6 +72,7 @@ use crate::{
     rooms::Rooms,
     storage::Db,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    e2ee::E2ee,
     push::{gateway::Gateway, Push},
     sync::{notifier::Notifier, Sync},
 };
@@ -81,6 +89,7 @@ pub struct Services {
     pub presence: Presence,
     pub to_device: ToDevice,
     pub push: Push,
+    pub e2ee: E2ee,
 }
 
 impl Services {
@@ -96,6 +105,7 @@ impl Services {
         let receipts = Receipts::new(rooms.clone(), notifier.clone());
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
         let to_device = ToDevice::new(db.clone(), notifier.clone());
+        let e2ee = E2ee::new(db.clone(), notifier.clone());
         let sync = Sync::new(
             db.clone(),
             rooms.clone(),
@@ -105,8 +115,9 @@ impl Services {
             presence.clone(),
             to_device.clone(),
             push.clone(),
+            e2ee.clone(),
         );
-        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push })
+        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push, e2ee })
     }
 
     pub fn router(&self) -> Router {
@@ -122,6 +133,7 @@ impl Services {
             presence: self.presence.clone(),
             to_device: self.to_device.clone(),
             push: self.push.clone(),
+            e2ee: self.e2ee.clone(),
         };
         client_routes()
             .fallback(unrecognized)
@@ -233,6 +245,26 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<get_pushers::v3::Request, _, _>(push::get_pushers)
         .ruma::<set_pusher::v3::Request, _, _>(push::set_pusher)
         .ruma::<get_notifications::v3::Request, _, _>(push::notifications)
+        .ruma::<upload_keys::v3::Request, _, _>(keys::upload)
+        .ruma::<get_keys::v3::Request, _, _>(keys::query)
+        .ruma::<claim_keys::v3::Request, _, _>(keys::claim)
+        .ruma::<get_key_changes::v3::Request, _, _>(keys::changes)
+        .ruma::<upload_signing_keys::v3::Request, _, _>(keys::upload_signing_keys)
+        .ruma::<upload_signatures::v3::Request, _, _>(keys::upload_signatures)
+        .ruma::<create_backup_version::v3::Request, _, _>(keys::create_backup)
+        .ruma::<get_latest_backup_info::v3::Request, _, _>(keys::latest_backup)
+        .ruma::<get_backup_info::v3::Request, _, _>(keys::backup_info)
+        .ruma::<update_backup_version::v3::Request, _, _>(keys::update_backup)
+        .ruma::<delete_backup_version::v3::Request, _, _>(keys::delete_backup)
+        .ruma::<add_backup_keys::v3::Request, _, _>(keys::put_keys)
+        .ruma::<add_backup_keys_for_room::v3::Request, _, _>(keys::put_room_keys)
+        .ruma::<add_backup_keys_for_session::v3::Request, _, _>(keys::put_session_key)
+        .ruma::<get_backup_keys::v3::Request, _, _>(keys::get_keys)
+        .ruma::<get_backup_keys_for_room::v3::Request, _, _>(keys::get_room_keys)
+        .ruma::<get_backup_keys_for_session::v3::Request, _, _>(keys::get_session_key)
+        .ruma::<delete_backup_keys::v3::Request, _, _>(keys::delete_keys)
+        .ruma::<delete_backup_keys_for_room::v3::Request, _, _>(keys::delete_room_keys)
+        .ruma::<delete_backup_keys_for_session::v3::Request, _, _>(keys::delete_session_key)
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.

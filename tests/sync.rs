@@ -470,10 +470,11 @@ async fn bad_and_foreign_tokens() {
     let room = server.create_room(&alice, json!({})).await;
     server.get("/_matrix/client/v3/sync?since=garbage", Some(&alice)).await.err(400, "M_INVALID_PARAM");
     server.get("/_matrix/client/v3/sync?since=s1_2", Some(&alice)).await.err(400, "M_INVALID_PARAM");
+    server.get("/_matrix/client/v3/sync?since=s1_2_3_4_5_6", Some(&alice)).await.err(400, "M_INVALID_PARAM");
     server.get("/_matrix/client/v3/sync?timeout=soon", Some(&alice)).await.err(400, "M_INVALID_PARAM");
     server.get("/_matrix/client/v3/sync?set_presence=dancing", Some(&alice)).await.err(400, "M_INVALID_PARAM");
     // A token from the future (another server, a wiped database) is read as "now".
-    let future = sync(&server, &alice, "since=s999999_999999_999999_99999999999999_999999_0&timeout=0").await;
+    let future = sync(&server, &alice, "since=s999999_999999_999999_99999999999999_999999_0_999999&timeout=0").await;
     assert!(future["next_batch"].is_string());
     server.send_text(&alice, &room, "n", "still flowing").await;
     let next = future["next_batch"].as_str().unwrap();

@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod directory;
 pub mod discovery;
 pub mod extract;
+pub mod keys;
 pub mod membership;
 pub mod push;
 pub mod rate_limit;
@@ -21,6 +22,7 @@ use axum::extract::FromRef;
 use crate::{
     accounts::Accounts,
     config::Config,
+    e2ee::E2ee,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     push::Push,
     rooms::Rooms,
@@ -42,4 +44,5 @@ pub struct ClientApiState {
     pub presence: Presence,
     pub to_device: ToDevice,
     pub push: Push,
+    pub e2ee: E2ee,
 }

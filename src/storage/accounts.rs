@@ -216,8 +216,10 @@ pub async fn touch_device<'c>(
     Ok(())
 }
 
-/// Deletes a device with its access tokens and pushers.
+/// Deletes a device with its access tokens, pushers and keys; the user's device list changes.
 pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -> sqlx::Result<()> {
+    super::e2ee::delete_device_keys(tx, user_id, device_id).await?;
+    super::e2ee::mark_device_list_change(tx, user_id).await?;
     sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
         .bind(user_id)
         .bind(device_id)
@@ -238,6 +240,14 @@ pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -
 
 pub async fn delete_all_devices(tx: &mut super::Tx, user_id: &str, except_device: Option<&str>) -> sqlx::Result<()> {
     let keep = except_device.unwrap_or("");
+    for table in ["device_keys", "one_time_keys", "fallback_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id <> $2"))
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut **tx)
+            .await?;
+    }
+    super::e2ee::mark_device_list_change(tx, user_id).await?;
     sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2")
         .bind(user_id)
         .bind(keep)

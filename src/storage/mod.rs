@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod aliases;
+pub mod e2ee;
 pub mod events;
 pub mod filters;
 pub mod presence;

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use self::{notifier::Notifier, token::SyncToken};
 use crate::{
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
+    e2ee::E2ee,
     error::Result,
     push::{rules::PUSH_RULES, Push},
     rooms::Rooms,
@@ -33,6 +34,7 @@ pub struct Sync {
     presence: Presence,
     to_device: ToDevice,
     push: Push,
+    e2ee: E2ee,
 }
 
 /// One /sync request.
@@ -56,8 +58,9 @@ impl Sync {
         presence: Presence,
         to_device: ToDevice,
         push: Push,
+        e2ee: E2ee,
     ) -> Self {
-        Self { db, rooms, notifier, typing, receipts, presence, to_device, push }
+        Self { db, rooms, notifier, typing, receipts, presence, to_device, push, e2ee }
     }
 
     /// The positions of every stream now.
@@ -70,6 +73,7 @@ impl Sync {
             typing: self.typing.current_serial(),
             presence: current_position(pool, "presence").await?,
             to_device: 0,
+            device_lists: self.e2ee.device_list_position().await?,
         })
     }
 
@@ -151,15 +155,28 @@ impl Sync {
 
         // Device lists: whose devices the client should (re)fetch or forget.
         if let Some(since) = since {
-            let (changed, left) = self.device_list_changes(user, since.events, current.events).await?;
+            let (changed, left) = self.key_changes(user, &since, &current).await?;
             if !changed.is_empty() || !left.is_empty() {
                 has_news = true;
                 response.insert("device_lists".into(), json!({ "changed": changed, "left": left }));
             }
         }
+        let (otk_counts, fallback_types) = self.e2ee.device_key_state(user, request.device.as_str()).await?;
+        response.insert("device_one_time_keys_count".into(), otk_counts);
+        response.insert("device_unused_fallback_key_types".into(), fallback_types);
 
         response.insert("next_batch".into(), next.encode().into());
         Ok((Value::Object(response), has_news))
+    }
+
+    /// Users whose keys the client should refetch (changed) or forget (left) between two
+    /// positions: membership changes in shared rooms, and device or cross-signing key changes.
+    pub async fn key_changes(&self, user: &UserId, from: &SyncToken, to: &SyncToken) -> Result<(Vec<String>, Vec<String>)> {
+        let (changed, left) = self.device_list_changes(user, from.events, to.events).await?;
+        let mut changed: BTreeSet<String> = changed.into_iter().collect();
+        changed.extend(self.e2ee.changed_between(user, from.device_lists, to.device_lists).await?);
+        changed.retain(|u| !left.contains(u));
+        Ok((changed.into_iter().collect(), left))
     }
 
     /// Users who newly share a room with `user` (changed) and who no longer share any (left),
