@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/interop/nio-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio' 2>/dev/null; then
-    echo "== installing matrix-nio into $venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
+    echo "== installing matrix-nio (with its vodozemac E2EE support) into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio==0.26.0'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio[e2e]==0.26.0'
 fi
 
 cargo build --quiet --bin weft
@@ -32,5 +32,15 @@ else:
     sys.exit("weft did not start")
 PY
 
-"$venv/bin/python" tests/interop/nio_client.py "http://127.0.0.1:$port"
-echo "interop: 1 passed, 0 failed"
+passed=0
+failed=0
+for script in tests/interop/nio_client.py tests/interop/nio_e2ee.py; do
+    echo "== $script"
+    if "$venv/bin/python" "$script" "http://127.0.0.1:$port"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+done
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
