@@ -34,6 +34,32 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub presence: PresenceConfig,
     pub federation: FederationConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// Largest upload accepted, in bytes (M_TOO_LARGE beyond).
+    pub max_upload_bytes: u64,
+    /// Sources larger than this are not thumbnailed.
+    pub max_thumbnail_source_bytes: u64,
+    /// Nor are images with more pixels than this (decompression bombs).
+    pub max_thumbnail_source_pixels: u64,
+    /// Serve media on the legacy unauthenticated /_matrix/media/v3 download and thumbnail
+    /// endpoints. Off by default, as Synapse does since authenticated media (spec v1.11).
+    pub legacy_unauthenticated: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_thumbnail_source_bytes: 20 * 1024 * 1024,
+            max_thumbnail_source_pixels: 32 * 1024 * 1024,
+            legacy_unauthenticated: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +150,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             presence: PresenceConfig::default(),
             federation: FederationConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -147,6 +174,9 @@ impl Default for RateLimitConfig {
             ("join_room_by_id", limit(0.5, 10)),
             ("join_room_by_id_or_alias", limit(0.5, 10)),
             ("invite_user", limit(0.5, 10)),
+            ("create_content", limit(1.0, 20)),
+            ("create_content_async", limit(1.0, 20)),
+            ("create_mxc_uri", limit(1.0, 20)),
         ]
         .into_iter()
         .map(|(name, limit)| (name.to_owned(), limit))
@@ -229,6 +259,15 @@ shared_secret = ""
 # Share online / unavailable / offline with users in the same rooms.
 enabled = true
 
+[media]
+# Largest upload, in bytes.
+max_upload_bytes = 52428800
+# Images larger than this (bytes, pixels) are not thumbnailed.
+max_thumbnail_source_bytes = 20971520
+max_thumbnail_source_pixels = 33554432
+# Serve media on the legacy unauthenticated /_matrix/media/v3 endpoints (Synapse: off).
+legacy_unauthenticated = false
+
 [federation]
 # Outbound requests (push gateways, later federation) never reach these ranges.
 # The default blocks loopback and private networks; list [] to allow everything.
@@ -253,6 +292,9 @@ create_room = { per_second = 0.5, burst = 10 }
 join_room_by_id = { per_second = 0.5, burst = 10 }
 join_room_by_id_or_alias = { per_second = 0.5, burst = 10 }
 invite_user = { per_second = 0.5, burst = 10 }
+create_content = { per_second = 1.0, burst = 20 }
+create_content_async = { per_second = 1.0, burst = 20 }
+create_mxc_uri = { per_second = 1.0, burst = 20 }
 "#;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
+pub mod media;
 pub mod push;
 pub mod rooms;
 pub mod server;

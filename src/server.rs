@@ -10,7 +10,11 @@ use axum::{
     routing::get,
     Router,
 };
+#[allow(deprecated)]
+use ruma::api::client::media as legacy_media;
 use ruma::api::client::{
+    authenticated_media::{get_content, get_content_as_filename, get_content_thumbnail, get_media_config},
+    media::{create_content, create_content_async, create_mxc_uri},
     backup::{
         add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session, create_backup_version,
         delete_backup_keys, delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version,
@@ -62,7 +66,7 @@ use tracing::Level;
 use crate::{
     accounts::Accounts,
     client_api::{
-        account, account_data, directory, discovery, keys, membership, rate_limit::RateLimiter, relations, room_events,
+        account, account_data, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
         push, session, sync, ClientApiState,
     },
@@ -73,6 +77,7 @@ use crate::{
     storage::Db,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     e2ee::E2ee,
+    media::Media,
     push::{gateway::Gateway, Push},
     sync::{notifier::Notifier, Sync},
 };
@@ -90,6 +95,7 @@ pub struct Services {
     pub to_device: ToDevice,
     pub push: Push,
     pub e2ee: E2ee,
+    pub media: Media,
 }
 
 impl Services {
@@ -106,6 +112,8 @@ impl Services {
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
         let to_device = ToDevice::new(db.clone(), notifier.clone());
         let e2ee = E2ee::new(db.clone(), notifier.clone());
+        let media = Media::new(db.clone(), config.server_name.clone(), &config.data_dir, config.media.clone())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let sync = Sync::new(
             db.clone(),
             rooms.clone(),
@@ -117,7 +125,7 @@ impl Services {
             push.clone(),
             e2ee.clone(),
         );
-        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push, e2ee })
+        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push, e2ee, media })
     }
 
     pub fn router(&self) -> Router {
@@ -134,6 +142,7 @@ impl Services {
             to_device: self.to_device.clone(),
             push: self.push.clone(),
             e2ee: self.e2ee.clone(),
+            media: self.media.clone(),
         };
         client_routes()
             .fallback(unrecognized)
@@ -156,6 +165,7 @@ impl Services {
     }
 }
 
+#[allow(deprecated)] // the legacy media endpoints are served on purpose
 fn client_routes() -> Router<ClientApiState> {
     Router::new()
         .ruma::<get_supported_versions::Request, _, _>(discovery::versions)
@@ -265,6 +275,17 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<delete_backup_keys::v3::Request, _, _>(keys::delete_keys)
         .ruma::<delete_backup_keys_for_room::v3::Request, _, _>(keys::delete_room_keys)
         .ruma::<delete_backup_keys_for_session::v3::Request, _, _>(keys::delete_session_key)
+        .ruma::<create_content::v3::Request, _, _>(media::upload)
+        .ruma::<create_mxc_uri::v1::Request, _, _>(media::create)
+        .ruma::<create_content_async::v3::Request, _, _>(media::upload_to)
+        .ruma::<get_media_config::v1::Request, _, _>(media::config)
+        .ruma::<get_content::v1::Request, _, _>(media::download)
+        .ruma::<get_content_as_filename::v1::Request, _, _>(media::download_as)
+        .ruma::<get_content_thumbnail::v1::Request, _, _>(media::thumbnail)
+        .ruma::<legacy_media::get_content::v3::Request, _, _>(media::legacy_get)
+        .ruma::<legacy_media::get_content_as_filename::v3::Request, _, _>(media::legacy_get_as)
+        .ruma::<legacy_media::get_content_thumbnail::v3::Request, _, _>(media::legacy_thumbnail)
+        .ruma::<legacy_media::get_media_config::v3::Request, _, _>(media::legacy_config)
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod push;
 pub mod rate_limit;
@@ -45,4 +46,5 @@ pub struct ClientApiState {
     pub to_device: ToDevice,
     pub push: Push,
     pub e2ee: E2ee,
+    pub media: crate::media::Media,
 }

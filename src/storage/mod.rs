@@ -9,6 +9,7 @@ pub mod aliases;
 pub mod e2ee;
 pub mod events;
 pub mod filters;
+pub mod media;
 pub mod presence;
 pub mod push;
 pub mod receipts;

@@ -64,6 +64,10 @@ impl TestServer {
         Self { base, http: reqwest::Client::new(), running: Some(running), _dir: dir }
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await.unwrap();
@@ -71,12 +75,17 @@ impl TestServer {
     }
 
     pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Reply {
+        self.raw_typed(method, path, token, body, "application/json").await
+    }
+
+    /// A request with a body of any content type (media uploads).
+    pub async fn raw_typed(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>, content_type: &str) -> Reply {
         let mut request = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request.header("content-type", content_type).body(body);
         }
         let response = request.send().await.expect("request sent");
         let status = response.status();
