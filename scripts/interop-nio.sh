@@ -14,7 +14,7 @@ fi
 cargo build --quiet --bin weft
 data_dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WEFT_DATA_DIR="$data_dir" WEFT_LISTEN="127.0.0.1:$port" WEFT_REGISTRATION__ENABLED=true \
+WEFT_DATA_DIR="$data_dir" WEFT_LISTEN="127.0.0.1:$port" WEFT_FEDERATION__LISTEN=127.0.0.1:0 WEFT_REGISTRATION__ENABLED=true \
     WEFT_RATE_LIMITS__ENABLED=false RUST_LOG=warn target/debug/weft serve &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data_dir"' EXIT

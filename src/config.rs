@@ -65,8 +65,22 @@ impl Default for MediaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FederationConfig {
-    /// Outbound requests (push gateways; later federation and URL previews) never go to these
-    /// address ranges. Defaults to loopback, private, link-local and other special ranges.
+    /// Serve the federation API (HTTPS) and talk to other servers.
+    pub enabled: bool,
+    /// Where the federation listener (TLS) binds.
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key for the federation listener. Empty: a
+    /// self-signed certificate is generated in the data dir (development only).
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// Verify other servers' TLS certificates. Switch off only for tests and private setups.
+    pub verify_tls: bool,
+    /// Extra CA certificates (PEM files) trusted for other servers.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Notary servers asked for keys when a server cannot be reached directly.
+    pub trusted_key_servers: Vec<OwnedServerName>,
+    /// Outbound requests (federation, push gateways) never go to these address ranges.
+    /// Defaults to loopback, private, link-local and other special ranges.
     pub ip_range_blocklist: Vec<ipnet::IpNet>,
 }
 
@@ -78,7 +92,16 @@ impl Default for FederationConfig {
             "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32",
             "ff00::/8", "fec0::/10", "::/128",
         ];
-        Self { ip_range_blocklist: ranges.iter().map(|r| r.parse().expect("valid range")).collect() }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            verify_tls: true,
+            extra_ca_files: Vec::new(),
+            trusted_key_servers: Vec::new(),
+            ip_range_blocklist: ranges.iter().map(|r| r.parse().expect("valid range")).collect(),
+        }
     }
 }
 
@@ -269,7 +292,20 @@ max_thumbnail_source_pixels = 33554432
 legacy_unauthenticated = false
 
 [federation]
-# Outbound requests (push gateways, later federation) never reach these ranges.
+enabled = true
+# The federation listener (HTTPS). Other servers reach it at server_name's port, 8448 by
+# default (or as .well-known/matrix/server delegates).
+listen = "127.0.0.1:8448"
+# PEM files; empty: a self-signed certificate is made in data_dir (development only).
+tls_cert = ""
+tls_key = ""
+# Check other servers' certificates. Only tests and private setups turn this off.
+verify_tls = true
+# Extra CA certificates (PEM) to trust for other servers.
+extra_ca_files = []
+# Notaries asked for a server's keys when it cannot be reached itself.
+trusted_key_servers = []
+# Outbound requests (federation, push gateways) never reach these ranges.
 # The default blocks loopback and private networks; list [] to allow everything.
 # ip_range_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ...]
 

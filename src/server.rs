@@ -77,6 +77,7 @@ use crate::{
     storage::Db,
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     e2ee::E2ee,
+    federation::{server as fed, Federation},
     media::Media,
     push::{gateway::Gateway, Push},
     sync::{notifier::Notifier, Sync},
@@ -96,6 +97,7 @@ pub struct Services {
     pub push: Push,
     pub e2ee: E2ee,
     pub media: Media,
+    pub federation: Federation,
 }
 
 impl Services {
@@ -103,6 +105,8 @@ impl Services {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Db::open(&config.database_url()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
+        crate::federation::tls::install_crypto_provider();
+        let federation = Federation::new(db.clone(), keys.clone(), &config.federation)?;
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
         let push = Push::new(db.clone(), Gateway::new(db.clone(), config.federation.ip_range_blocklist.clone()));
@@ -125,11 +129,25 @@ impl Services {
             push.clone(),
             e2ee.clone(),
         );
-        Ok(Self { config: Arc::new(config), db, accounts, rooms, sync, typing, receipts, presence, to_device, push, e2ee, media })
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            accounts,
+            rooms,
+            sync,
+            typing,
+            receipts,
+            presence,
+            to_device,
+            push,
+            e2ee,
+            media,
+            federation,
+        })
     }
 
-    pub fn router(&self) -> Router {
-        let state = ClientApiState {
+    fn state(&self) -> ClientApiState {
+        ClientApiState {
             config: self.config.clone(),
             accounts: self.accounts.clone(),
             rooms: self.rooms.clone(),
@@ -143,8 +161,23 @@ impl Services {
             push: self.push.clone(),
             e2ee: self.e2ee.clone(),
             media: self.media.clone(),
-        };
-        client_routes()
+            federation: self.federation.clone(),
+        }
+    }
+
+    /// The client API (and our signing keys, which clients' servers may fetch from it too).
+    pub fn router(&self) -> Router {
+        self.with_common_layers(client_routes().merge(key_routes()))
+    }
+
+    /// The federation API, served over TLS.
+    pub fn federation_router(&self) -> Router {
+        self.with_common_layers(federation_routes())
+    }
+
+    fn with_common_layers(&self, routes: Router<ClientApiState>) -> Router {
+        let state = self.state();
+        routes
             .fallback(unrecognized)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(state)
@@ -163,6 +196,25 @@ impl Services {
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
     }
+}
+
+fn key_routes() -> Router<ClientApiState> {
+    use ruma::api::federation::discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys};
+    Router::new()
+        .ruma::<get_server_keys::v2::Request, _, _>(fed::server_keys)
+        .ruma::<get_remote_server_keys::v2::Request, _, _>(fed::notary_query)
+        .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(fed::notary_batch)
+}
+
+fn federation_routes() -> Router<ClientApiState> {
+    use ruma::api::federation::{
+        discovery::get_server_version,
+        query::{get_profile_information, get_room_information},
+    };
+    key_routes()
+        .ruma::<get_server_version::v1::Request, _, _>(fed::version)
+        .ruma::<get_profile_information::v1::Request, _, _>(fed::query_profile)
+        .ruma::<get_room_information::v1::Request, _, _>(fed::query_directory)
 }
 
 #[allow(deprecated)] // the legacy media endpoints are served on purpose
@@ -312,13 +364,20 @@ async fn json_errors_for_rejections(request: Request, next: Next) -> Response {
 /// A server that is up and serving.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The federation listener's address, when federation is enabled.
+    pub federation_addr: Option<SocketAddr>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    federation: Option<(axum_server::Handle<SocketAddr>, tokio::task::JoinHandle<std::io::Result<()>>)>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some((handle, task)) = self.federation {
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+            task.await??;
+        }
         let _ = self.shutdown.send(());
         self.task.await?
     }
@@ -334,6 +393,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     services.presence.spawn_timeouts();
     let app = services.router();
     let db = services.db.clone();
+    let federation = if services.config.federation.enabled {
+        let tls = crate::federation::tls::listener_config(&services.config).await?;
+        let listener = std::net::TcpListener::bind(services.config.federation.listen)?;
+        listener.set_nonblocking(true)?;
+        let federation_addr = listener.local_addr()?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+        let federation_app = services.federation_router();
+        let task = tokio::spawn(async move { server.serve(federation_app.into_make_service_with_connect_info::<SocketAddr>()).await });
+        tracing::info!(addr = %federation_addr, "federation API listening (TLS)");
+        Some((federation_addr, handle, task))
+    } else {
+        None
+    };
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -345,5 +418,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Ok(())
     });
     tracing::info!(%addr, "client API listening");
-    Ok(RunningServer { addr, shutdown, task })
+    let federation_addr = federation.as_ref().map(|(addr, ..)| *addr);
+    let federation = federation.map(|(_, handle, task)| (handle, task));
+    Ok(RunningServer { addr, federation_addr, shutdown, task, federation })
 }

@@ -60,6 +60,7 @@ async fn register_user_then_serve_from_config_file_with_env_override() {
         .args(["serve", "--config"])
         .arg(&config_path)
         .env("WEFT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WEFT_FEDERATION__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

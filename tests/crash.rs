@@ -18,6 +18,7 @@ fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
         .env("WEFT_LISTEN", format!("127.0.0.1:{port}"))
         .env("WEFT_REGISTRATION__ENABLED", "true")
         .env("WEFT_RATE_LIMITS__ENABLED", "false")
+        .env("WEFT_FEDERATION__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -17,6 +17,7 @@ use crate::{
         Accounts,
     },
     error::{MatrixError, Result},
+    federation::Federation,
     rooms::Rooms,
     storage::{accounts as repo, rooms as room_repo},
 };
@@ -135,6 +136,24 @@ pub async fn delete_devices(
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }
 
+/// A remote user's profile, asked of their server.
+async fn remote_profile(federation: &Federation, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+    let request = ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
+    let response = federation.send(user_id.server_name(), request).await?;
+    let field = |name: &str| response.data.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok((field("displayname"), field("avatar_url")))
+}
+
+/// (displayname, avatar_url) of a local or remote user.
+async fn profile_of(accounts: &Accounts, federation: &Federation, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+    if federation.is_local(user_id.server_name()) {
+        let row = profile_row(accounts, user_id).await?;
+        Ok((row.displayname, row.avatar_url))
+    } else {
+        remote_profile(federation, user_id).await
+    }
+}
+
 async fn profile_row(accounts: &Accounts, user_id: &UserId) -> Result<repo::UserRow> {
     repo::get_user(accounts.db().pool(), user_id.as_str())
         .await?
@@ -144,14 +163,15 @@ async fn profile_row(accounts: &Accounts, user_id: &UserId) -> Result<repo::User
 
 pub async fn get_profile(
     State(accounts): State<Accounts>,
+    State(federation): State<Federation>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<RumaResponse<get_profile::v3::Response>> {
-    let row = profile_row(&accounts, &request.body.user_id).await?;
+    let (displayname, avatar_url) = profile_of(&accounts, &federation, &request.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
-    if let Some(name) = row.displayname {
+    if let Some(name) = displayname {
         response.data.set("displayname".into(), name.into());
     }
-    if let Some(avatar) = row.avatar_url {
+    if let Some(avatar) = avatar_url {
         response.data.set("avatar_url".into(), avatar.into());
     }
     Ok(RumaResponse(response))
@@ -159,19 +179,20 @@ pub async fn get_profile(
 
 pub async fn get_displayname(
     State(accounts): State<Accounts>,
+    State(federation): State<Federation>,
     request: Ruma<get_display_name::v3::Request>,
 ) -> Result<RumaResponse<get_display_name::v3::Response>> {
-    let row = profile_row(&accounts, &request.body.user_id).await?;
-    Ok(RumaResponse(get_display_name::v3::Response::new(row.displayname)))
+    let (displayname, _) = profile_of(&accounts, &federation, &request.body.user_id).await?;
+    Ok(RumaResponse(get_display_name::v3::Response::new(displayname)))
 }
 
 pub async fn get_avatar_url(
     State(accounts): State<Accounts>,
+    State(federation): State<Federation>,
     request: Ruma<get_avatar_url::v3::Request>,
 ) -> Result<RumaResponse<get_avatar_url::v3::Response>> {
-    let row = profile_row(&accounts, &request.body.user_id).await?;
-    let avatar = row.avatar_url.map(Into::into);
-    Ok(RumaResponse(get_avatar_url::v3::Response::new(avatar)))
+    let (_, avatar_url) = profile_of(&accounts, &federation, &request.body.user_id).await?;
+    Ok(RumaResponse(get_avatar_url::v3::Response::new(avatar_url.map(Into::into))))
 }
 
 fn require_self(requester: &UserId, target: &UserId) -> Result<()> {

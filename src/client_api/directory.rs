@@ -42,11 +42,15 @@ pub async fn create(
 
 pub async fn resolve(
     State(rooms): State<Rooms>,
+    State(federation): State<crate::federation::Federation>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<RumaResponse<get_alias::v3::Response>> {
     let alias = &request.body.room_alias;
     if alias.server_name() != rooms.server_name() {
-        return Err(MatrixError::not_found("Room alias not found (this server does not federate yet)"));
+        // Remote aliases are asked of their server.
+        let query = ruma::api::federation::query::get_room_information::v1::Request::new(alias.clone());
+        let answer = federation.send(alias.server_name(), query).await?;
+        return Ok(RumaResponse(get_alias::v3::Response::new(answer.room_id, answer.servers)));
     }
     let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
         .await?

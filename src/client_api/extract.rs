@@ -10,8 +10,10 @@ use axum::{
 };
 use bytes::BytesMut;
 use http_body_util::BodyExt;
+use http::request::Parts;
 use ruma::api::{
     auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+    federation::authentication::ServerSignatures,
     error::{DeserializationError, FromHttpRequestError},
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
@@ -20,30 +22,69 @@ use super::rate_limit::RateLimiter;
 use crate::{
     accounts::{Accounts, Requester},
     error::MatrixError,
+    federation::Federation,
 };
+use ruma::OwnedServerName;
+use std::future::Future;
 
-/// How an endpoint's ruma auth scheme maps to access-token checking.
-pub trait TokenRequirement {
-    const REQUIRED: bool;
-    const ACCEPTED: bool;
+/// Who made a request, as its endpoint's ruma auth scheme establishes it.
+pub enum Caller {
+    Nobody,
+    User(Requester),
+    Server(OwnedServerName),
 }
 
-macro_rules! token_requirement {
-    ($($scheme:ty => $required:literal, $accepted:literal;)*) => {
-        $(impl TokenRequirement for $scheme {
-            const REQUIRED: bool = $required;
-            const ACCEPTED: bool = $accepted;
+/// Authentication for one ruma auth scheme: access tokens (required or optional) for the
+/// client API, X-Matrix signatures for the federation API.
+pub trait Authenticate<S>: Sized {
+    fn authenticate(parts: &Parts, body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send;
+}
+
+async fn by_token<S>(parts: &Parts, state: &S, required: bool) -> Result<Caller, MatrixError>
+where
+    Accounts: FromRef<S>,
+{
+    match access_token(parts) {
+        Some(token) => Ok(Caller::User(Accounts::from_ref(state).authenticate(&token).await?)),
+        None if required => Err(MatrixError::missing_token("Missing access token")),
+        None => Ok(Caller::Nobody),
+    }
+}
+
+macro_rules! token_scheme {
+    ($($scheme:ty => $required:literal;)*) => {
+        $(impl<S: Send + Sync> Authenticate<S> for $scheme
+        where
+            Accounts: FromRef<S>,
+        {
+            fn authenticate(parts: &Parts, _body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send {
+                by_token(parts, state, $required)
+            }
         })*
     };
 }
 
-token_requirement! {
-    NoAuthentication => false, false;
-    NoAccessToken => false, true;
-    AccessToken => true, true;
-    AccessTokenOptional => false, true;
-    AppserviceToken => true, true;
-    AppserviceTokenOptional => false, true;
+token_scheme! {
+    NoAccessToken => false;
+    AccessToken => true;
+    AccessTokenOptional => false;
+    AppserviceToken => true;
+    AppserviceTokenOptional => false;
+}
+
+impl<S: Send + Sync> Authenticate<S> for NoAuthentication {
+    async fn authenticate(_: &Parts, _: &[u8], _: &S) -> Result<Caller, MatrixError> {
+        Ok(Caller::Nobody)
+    }
+}
+
+impl<S: Send + Sync> Authenticate<S> for ServerSignatures
+where
+    Federation: FromRef<S>,
+{
+    async fn authenticate(parts: &Parts, body: &[u8], state: &S) -> Result<Caller, MatrixError> {
+        Ok(Caller::Server(Federation::from_ref(state).verify_request(parts, body).await?))
+    }
 }
 
 /// A parsed ruma request plus who sent it.
@@ -51,6 +92,8 @@ pub struct Ruma<T> {
     pub body: T,
     /// Present when the request carried a valid access token.
     pub requester: Option<Requester>,
+    /// Present for federation requests with a valid X-Matrix signature.
+    pub origin: Option<OwnedServerName>,
     pub client_ip: Option<IpAddr>,
 }
 
@@ -110,8 +153,7 @@ impl<S, T> FromRequest<S> for Ruma<T>
 where
     S: Send + Sync,
     T: IncomingRequest + Send,
-    T::Authentication: TokenRequirement,
-    Accounts: FromRef<S>,
+    T::Authentication: Authenticate<S>,
     RateLimiter: FromRef<S>,
 {
     type Rejection = MatrixError;
@@ -125,29 +167,6 @@ where
             Err(rejection) => return Err(MatrixError::invalid_param(rejection.body_text())),
         };
         let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-
-        let requester = if T::Authentication::ACCEPTED {
-            match access_token(&parts) {
-                Some(token) => Some(Accounts::from_ref(state).authenticate(&token).await?),
-                None if T::Authentication::REQUIRED => {
-                    return Err(MatrixError::missing_token("Missing access token"));
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
-
-        let limiter = RateLimiter::from_ref(state);
-        let action = action_name::<T>();
-        if T::RATE_LIMITED || limiter.limits(action) {
-            let key = match (&requester, client_ip) {
-                (Some(r), _) => r.user_id.to_string(),
-                (None, Some(ip)) => ip.to_string(),
-                (None, None) => String::new(),
-            };
-            limiter.check(action, &key)?;
-        }
 
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -170,6 +189,22 @@ where
             return Err(MatrixError::not_json("Content not JSON."));
         }
 
+        let (requester, origin) = match T::Authentication::authenticate(&parts, &bytes, state).await? {
+            Caller::Nobody => (None, None),
+            Caller::User(requester) => (Some(requester), None),
+            Caller::Server(origin) => (None, Some(origin)),
+        };
+        let limiter = RateLimiter::from_ref(state);
+        let action = action_name::<T>();
+        if T::RATE_LIMITED || limiter.limits(action) {
+            let key = match (&requester, &origin, client_ip) {
+                (Some(r), _, _) => r.user_id.to_string(),
+                (None, Some(server), _) => server.to_string(),
+                (None, None, Some(ip)) => ip.to_string(),
+                (None, None, None) => String::new(),
+            };
+            limiter.check(action, &key)?;
+        }
         // Clients (matrix-nio's join, for one) POST with no body where all fields are
         // optional; read that as an empty JSON object, as Synapse does.
         let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT) {
@@ -180,7 +215,7 @@ where
         let http_request = http::Request::from_parts(parts, body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(http_request, &args).map_err(map_parse_error)?;
-        Ok(Ruma { body, requester, client_ip })
+        Ok(Ruma { body, requester, origin, client_ip })
     }
 }
 

@@ -47,4 +47,5 @@ pub struct ClientApiState {
     pub push: Push,
     pub e2ee: E2ee,
     pub media: crate::media::Media,
+    pub federation: crate::federation::Federation,
 }

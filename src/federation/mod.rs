@@ -1,1 +1,63 @@
-//! Server-Server API. Not served yet: this server does not federate so far (see README).
+//! Server-Server API: signing keys (and the key notary), server name resolution, X-Matrix
+//! signed requests out and verified requests in, and the queries other servers make.
+
+pub mod client;
+pub mod keys;
+pub mod resolve;
+pub mod server;
+pub mod tls;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use ipnet::IpNet;
+use ruma::{OwnedServerName, ServerName};
+use tokio::sync::Mutex;
+
+use crate::{config::FederationConfig, crypto::ServerKeys, storage::Db};
+
+/// Everything federation needs: our identity, the database (key cache), an HTTPS client.
+#[derive(Clone)]
+pub struct Federation {
+    db: Db,
+    keys: ServerKeys,
+    http: reqwest::Client,
+    blocklist: Vec<IpNet>,
+    notaries: Vec<OwnedServerName>,
+    /// Resolved destinations (well-known lookups are cached).
+    destinations: Arc<Mutex<HashMap<OwnedServerName, (resolve::Destination, tokio::time::Instant)>>>,
+}
+
+impl Federation {
+    pub fn new(db: Db, keys: ServerKeys, config: &FederationConfig) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")));
+        if !config.verify_tls {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        for file in &config.extra_ca_files {
+            let pem = std::fs::read(file)?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(Self {
+            db,
+            keys,
+            http: builder.build()?,
+            blocklist: config.ip_range_blocklist.clone(),
+            notaries: config.trusted_key_servers.clone(),
+            destinations: Arc::default(),
+        })
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.keys.server_name
+    }
+
+    pub fn is_local(&self, server: &ServerName) -> bool {
+        server == self.keys.server_name
+    }
+}

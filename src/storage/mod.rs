@@ -15,6 +15,7 @@ pub mod push;
 pub mod receipts;
 pub mod reports;
 pub mod rooms;
+pub mod server_keys;
 pub mod state;
 pub mod to_device;
 

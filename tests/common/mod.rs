@@ -45,8 +45,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.registration.enabled = true;
     config.registration.shared_secret = "test-shared-secret".into();
     config.rate_limits.enabled = false;
-    // Tests run their peers (push gateways, servers) on loopback.
+    // Tests run their peers (push gateways, servers) on loopback, with self-signed certificates.
     config.federation.ip_range_blocklist = Vec::new();
+    config.federation.listen = "127.0.0.1:0".parse().unwrap();
+    config.federation.verify_tls = false;
     config
 }
 
@@ -179,4 +181,21 @@ pub async fn wait_ready(base: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("server at {base} did not come up");
+}
+
+/// Two or more servers that federate with each other on loopback: each is named by its
+/// federation address (`127.0.0.1:<port>`), as Synapse and the spec allow for IP literals.
+pub async fn federating_server() -> TestServer {
+    let port = free_port();
+    TestServer::start_with(move |c| {
+        c.server_name = format!("127.0.0.1:{port}").try_into().unwrap();
+        c.federation.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    })
+    .await
+}
+
+impl TestServer {
+    pub fn server_name(&self) -> String {
+        self.running.as_ref().unwrap().federation_addr.unwrap().to_string()
+    }
 }

@@ -1,0 +1,84 @@
+//! Outbound federation requests: ruma request types, signed with X-Matrix, sent over HTTPS.
+
+use ruma::{
+    api::{
+        federation::authentication::XMatrixSigningInput, IncomingResponseExt, OutgoingRequest, OutgoingRequestExt,
+    },
+    ServerName,
+};
+
+use super::Federation;
+use crate::error::{MatrixError, Result};
+
+/// Largest response accepted from another server.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Request types whose authentication input is X-Matrix signing, or nothing at all.
+pub trait FederationAuth: OutgoingRequest {
+    fn build(self, federation: &Federation, base_url: &str, destination: &ServerName) -> Result<http::Request<Vec<u8>>>;
+}
+
+macro_rules! auth_input {
+    (signed: $($t:ty),* $(,)?) => {$(
+        impl FederationAuth for $t {
+            fn build(self, federation: &Federation, base_url: &str, destination: &ServerName) -> Result<http::Request<Vec<u8>>> {
+                let input = XMatrixSigningInput::new(federation.server_name().to_owned(), destination.to_owned(), &*federation.keys.keypair);
+                self.try_into_http_request(base_url, input, ()).map_err(|e| MatrixError::internal(e.to_string()))
+            }
+        }
+    )*};
+    (unsigned: $($t:ty),* $(,)?) => {$(
+        impl FederationAuth for $t {
+            fn build(self, _: &Federation, base_url: &str, _: &ServerName) -> Result<http::Request<Vec<u8>>> {
+                self.try_into_http_request(base_url, (), ()).map_err(|e| MatrixError::internal(e.to_string()))
+            }
+        }
+    )*};
+}
+
+auth_input!(unsigned:
+    ruma::api::federation::discovery::get_server_keys::v2::Request,
+    ruma::api::federation::discovery::get_remote_server_keys::v2::Request,
+    ruma::api::federation::discovery::get_server_version::v1::Request,
+);
+auth_input!(signed:
+    ruma::api::federation::query::get_profile_information::v1::Request,
+    ruma::api::federation::query::get_room_information::v1::Request,
+);
+
+impl Federation {
+    /// Sends a request to another server and parses its answer.
+    pub async fn send<T: FederationAuth>(&self, destination: &ServerName, request: T) -> Result<T::IncomingResponse> {
+        if self.is_local(destination) {
+            return Err(MatrixError::internal("refusing to federate with ourselves"));
+        }
+        let target = self.resolve(destination).await?;
+        self.check_destination(&target.base_url).await?;
+        let http_request = request.build(self, &target.base_url, destination)?;
+        let request = reqwest::Request::try_from(http_request).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{destination} unreachable: {e}")))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{destination} answered too much")));
+        }
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in &headers {
+            builder = builder.header(name, value);
+        }
+        let http_response = builder.body(&bytes[..]).map_err(|e| MatrixError::internal(e.to_string()))?;
+        T::IncomingResponse::try_from_http_response(http_response).map_err(|error| {
+            let message = format!("{destination}: {error}");
+            if status == http::StatusCode::NOT_FOUND {
+                MatrixError::not_found(message)
+            } else {
+                MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
+            }
+        })
+    }
+}

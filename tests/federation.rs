@@ -1,0 +1,109 @@
+//! Federation between two weft servers on loopback: keys and the notary, X-Matrix request
+//! signing and verification, profile and directory queries.
+
+mod common;
+
+use common::{enc, federating_server};
+use serde_json::{json, Value};
+
+fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
+}
+
+#[tokio::test]
+async fn keys_are_served_and_notarised() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let http = insecure_client();
+    let keys: Value = http
+        .get(format!("https://{}/_matrix/key/v2/server", a.server_name()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["server_name"], a.server_name());
+    let key_id = keys["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
+    assert!(key_id.starts_with("ed25519:"));
+    assert!(keys["signatures"][a.server_name()][&key_id].is_string());
+    assert!(keys["valid_until_ts"].as_i64().unwrap() > 0);
+
+    // B as a notary: A's keys, counter-signed by B.
+    let notarised = b.get(&format!("/_matrix/key/v2/query/{}", a.server_name()), None).await.ok();
+    let entry = &notarised["server_keys"][0];
+    assert_eq!(entry["server_name"], a.server_name());
+    assert!(entry["signatures"][a.server_name()].is_object());
+    assert!(entry["signatures"][b.server_name()].is_object());
+    let batch = b
+        .post("/_matrix/key/v2/query", None, json!({ "server_keys": { a.server_name(): {} } }))
+        .await
+        .ok();
+    assert_eq!(batch["server_keys"][0]["server_name"], a.server_name());
+
+    let version: Value = http
+        .get(format!("https://{}/_matrix/federation/v1/version", a.server_name()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["server"]["name"], "weft");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn profiles_and_aliases_across_servers() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (alice, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    a.put(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice)), Some(&alice_token), json!({ "displayname": "Alice A." }))
+        .await
+        .ok();
+    let profile = b.get(&format!("/_matrix/client/v3/profile/{}", enc(&alice)), Some(&bob_token)).await.ok();
+    assert_eq!(profile["displayname"], "Alice A.");
+    let name = b.get(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice)), Some(&bob_token)).await.ok();
+    assert_eq!(name["displayname"], "Alice A.");
+    let missing = format!("@nobody:{}", a.server_name());
+    b.get(&format!("/_matrix/client/v3/profile/{}", enc(&missing)), Some(&bob_token)).await.err(404, "M_NOT_FOUND");
+
+    let room = a.create_room(&alice_token, json!({ "room_alias_name": "lobby", "preset": "public_chat" })).await;
+    let alias = format!("#lobby:{}", a.server_name());
+    let resolved = b.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&alias)), Some(&bob_token)).await.ok();
+    assert_eq!(resolved["room_id"], room);
+    assert_eq!(resolved["servers"], json!([a.server_name()]));
+    let unknown = format!("#nope:{}", a.server_name());
+    b.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&unknown)), Some(&bob_token)).await.err(404, "M_NOT_FOUND");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_and_forged_requests_are_refused() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let http = insecure_client();
+    let (alice, _) = a.register("alice").await;
+    let url = format!("https://{}/_matrix/federation/v1/query/profile?user_id={}", a.server_name(), enc(&alice));
+    let unsigned = http.get(&url).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body: Value = unsigned.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+
+    // A signature that claims to be B's but is not made with B's key.
+    let forged = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:a_forged\",sig=\"{}\"",
+        b.server_name(),
+        a.server_name(),
+        "A".repeat(86)
+    );
+    let response = http.get(&url).header("authorization", forged).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+    a.stop().await;
+    b.stop().await;
+}
