@@ -6,6 +6,7 @@ pub mod membership;
 pub mod pdu;
 pub mod read;
 pub mod relations;
+pub mod resolve;
 pub mod visibility;
 
 use std::{
