@@ -79,6 +79,8 @@ pub struct FederationConfig {
     pub extra_ca_files: Vec<PathBuf>,
     /// Notary servers asked for keys when a server cannot be reached directly.
     pub trusted_key_servers: Vec<OwnedServerName>,
+    /// Longest wait between retries to an unreachable server, in milliseconds.
+    pub max_retry_delay_ms: u64,
     /// Outbound requests (federation, push gateways) never go to these address ranges.
     /// Defaults to loopback, private, link-local and other special ranges.
     pub ip_range_blocklist: Vec<ipnet::IpNet>,
@@ -100,6 +102,7 @@ impl Default for FederationConfig {
             verify_tls: true,
             extra_ca_files: Vec::new(),
             trusted_key_servers: Vec::new(),
+            max_retry_delay_ms: 10 * 60 * 1000,
             ip_range_blocklist: ranges.iter().map(|r| r.parse().expect("valid range")).collect(),
         }
     }
@@ -305,6 +308,8 @@ verify_tls = true
 extra_ca_files = []
 # Notaries asked for a server's keys when it cannot be reached itself.
 trusted_key_servers = []
+# Longest wait between retries to an unreachable server (ms); retries double up to it.
+max_retry_delay_ms = 600000
 # Outbound requests (federation, push gateways) never reach these ranges.
 # The default blocks loopback and private networks; list [] to allow everything.
 # ip_range_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ...]

@@ -106,11 +106,13 @@ impl Services {
         let db = Db::open(&config.database_url()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
         crate::federation::tls::install_crypto_provider();
-        let federation = Federation::new(db.clone(), keys.clone(), &config.federation)?;
+
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
         let push = Push::new(db.clone(), Gateway::new(db.clone(), config.federation.ip_range_blocklist.clone()));
-        let rooms = Rooms::new(db.clone(), keys, notifier.clone(), push.clone(), config.default_room_version.clone());
+        let outbox = crate::rooms::OutboxSignal::default();
+        let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox.clone(), config.default_room_version.clone());
+        let federation = Federation::new(db.clone(), keys.clone(), &config.federation, rooms.clone(), outbox)?;
         let typing = Typing::new(db.clone(), notifier.clone());
         let receipts = Receipts::new(rooms.clone(), notifier.clone());
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
@@ -211,10 +213,21 @@ fn federation_routes() -> Router<ClientApiState> {
         discovery::get_server_version,
         query::{get_profile_information, get_room_information},
     };
+    use ruma::api::federation::{
+        event::{get_event, get_missing_events, get_room_state_ids},
+        membership::{create_join_event, prepare_join_event},
+        transactions::send_transaction_message,
+    };
     key_routes()
         .ruma::<get_server_version::v1::Request, _, _>(fed::version)
         .ruma::<get_profile_information::v1::Request, _, _>(fed::query_profile)
         .ruma::<get_room_information::v1::Request, _, _>(fed::query_directory)
+        .ruma::<get_event::v1::Request, _, _>(fed::get_event)
+        .ruma::<get_room_state_ids::v1::Request, _, _>(fed::state_ids)
+        .ruma::<get_missing_events::v1::Request, _, _>(fed::missing_events)
+        .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
+        .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
+        .ruma::<send_transaction_message::v1::Request, _, _>(crate::federation::transactions::receive)
 }
 
 #[allow(deprecated)] // the legacy media endpoints are served on purpose
@@ -391,6 +404,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     services.presence.spawn_timeouts();
+    if services.config.federation.enabled {
+        services.federation.spawn_sender(Duration::from_millis(services.config.federation.max_retry_delay_ms));
+    }
     let app = services.router();
     let db = services.db.clone();
     let federation = if services.config.federation.enabled {

@@ -107,3 +107,57 @@ async fn unsigned_and_forged_requests_are_refused() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Waits (long-polling /sync) until `user`'s timeline in `room` has a message `body`.
+async fn wait_for_message(server: &common::TestServer, token: &str, room: &str, body: &str) -> Value {
+    let mut since: Option<String> = None;
+    for _ in 0..40 {
+        let path = match &since {
+            Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let response = server.get(&path, Some(token)).await.ok();
+        if let Some(events) = response["rooms"]["join"][room]["timeline"]["events"].as_array() {
+            if let Some(event) = events.iter().find(|e| e["content"]["body"] == body) {
+                return event.clone();
+            }
+        }
+        since = response["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("{body:?} never reached {room} on {}", server.server_name());
+}
+
+#[tokio::test]
+async fn join_over_federation_and_message_both_ways() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (alice, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = a.create_room(&alice_token, json!({ "preset": "public_chat", "room_alias_name": "town", "name": "Town square" })).await;
+    a.send_text(&alice_token, &room, "before", "history from before bob").await;
+
+    // Bob joins from his own server, by alias.
+    let alias = format!("#town:{}", a.server_name());
+    let joined = b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await.ok();
+    assert_eq!(joined["room_id"], room);
+
+    // B has the room's state: its name and both members.
+    let name = b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name", enc(&room)), Some(&bob_token)).await.ok();
+    assert_eq!(name["name"], "Town square");
+    let members = b.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), Some(&bob_token)).await.ok();
+    assert!(members["joined"].get(&alice).is_some() && members["joined"].get(&bob).is_some(), "{members}");
+
+    // A sees bob's join.
+    let a_members = a.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), Some(&alice_token)).await.ok();
+    assert!(a_members["joined"].get(&bob).is_some(), "{a_members}");
+
+    // Messages both ways, seen through /sync.
+    a.send_text(&alice_token, &room, "a1", "hello from A").await;
+    let seen = wait_for_message(&b, &bob_token, &room, "hello from A").await;
+    assert_eq!(seen["sender"], alice);
+    b.send_text(&bob_token, &room, "b1", "hello from B").await;
+    let seen = wait_for_message(&a, &alice_token, &room, "hello from B").await;
+    assert_eq!(seen["sender"], bob);
+    a.stop().await;
+    b.stop().await;
+}

@@ -11,56 +11,81 @@ use ruma::{
             join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
         },
     },
-    OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId,
+    OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId,
 };
 use serde_json::Value;
 
 use super::extract::{Ruma, RumaResponse};
 use crate::{
     error::{MatrixError, Result},
+    federation::Federation,
     rooms::{membership::Change, read::Viewer, Rooms},
     storage::{aliases as alias_repo, rooms as room_repo, state as state_repo},
 };
 
-/// Resolves a room id or a local alias.
-pub async fn resolve_room(rooms: &Rooms, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+/// Resolves a room id or an alias (remote aliases through their server), with servers that
+/// may be in the room.
+pub async fn resolve_room(rooms: &Rooms, federation: &Federation, room: &RoomOrAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
     match <&RoomId>::try_from(room) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => {
+        Ok(room_id) => Ok((room_id.to_owned(), room_id.server_name().map(|s| vec![s.to_owned()]).unwrap_or_default())),
+        Err(alias) if alias.server_name() == rooms.server_name() => {
             let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
                 .await?
                 .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-            Ok(RoomId::parse(room_id)?)
+            Ok((RoomId::parse(room_id)?, Vec::new()))
+        }
+        Err(alias) => {
+            let query = ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
+            let answer = federation.send(alias.server_name(), query).await?;
+            Ok((answer.room_id, answer.servers))
         }
     }
 }
 
+/// Joins locally when this server is in the room, otherwise through another server.
+async fn join(rooms: &Rooms, federation: &Federation, room_id: &RoomId, user: &ruma::UserId, reason: Option<&str>, servers: Vec<OwnedServerName>) -> Result<()> {
+    if rooms.participating(room_id).await? || servers.iter().all(|s| s == rooms.server_name()) {
+        rooms.change_membership(room_id, user, user, Change::Join, reason, false).await?;
+        return Ok(());
+    }
+    federation.join_remote(room_id, user, &servers).await
+}
+
 pub async fn join_by_id(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
     let user = &request.user().user_id;
     let room_id = &request.body.room_id;
-    rooms.change_membership(room_id, user, user, Change::Join, request.body.reason.as_deref(), false).await?;
+    let servers = room_id.server_name().map(|s| vec![s.to_owned()]).unwrap_or_default();
+    join(&rooms, &federation, room_id, user, request.body.reason.as_deref(), servers).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id.clone())))
 }
 
 pub async fn join_by_id_or_alias(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let user = &request.user().user_id;
-    let room_id = resolve_room(&rooms, &request.body.room_id_or_alias).await?;
-    rooms.change_membership(&room_id, user, user, Change::Join, request.body.reason.as_deref(), false).await?;
+    let (room_id, mut servers) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
+    for via in &request.body.via {
+        if !servers.contains(via) {
+            servers.push(via.clone());
+        }
+    }
+    join(&rooms, &federation, &room_id, user, request.body.reason.as_deref(), servers).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
 }
 
 pub async fn knock(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<RumaResponse<knock_room::v3::Response>> {
     let user = &request.user().user_id;
-    let room_id = resolve_room(&rooms, &request.body.room_id_or_alias).await?;
+    let (room_id, _) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
     rooms.change_membership(&room_id, user, user, Change::Knock, request.body.reason.as_deref(), false).await?;
     Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }

@@ -44,6 +44,12 @@ auth_input!(unsigned:
 auth_input!(signed:
     ruma::api::federation::query::get_profile_information::v1::Request,
     ruma::api::federation::query::get_room_information::v1::Request,
+    ruma::api::federation::event::get_event::v1::Request,
+    ruma::api::federation::event::get_missing_events::v1::Request,
+    ruma::api::federation::event::get_room_state_ids::v1::Request,
+    ruma::api::federation::membership::prepare_join_event::v1::Request,
+    ruma::api::federation::membership::create_join_event::v2::Request,
+    ruma::api::federation::transactions::send_transaction_message::v1::Request,
 );
 
 impl Federation {

@@ -3,9 +3,12 @@
 
 pub mod client;
 pub mod keys;
+pub mod membership;
+pub mod pipeline;
 pub mod resolve;
 pub mod server;
 pub mod tls;
+pub mod transactions;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -13,7 +16,12 @@ use ipnet::IpNet;
 use ruma::{OwnedServerName, ServerName};
 use tokio::sync::Mutex;
 
-use crate::{config::FederationConfig, crypto::ServerKeys, storage::Db};
+use crate::{
+    config::FederationConfig,
+    crypto::ServerKeys,
+    rooms::{OutboxSignal, Rooms},
+    storage::Db,
+};
 
 /// Everything federation needs: our identity, the database (key cache), an HTTPS client.
 #[derive(Clone)]
@@ -23,12 +31,14 @@ pub struct Federation {
     http: reqwest::Client,
     blocklist: Vec<IpNet>,
     notaries: Vec<OwnedServerName>,
+    rooms: Rooms,
+    outbox: OutboxSignal,
     /// Resolved destinations (well-known lookups are cached).
     destinations: Arc<Mutex<HashMap<OwnedServerName, (resolve::Destination, tokio::time::Instant)>>>,
 }
 
 impl Federation {
-    pub fn new(db: Db, keys: ServerKeys, config: &FederationConfig) -> anyhow::Result<Self> {
+    pub fn new(db: Db, keys: ServerKeys, config: &FederationConfig, rooms: Rooms, outbox: OutboxSignal) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -49,6 +59,8 @@ impl Federation {
             http: builder.build()?,
             blocklist: config.ip_range_blocklist.clone(),
             notaries: config.trusted_key_servers.clone(),
+            rooms,
+            outbox,
             destinations: Arc::default(),
         })
     }

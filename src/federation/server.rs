@@ -84,3 +84,78 @@ pub async fn query_directory(
         .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
     Ok(Json(json!({ "room_id": room_id, "servers": [federation.server_name()] })))
 }
+
+/// The asking server must be (or have been) in the event's room.
+async fn check_visible_to(federation: &Federation, origin: Option<&ruma::OwnedServerName>, room_id: &ruma::RoomId) -> Result<()> {
+    let origin = origin.ok_or_else(|| MatrixError::forbidden("Unsigned request"))?;
+    let members = crate::storage::rooms::memberships_in_room(federation.db.pool(), room_id.as_str()).await?;
+    let present = members
+        .iter()
+        .filter_map(|user| ruma::UserId::parse(user.as_str()).ok())
+        .any(|user| user.server_name() == origin);
+    if present {
+        Ok(())
+    } else {
+        Err(MatrixError::forbidden("Your server is not in this room"))
+    }
+}
+
+pub async fn get_event(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::event::get_event::v1::Request>,
+) -> Result<Json<Value>> {
+    let pdu = federation
+        .rooms
+        .pdu(&request.body.event_id)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    check_visible_to(&federation, request.origin.as_ref(), &pdu.room_id).await?;
+    Ok(Json(json!({
+        "origin": federation.server_name(),
+        "origin_server_ts": crate::storage::now_ms(),
+        "pdus": [pdu.json],
+    })))
+}
+
+pub async fn state_ids(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::event::get_room_state_ids::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let pdu = federation.rooms.pdu(&b.event_id).await?.filter(|p| p.room_id == b.room_id).ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    let (pdu_ids, auth_chain_ids) = federation.rooms.state_ids_before(&pdu).await?;
+    Ok(Json(json!({ "pdu_ids": pdu_ids, "auth_chain_ids": auth_chain_ids })))
+}
+
+pub async fn missing_events(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::event::get_missing_events::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let limit = u64::from(b.limit).min(100) as usize;
+    let min_depth = u64::from(b.min_depth);
+    let earliest: std::collections::HashSet<&ruma::OwnedEventId> = b.earliest_events.iter().collect();
+    let mut queue: Vec<ruma::OwnedEventId> = Vec::new();
+    for latest in &b.latest_events {
+        if let Some(pdu) = federation.rooms.pdu(latest).await? {
+            queue.extend(pdu.prev_events.iter().cloned());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    while let Some(id) = queue.pop() {
+        if found.len() >= limit || earliest.contains(&id) || !seen.insert(id.clone()) {
+            continue;
+        }
+        let Some(pdu) = federation.rooms.pdu(&id).await? else { continue };
+        if pdu.room_id != b.room_id || pdu.fields.depth < min_depth {
+            continue;
+        }
+        queue.extend(pdu.prev_events.iter().cloned());
+        found.push(pdu);
+    }
+    found.sort_by_key(|p| p.fields.depth);
+    Ok(Json(json!({ "events": found.iter().map(|p| &p.json).collect::<Vec<_>>() })))
+}

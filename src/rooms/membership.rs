@@ -50,10 +50,13 @@ impl Rooms {
         is_direct: bool,
     ) -> Result<OwnedEventId> {
         self.room_version(room_id).await?;
-        if target.server_name() != self.server_name() {
-            return Err(MatrixError::forbidden("This server does not federate yet: only local users can be members"));
+        if change == Change::Invite && target.server_name() != self.server_name() {
+            return Err(MatrixError::forbidden("Inviting users of other servers is not supported yet"));
         }
-        if change == Change::Invite && !account_repo::user_exists(self.db.pool(), target.as_str()).await? {
+        if change == Change::Invite
+            && target.server_name() == self.server_name()
+            && !account_repo::user_exists(self.db.pool(), target.as_str()).await?
+        {
             return Err(MatrixError::not_found("Unknown user"));
         }
         let current = room_repo::membership(self.db.pool(), room_id.as_str(), target.as_str())
@@ -128,6 +131,11 @@ impl Rooms {
         Ok(())
     }
 
+    /// The local member who can vouch for `user` joining a restricted room, if any.
+    pub async fn restricted_join_authoriser_for(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        self.restricted_join_authoriser(room_id, user).await
+    }
+
     /// For rooms with a `restricted` join rule: a local member who may invite, vouching for a
     /// user who belongs to one of the allowed rooms. `M_FORBIDDEN` when the user belongs to
     /// none; None when the room is not restricted.
@@ -188,6 +196,15 @@ impl Rooms {
 
     pub async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
         Ok(room_repo::membership(self.db.pool(), room_id.as_str(), user.as_str()).await?.map(|(m, _)| m))
+    }
+
+    /// Whether this server takes part in the room: it knows it and a local user is joined.
+    pub async fn participating(&self, room_id: &RoomId) -> Result<bool> {
+        if self.room_version(room_id).await.is_err() {
+            return Ok(false);
+        }
+        let joined = self.joined_members(room_id).await?;
+        Ok(joined.iter().any(|u| UserId::parse(u.as_str()).is_ok_and(|u| u.server_name() == self.server_name())))
     }
 
     /// `M_FORBIDDEN` unless the user is joined.

@@ -6,6 +6,7 @@ pub mod membership;
 pub mod pdu;
 pub mod read;
 pub mod relations;
+pub mod remote;
 pub mod resolve;
 pub mod visibility;
 
@@ -28,7 +29,11 @@ use crate::{
     crypto::ServerKeys,
     error::{MatrixError, Result},
     push::Push,
-    storage::{events as event_repo, rooms as room_repo, state as state_repo, Db},
+    storage::{
+        events as event_repo, federation as federation_repo, rooms as room_repo,
+        state::{self as state_repo, StateMap},
+        Db,
+    },
     sync::notifier::Notifier,
 };
 
@@ -53,8 +58,43 @@ impl EventTemplate {
     }
 }
 
+/// What became of a persisted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// In the timeline at this stream position (0: it was already there).
+    Stored(i64),
+    /// Kept as an outlier: it fails the auth rules against the room's current state.
+    SoftFailed,
+}
+
+/// The state before an event, as the persistence path finds it.
+enum StateBefore {
+    /// The room's first event.
+    Empty,
+    /// The state group of its (single-state) prev events.
+    Group(i64),
+    /// A resolved or explicitly given state.
+    Resolved(StateMap),
+    /// The room's current state (for soft-failure checks).
+    Current,
+}
+
 /// A client's transaction: (device id, txn id), for idempotent sends.
 pub type ClientTxn<'a> = Option<(&'a str, &'a str)>;
+
+/// Tells the federation sender that something was queued for other servers.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<tokio::sync::Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
 
 #[derive(Clone)]
 pub struct Rooms {
@@ -62,6 +102,7 @@ pub struct Rooms {
     keys: ServerKeys,
     notifier: Notifier,
     push: Push,
+    outbound: OutboxSignal,
     default_version: RoomVersionId,
     /// One writer per room at a time; rooms never wait on each other.
     room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
@@ -81,8 +122,51 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
 }
 
 impl Rooms {
-    pub fn new(db: Db, keys: ServerKeys, notifier: Notifier, push: Push, default_version: RoomVersionId) -> Self {
-        Self { db, keys, notifier, push, default_version, room_locks: Arc::default() }
+    pub fn new(
+        db: Db,
+        keys: ServerKeys,
+        notifier: Notifier,
+        push: Push,
+        outbound: OutboxSignal,
+        default_version: RoomVersionId,
+    ) -> Self {
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default() }
+    }
+
+    pub fn keys(&self) -> &ServerKeys {
+        &self.keys
+    }
+
+    /// Other servers with users joined to the room.
+    pub async fn remote_servers<'c>(&self, db: impl sqlx::Executor<'c, Database = sqlx::Any>, room_id: &str) -> Result<Vec<String>> {
+        let members = room_repo::members_with_membership(db, room_id, "join").await?;
+        let mut servers: Vec<String> = members
+            .iter()
+            .filter_map(|user| UserId::parse(user.as_str()).ok())
+            .map(|user| user.server_name().to_string())
+            .filter(|server| server != self.keys.server_name.as_str())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+
+    /// Queues a local event for every other server in the room (and the server of a remote
+    /// user whose membership it changes), in the event's own transaction.
+    async fn queue_for_other_servers(&self, tx: &mut crate::storage::Tx, pdu: &Pdu, json: &str) -> Result<()> {
+        let mut servers = self.remote_servers(&mut **tx, pdu.room_id.as_str()).await?;
+        if *pdu.kind() == TimelineEventType::RoomMember {
+            if let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok()) {
+                let server = target.server_name().to_string();
+                if server != self.keys.server_name.as_str() && !servers.contains(&server) {
+                    servers.push(server);
+                }
+            }
+        }
+        for server in servers {
+            federation_repo::enqueue(tx, &server, "pdu", json).await?;
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {
@@ -114,7 +198,7 @@ impl Rooms {
         RoomVersionId::try_from(version).map_err(|e| MatrixError::internal(e.to_string()))
     }
 
-    /// Loads a stored event.
+    /// Loads a stored event (from the timeline, or an outlier).
     pub async fn pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
         match event_repo::get(self.db.pool(), event_id.as_str()).await? {
             Some(row) => Ok(Some(pdu_from_row(&row.event_id, &row.room_id, &row.json)?)),
@@ -279,8 +363,41 @@ impl Rooms {
     }
 
     /// The one persistence path: format check, auth checks against the auth events and the
-    /// state before the event, then one transaction writing the event with all its indexes.
+    /// state before the event (and, for remote events, against the current state: soft
+    /// failure), then one transaction writing the event with all its indexes, and the room's
+    /// new current state (resolved when the room's DAG has forks).
     async fn persist(&self, pdu: Pdu, version: &RoomVersionId, txn: Option<(&str, &str, &str)>) -> Result<i64> {
+        match self.persist_with(pdu, version, txn, None, false).await? {
+            Persisted::Stored(stream) => Ok(stream),
+            Persisted::SoftFailed => Err(MatrixError::internal("a local event cannot soft-fail")),
+        }
+    }
+
+    /// A remote event: persisted like a local one, with the state before it given explicitly
+    /// when it came with one (send_join, /state_ids), and soft-failed when it does not pass
+    /// the auth rules against the current state.
+    pub async fn persist_remote(
+        &self,
+        pdu: Pdu,
+        version: &RoomVersionId,
+        explicit_state: Option<StateMap>,
+    ) -> Result<Persisted> {
+        let lock = self.room_lock(&pdu.room_id);
+        let _guard = lock.lock().await;
+        if event_repo::get_timeline(self.db.pool(), pdu.event_id.as_str()).await?.is_some() {
+            return Ok(Persisted::Stored(0));
+        }
+        self.persist_with(pdu, version, None, explicit_state, true).await
+    }
+
+    async fn persist_with(
+        &self,
+        pdu: Pdu,
+        version: &RoomVersionId,
+        txn: Option<(&str, &str, &str)>,
+        explicit_state: Option<StateMap>,
+        remote: bool,
+    ) -> Result<Persisted> {
         let rules = rules_for(version)?;
         ruma::state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(|e| {
             if e.contains("bytes") || e.contains("too large") || e.contains("size") {
@@ -307,11 +424,11 @@ impl Rooms {
                 auth_events.insert(create_id, event);
             }
         }
-        let prev_group = self.state_group_before(&pdu).await?;
-        let state_before = match prev_group {
-            Some(group) => self.auth_state_at(group, &pdu, &rules).await?,
-            None => HashMap::new(),
+        let before = match explicit_state {
+            Some(state) => StateBefore::Resolved(state),
+            None => self.state_before(&pdu, &rules).await?,
         };
+        let state_before = self.auth_state(&before, &pdu, &rules).await?;
 
         ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| {
             auth_events.get(id).cloned()
@@ -322,22 +439,77 @@ impl Rooms {
         })
         .map_err(|e| MatrixError::forbidden(auth_error_message(&e)))?;
 
+        let room_id = pdu.room_id.as_str();
+        let extremities = event_repo::forward_extremities(self.db.pool(), room_id).await?;
+        if remote && !extremities.is_empty() {
+            // Soft failure: allowed by its own history, but not by the room as it is now.
+            let current = self.auth_state(&StateBefore::Current, &pdu, &rules).await?;
+            let allowed_now = ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind: &StateEventType, key: &str| {
+                current.get(&(kind.to_string(), key.to_owned())).cloned()
+            });
+            if let Err(reason) = allowed_now {
+                tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed remote event");
+                federation_repo::insert_outlier(self.db.pool(), pdu.event_id.as_str(), room_id, &json_text, true).await?;
+                return Ok(Persisted::SoftFailed);
+            }
+        }
+
+        // The room's current state after this event: the state after it when it becomes the
+        // only forward extremity on top of the current state (the common, local case, which
+        // only touches the event's own key); otherwise resolved over all extremities.
+        let extremity_ids: Vec<&str> = extremities.iter().map(|(id, _, _)| id.as_str()).collect();
+        let on_top = matches!(before, StateBefore::Group(_) | StateBefore::Empty)
+            && extremity_ids.len() <= 1
+            && pdu.prev_events.iter().map(|p| p.as_str()).collect::<Vec<_>>() == extremity_ids;
+        let new_current: Option<StateMap> = if on_top {
+            None
+        } else {
+            let mut after = self.full_state(&before).await?;
+            if let Some(key) = pdu.state_key() {
+                after.insert((pdu.kind().to_string(), key.to_owned()), pdu.event_id.to_string());
+            }
+            let others: Vec<i64> = extremities
+                .iter()
+                .filter(|(id, _, _)| !pdu.prev_events.iter().any(|p| p.as_str() == id))
+                .map(|(_, _, group)| *group)
+                .collect();
+            if others.is_empty() {
+                Some(after)
+            } else {
+                let mut states = vec![after];
+                for group in others {
+                    states.push(state_repo::load_group(self.db.pool(), group).await?);
+                }
+                Some(self.resolve_states(states, &rules, Some(&pdu)).await?)
+            }
+        };
+
         // Push rules of every local recipient, decided before the write and stored with it.
         let client_event = Value::Object(pdu.to_client_event());
         let push_actions = self.push.evaluate(&pdu, &client_event, &rules).await?;
 
         // Everything below is one transaction.
-        let room_id = pdu.room_id.as_str();
         let mut tx = self.db.begin_write().await?;
-        if *pdu.kind() == TimelineEventType::RoomCreate {
+        if *pdu.kind() == TimelineEventType::RoomCreate || (remote && room_repo::room_version(&mut *tx, room_id).await?.is_none()) {
             room_repo::insert_room(&mut tx, room_id, version.as_str(), pdu.fields.sender.as_str()).await?;
         }
-        let state_group = match pdu.state_key() {
-            Some(state_key) => {
+        let state_group = match (&before, pdu.state_key()) {
+            (StateBefore::Group(group), Some(state_key)) => {
                 let change = [(pdu.kind().to_string(), state_key.to_owned(), pdu.event_id.to_string())];
-                state_repo::create_group(&mut tx, room_id, prev_group, &change).await?
+                state_repo::create_group(&mut tx, room_id, Some(*group), &change).await?
             }
-            None => prev_group.ok_or_else(|| MatrixError::internal("event without state before it"))?,
+            (StateBefore::Group(group), None) => *group,
+            (StateBefore::Empty, _) | (StateBefore::Current, _) | (StateBefore::Resolved(_), _) => {
+                let mut entries: Vec<(String, String, String)> = match &before {
+                    StateBefore::Resolved(map) => map.iter().map(|((t, k), id)| (t.clone(), k.clone(), id.clone())).collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(state_key) = pdu.state_key() {
+                    entries.retain(|(t, k, _)| !(t == &pdu.kind().to_string() && k == state_key));
+                    entries.push((pdu.kind().to_string(), state_key.to_owned(), pdu.event_id.to_string()));
+                }
+                state_repo::create_group(&mut tx, room_id, None, &entries).await?
+            }
         };
         let stream = event_repo::insert(
             &mut tx,
@@ -359,12 +531,17 @@ impl Rooms {
         let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
         event_repo::insert_edges(&mut tx, pdu.event_id.as_str(), &prevs, &auths).await?;
         event_repo::advance_extremities(&mut tx, room_id, pdu.event_id.as_str(), &prevs).await?;
-        if let Some(state_key) = pdu.state_key() {
-            state_repo::set_current(&mut tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
-            if *pdu.kind() == TimelineEventType::RoomMember {
-                let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("leave").to_owned();
-                room_repo::set_membership(&mut tx, room_id, state_key, &membership, pdu.event_id.as_str(), stream).await?;
+        match new_current {
+            None => {
+                if let Some(state_key) = pdu.state_key() {
+                    state_repo::set_current(&mut tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
+                    if *pdu.kind() == TimelineEventType::RoomMember {
+                        let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("leave").to_owned();
+                        room_repo::set_membership(&mut tx, room_id, state_key, &membership, pdu.event_id.as_str(), stream).await?;
+                    }
+                }
             }
+            Some(target) => self.replace_current_state(&mut tx, room_id, &target, &pdu, &json_text, stream).await?,
         }
         if let Some((rel_type, target)) = relation_of(&pdu) {
             event_repo::insert_relation(&mut tx, pdu.event_id.as_str(), &target, &rel_type, room_id).await?;
@@ -376,6 +553,9 @@ impl Rooms {
             self.apply_redaction(&mut tx, &pdu, target, &rules, &state_before).await?;
         }
         self.push.store(&mut tx, &pdu, stream, &push_actions).await?;
+        if !remote {
+            self.queue_for_other_servers(&mut tx, &pdu, &json_text).await?;
+        }
         tx.commit().await?;
         tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
         let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
@@ -384,30 +564,119 @@ impl Rooms {
             concerned.extend(pdu.state_key().map(str::to_owned));
         }
         self.notifier.wake(&concerned);
+        if !remote {
+            self.outbound.wake();
+        }
         self.push.deliver(&pdu, client_event, push_actions);
-        Ok(stream)
+        Ok(Persisted::Stored(stream))
     }
 
-    /// The state group after the event's prev events. With several prev events of different
-    /// state, state resolution is needed: that arrives with federation, where forks happen.
-    async fn state_group_before(&self, pdu: &Pdu) -> Result<Option<i64>> {
+    /// Rewrites the current-state and membership indexes to `target`.
+    async fn replace_current_state(
+        &self,
+        tx: &mut crate::storage::Tx,
+        room_id: &str,
+        target: &StateMap,
+        pdu: &Pdu,
+        pdu_json: &str,
+        stream: i64,
+    ) -> Result<()> {
+        let current = state_repo::current_state(&mut **tx, room_id).await?;
+        for ((kind, key), event_id) in target {
+            if current.get(&(kind.clone(), key.clone())) == Some(event_id) {
+                continue;
+            }
+            state_repo::set_current(tx, room_id, kind, key, event_id).await?;
+            if kind == "m.room.member" {
+                let json = if event_id == pdu.event_id.as_str() {
+                    Some(pdu_json.to_owned())
+                } else {
+                    self.event_json(event_id).await?
+                };
+                let membership = json
+                    .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+                    .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "leave".to_owned());
+                room_repo::set_membership(tx, room_id, key, &membership, event_id, stream).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON of a timeline event or an outlier.
+    async fn event_json(&self, event_id: &str) -> Result<Option<String>> {
+        Ok(event_repo::get_json(self.db.pool(), event_id).await?)
+    }
+
+    /// The state before an event: that of its prev events, resolved when they differ.
+    async fn state_before(&self, pdu: &Pdu, rules: &RoomVersionRules) -> Result<StateBefore> {
         let mut groups = Vec::new();
         for prev in &pdu.prev_events {
-            let row = event_repo::get(self.db.pool(), prev.as_str())
+            let row = event_repo::get_timeline(self.db.pool(), prev.as_str())
                 .await?
                 .ok_or_else(|| MatrixError::invalid_param(format!("Unknown prev event {prev}")))?;
-            groups.push(row.state_group);
+            if !groups.contains(&row.state_group) {
+                groups.push(row.state_group);
+            }
         }
-        groups.dedup();
         match groups.as_slice() {
-            [] => Ok(None),
-            [group] => Ok(Some(*group)),
-            _ => Err(MatrixError::internal("forked room state needs state resolution")),
+            [] => Ok(StateBefore::Empty),
+            [group] => Ok(StateBefore::Group(*group)),
+            _ => {
+                let mut states = Vec::new();
+                for group in &groups {
+                    states.push(state_repo::load_group(self.db.pool(), *group).await?);
+                }
+                Ok(StateBefore::Resolved(self.resolve_states(states, rules, None).await?))
+            }
         }
     }
 
-    /// The state entries the auth rules may look at for this event, from a state group.
-    async fn auth_state_at(&self, group: i64, pdu: &Pdu, rules: &RoomVersionRules) -> Result<HashMap<(String, String), Pdu>> {
+    /// The whole state a `StateBefore` stands for.
+    async fn full_state(&self, before: &StateBefore) -> Result<StateMap> {
+        Ok(match before {
+            StateBefore::Empty => StateMap::new(),
+            StateBefore::Group(group) => state_repo::load_group(self.db.pool(), *group).await?,
+            StateBefore::Resolved(map) => map.clone(),
+            StateBefore::Current => StateMap::new(),
+        })
+    }
+
+    /// Resolves states (state resolution v2 / v2.1), prefetching their events and auth chains
+    /// and running the algorithm off the async executor.
+    async fn resolve_states(&self, states: Vec<StateMap>, rules: &RoomVersionRules, extra: Option<&Pdu>) -> Result<StateMap> {
+        let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        if let Some(extra) = extra {
+            events.insert(extra.event_id.clone(), extra.clone());
+        }
+        let mut stack: Vec<OwnedEventId> = Vec::new();
+        for state in &states {
+            for id in state.values() {
+                stack.push(EventId::parse(id.as_str())?);
+            }
+        }
+        stack.extend(extra.iter().flat_map(|e| e.auth_events.iter().cloned()));
+        while let Some(id) = stack.pop() {
+            if events.contains_key(&id) {
+                continue;
+            }
+            if let Some(event) = self.pdu(&id).await? {
+                stack.extend(event.auth_events.iter().cloned());
+                events.insert(id, event);
+            }
+        }
+        let resolver_states: Vec<resolve::ResolverState> =
+            states.iter().map(resolve::to_resolver).collect::<std::result::Result<_, _>>().map_err(MatrixError::internal)?;
+        let rules = rules.clone();
+        let resolved = tokio::task::spawn_blocking(move || resolve::resolve(&rules, &resolver_states, &events))
+            .await
+            .map_err(|e| MatrixError::internal(e.to_string()))?
+            .map_err(|e| MatrixError::internal(format!("state resolution failed: {e}")))?;
+        Ok(resolve::from_resolver(&resolved))
+    }
+
+    /// The state entries the auth rules may look at for this event.
+    async fn auth_state(&self, before: &StateBefore, pdu: &Pdu, rules: &RoomVersionRules) -> Result<HashMap<(String, String), Pdu>> {
         let mut keys = ruma::state_res::auth_types_for_event(
             pdu.kind(),
             &pdu.fields.sender,
@@ -420,7 +689,13 @@ impl Rooms {
         let mut state = HashMap::new();
         for (kind, key) in keys {
             let kind = kind.to_string();
-            if let Some(id) = state_repo::lookup_in_group(self.db.pool(), group, &kind, &key).await? {
+            let id = match before {
+                StateBefore::Empty => None,
+                StateBefore::Group(group) => state_repo::lookup_in_group(self.db.pool(), *group, &kind, &key).await?,
+                StateBefore::Resolved(map) => map.get(&(kind.clone(), key.clone())).cloned(),
+                StateBefore::Current => state_repo::current_entries(self.db.pool(), pdu.room_id.as_str(), &kind, &key).await?,
+            };
+            if let Some(id) = id {
                 if let Some(event) = self.pdu(&EventId::parse(id)?).await? {
                     state.insert((kind, key), event);
                 }

@@ -124,7 +124,21 @@ pub async fn forward_extremities<'c>(
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
 }
 
+/// An event of the timeline, or else an outlier (state and auth events known from other
+/// servers, which have no timeline position: stream ordering 0, state group -1).
 pub async fn get<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1 UNION ALL \
+         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE event_id = $1 LIMIT 1"
+    ))
+    .bind(event_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(event_from_row))
+}
+
+/// An event of the timeline only.
+pub async fn get_timeline<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
     let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))
         .bind(event_id)
         .fetch_optional(db)
@@ -133,7 +147,12 @@ pub async fn get<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> s
 }
 
 pub async fn get_json<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<String>> {
-    let row = sqlx::query("SELECT json FROM events WHERE event_id = $1").bind(event_id).fetch_optional(db).await?;
+    let row = sqlx::query(
+        "SELECT json FROM events WHERE event_id = $1 UNION ALL SELECT json FROM outlier_events WHERE event_id = $1 LIMIT 1",
+    )
+    .bind(event_id)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|row| row.get(0)))
 }
 

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod aliases;
 pub mod e2ee;
 pub mod events;
+pub mod federation;
 pub mod filters;
 pub mod media;
 pub mod presence;

@@ -169,3 +169,9 @@ pub async fn memberships_of<'c>(
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get::<i64, _>(4) != 0))
         .collect())
 }
+
+/// Users with any membership in the room (joined, left, invited, ...).
+pub async fn memberships_in_room<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT user_id FROM room_memberships WHERE room_id = $1").bind(room_id).fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}

@@ -1,0 +1,164 @@
+//! Joins over federation: as the resident server (make_join, send_join) and as the joining
+//! server (make_join, sign, send_join, then take the room's state from the answer).
+
+use axum::{extract::State, Json};
+use ruma::{
+    api::federation::membership::{create_join_event, prepare_join_event},
+    room_version_rules::EventIdFormatVersion,
+    signatures, CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId,
+    RoomVersionId, UserId,
+};
+use serde_json::{json, value::to_raw_value, Value};
+
+use super::{pipeline::parse_pdu, Federation};
+use crate::{
+    client_api::extract::Ruma,
+    error::{MatrixError, Result},
+    rooms::{rules_for, supported_room_versions, Persisted},
+    storage::state::StateMap,
+};
+
+fn require_origin(origin: Option<&OwnedServerName>, user: &UserId) -> Result<()> {
+    match origin {
+        Some(origin) if origin == user.server_name() => Ok(()),
+        _ => Err(MatrixError::forbidden("A server may only act for its own users")),
+    }
+}
+
+/// GET /make_join: a join template for a user of the asking server.
+pub async fn make_join(
+    State(federation): State<Federation>,
+    request: Ruma<prepare_join_event::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    require_origin(request.origin.as_ref(), &b.user_id)?;
+    let accepted = if b.ver.is_empty() { vec![RoomVersionId::V1] } else { b.ver.clone() };
+    let (version, template) = federation.rooms.join_template(&b.room_id, &b.user_id, &accepted).await?;
+    Ok(Json(json!({ "room_version": version, "event": template })))
+}
+
+/// PUT /v2/send_join: the joining server's signed join, checked and persisted; answered with
+/// the room's state before it and that state's auth chain.
+pub async fn send_join(
+    State(federation): State<Federation>,
+    request: Ruma<create_join_event::v2::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    let version = federation.rooms.room_version(&b.room_id).await?;
+    let (pdu, rules) = parse_pdu(&b.pdu, &version)?;
+    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+        return Err(MatrixError::bad_json("The event id or room id does not match the event"));
+    }
+    let joiner = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
+    if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "join" || joiner != pdu.fields.sender {
+        return Err(MatrixError::bad_json("send_join takes the joining user's own join event"));
+    }
+    require_origin(request.origin.as_ref(), &joiner)?;
+    let pdu = federation.verify_pdu(pdu, &rules).await?;
+    let (state, auth_chain) = federation.rooms.state_and_auth_chain_before(&pdu).await?;
+    let stored = federation.rooms.persist_remote(pdu.clone(), &version, None).await?;
+    if stored == Persisted::SoftFailed {
+        return Err(MatrixError::forbidden("The join is not allowed by the room's current state"));
+    }
+    let servers: Vec<String> = federation.rooms.remote_servers(federation.db.pool(), b.room_id.as_str()).await?;
+    let mut servers_in_room = servers;
+    servers_in_room.push(federation.server_name().to_string());
+    Ok(Json(json!({
+        "origin": federation.server_name(),
+        "members_omitted": false,
+        "state": state,
+        "auth_chain": auth_chain,
+        "event": pdu.json,
+        "servers_in_room": servers_in_room,
+    })))
+}
+
+impl Federation {
+    /// Joins a local user to a room this server is not in yet, through one of `servers`.
+    pub async fn join_remote(&self, room_id: &RoomId, user: &UserId, servers: &[OwnedServerName]) -> Result<()> {
+        let mut last_error = MatrixError::not_found("No server to join the room through");
+        for server in servers.iter().filter(|s| !self.is_local(s)) {
+            match self.join_through(room_id, user, server).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "remote join attempt failed");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(&self, room_id: &RoomId, user: &UserId, server: &OwnedServerName) -> Result<()> {
+        let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        make.ver = supported_room_versions();
+        let template = self.send(server, make).await?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for(&version)?;
+
+        // Fill in the template: our timestamp and profile, then hash and sign it.
+        let mut event: CanonicalJsonObject =
+            serde_json::from_str(template.event.get()).map_err(|e| MatrixError::bad_json(format!("bad join template: {e}")))?;
+        if event.get("state_key").and_then(|v| if let CanonicalJsonValue::String(s) = v { Some(s.as_str()) } else { None }) != Some(user.as_str()) {
+            return Err(MatrixError::bad_json("The join template is for another user"));
+        }
+        event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
+        let mut content = self.rooms.member_content(user, "join", None).await?;
+        if let Some(CanonicalJsonValue::Object(template_content)) = event.get("content") {
+            if let Some(CanonicalJsonValue::String(authoriser)) = template_content.get("join_authorised_via_users_server") {
+                content.insert("join_authorised_via_users_server".into(), authoriser.as_str().into());
+            }
+        }
+        event.insert("content".into(), crate::crypto::to_canonical(&Value::Object(content)).map_err(MatrixError::internal)?);
+        if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
+            event.insert("origin".into(), CanonicalJsonValue::String(self.server_name().to_string()));
+        }
+        if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
+            let id = format!("${}:{}", crate::accounts::random_string(18), self.server_name());
+            event.insert("event_id".into(), CanonicalJsonValue::String(id));
+        }
+        event.remove("signatures");
+        event.remove("hashes");
+        signatures::hash_and_sign_event(self.server_name().as_str(), &*self.keys.keypair, &mut event, &rules.redaction)
+            .map_err(|e| MatrixError::internal(e.to_string()))?;
+        let raw = to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let (join, _) = parse_pdu(&raw, &version)?;
+
+        let response = self.send(server, create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw)).await?;
+        let room_state = response.room_state;
+
+        // Keep the state and its auth chain (checked) as outliers; the join takes that state.
+        let mut known = Vec::new();
+        for raw in room_state.auth_chain.iter().chain(room_state.state.iter()) {
+            let (pdu, rules) = parse_pdu(raw, &version)?;
+            if pdu.room_id != room_id {
+                return Err(MatrixError::forbidden("send_join answered with events of another room"));
+            }
+            let pdu = self.verify_pdu(pdu, &rules).await?;
+            self.keep_outlier(&pdu).await?;
+            known.push(pdu);
+        }
+        let mut state = StateMap::new();
+        for raw in &room_state.state {
+            let (pdu, _) = parse_pdu(raw, &version)?;
+            if let Some(key) = pdu.state_key() {
+                state.insert((pdu.kind().to_string(), key.to_owned()), pdu.event_id.to_string());
+            }
+        }
+        // The resident may have added its signature (restricted joins): take its copy.
+        let join = match &room_state.event {
+            Some(signed) => {
+                let (pdu, rules) = parse_pdu(signed, &version)?;
+                if pdu.event_id != join.event_id {
+                    return Err(MatrixError::forbidden("send_join answered with another event"));
+                }
+                self.verify_pdu(pdu, &rules).await?
+            }
+            None => join,
+        };
+        let _ = EventId::parse(join.event_id.as_str())?;
+        self.rooms.persist_remote(join, &version, Some(state)).await?;
+        tracing::info!(%room_id, %server, %user, "joined a room over federation");
+        Ok(())
+    }
+}

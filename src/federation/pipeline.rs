@@ -1,0 +1,204 @@
+//! Checks on receipt of a PDU from another server (spec: "Checks performed on receipt of a
+//! PDU"): format, event id, signatures and hashes, auth events fetched when missing, prev
+//! events fetched (or the state at the event asked for) when missing, then the rooms'
+//! persistence path (auth against auth events, state before and current state).
+
+use std::collections::{BTreeMap, HashSet};
+
+use ruma::{
+    api::federation::event::{get_event, get_missing_events, get_room_state_ids},
+    canonical_json::redact,
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
+    serde::Base64,
+    signatures::{self, PublicKeyMap, Verified},
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, RoomVersionId, ServerName, UInt,
+};
+use serde_json::value::RawValue;
+
+use super::Federation;
+use crate::{
+    error::{MatrixError, Result},
+    rooms::{rules_for, Pdu, Persisted},
+    storage::{events as event_repo, federation as federation_repo, state::StateMap},
+};
+
+/// How far back missing history is fetched before asking for the state instead.
+const MAX_MISSING_EVENTS: u32 = 20;
+/// How many auth events may be fetched for one PDU.
+const MAX_FETCHED_AUTH_EVENTS: usize = 200;
+
+/// Parses a PDU of a room version and computes its event id.
+pub fn parse_pdu(json: &RawValue, version: &RoomVersionId) -> Result<(Pdu, RoomVersionRules)> {
+    let rules = rules_for(version)?;
+    let object: CanonicalJsonObject =
+        serde_json::from_str(json.get()).map_err(|e| MatrixError::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+    let event_id = match rules.event_id_format {
+        EventIdFormatVersion::V1 => match object.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => EventId::parse(id.as_str())?,
+            _ => return Err(MatrixError::bad_json("PDU of this room version needs an event_id")),
+        },
+        _ => EventId::parse(format!("${}", signatures::reference_hash(&object, &rules).map_err(|e| MatrixError::bad_json(e.to_string()))?))?,
+    };
+    let room_id = match object.get("room_id") {
+        Some(CanonicalJsonValue::String(room)) => RoomId::parse(room.as_str())?,
+        _ if rules.authorization.room_create_event_id_as_room_id => RoomId::parse(format!("!{}", &event_id.as_str()[1..]))?,
+        _ => return Err(MatrixError::bad_json("PDU without room_id")),
+    };
+    let pdu = Pdu::from_json(event_id, room_id, object).map_err(MatrixError::bad_json)?;
+    Ok((pdu, rules))
+}
+
+impl Federation {
+    /// Checks the PDU's signatures (and content hash: a mismatch means the event is stored
+    /// redacted). Returns the PDU as it must be kept.
+    pub async fn verify_pdu(&self, pdu: Pdu, rules: &RoomVersionRules) -> Result<Pdu> {
+        let servers = signatures::required_server_signatures_to_verify_event(&pdu.json, &rules.signatures)
+            .map_err(|e| MatrixError::forbidden(format!("cannot verify {}: {e}", pdu.event_id)))?;
+        let ts = u64::from(pdu.fields.origin_server_ts.0) as i64;
+        let mut keys: PublicKeyMap = BTreeMap::new();
+        for server in servers {
+            let key_ids: Vec<String> = match pdu.json.get("signatures") {
+                Some(CanonicalJsonValue::Object(signatures)) => match signatures.get(server.as_str()) {
+                    Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().cloned().collect(),
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let mut server_keys = BTreeMap::new();
+            for key_id in key_ids {
+                if let Ok(public) = self.verify_key(&server, &key_id, ts).await {
+                    if let Ok(public) = Base64::parse(&public) {
+                        server_keys.insert(key_id, public);
+                    }
+                }
+            }
+            keys.insert(server.to_string(), server_keys);
+        }
+        match signatures::verify_event(&keys, &pdu.json, rules) {
+            Ok(Verified::All) => Ok(pdu),
+            Ok(Verified::Signatures) => {
+                tracing::info!(event_id = %pdu.event_id, "content hash mismatch: keeping the event redacted");
+                let redacted = redact(pdu.json.clone(), &rules.redaction, None).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+                Pdu::from_json(pdu.event_id, pdu.room_id, redacted).map_err(MatrixError::bad_json)
+            }
+            Err(error) => Err(MatrixError::forbidden(format!("bad signatures on {}: {error}", pdu.event_id))),
+        }
+    }
+
+    /// Fetches one event from a server, checked.
+    async fn fetch_event(&self, origin: &ServerName, event_id: &EventId, version: &RoomVersionId) -> Result<Pdu> {
+        let response = self.send(origin, get_event::v1::Request::new(event_id.to_owned())).await?;
+        let (pdu, rules) = parse_pdu(&response.pdu, version)?;
+        if pdu.event_id != event_id {
+            return Err(MatrixError::forbidden(format!("{origin} answered {} for {event_id}", pdu.event_id)));
+        }
+        self.verify_pdu(pdu, &rules).await
+    }
+
+    /// Makes sure the auth events (recursively) of the PDUs are known, fetching and keeping
+    /// missing ones as outliers.
+    async fn fetch_missing_auth(&self, origin: &ServerName, pdus: &[&Pdu], version: &RoomVersionId) -> Result<()> {
+        let mut wanted: Vec<OwnedEventId> = pdus.iter().flat_map(|p| p.auth_events.iter().cloned()).collect();
+        let mut seen = HashSet::new();
+        while let Some(id) = wanted.pop() {
+            if !seen.insert(id.clone()) || self.rooms.pdu(&id).await?.is_some() {
+                continue;
+            }
+            if seen.len() > MAX_FETCHED_AUTH_EVENTS {
+                return Err(MatrixError::forbidden("auth chain too long to fetch"));
+            }
+            let event = self.fetch_event(origin, &id, version).await?;
+            wanted.extend(event.auth_events.iter().cloned());
+            self.keep_outlier(&event).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn keep_outlier(&self, pdu: &Pdu) -> Result<()> {
+        let json = serde_json::to_string(&pdu.json)?;
+        federation_repo::insert_outlier(self.db.pool(), pdu.event_id.as_str(), pdu.room_id.as_str(), &json, false).await?;
+        Ok(())
+    }
+
+    /// The whole inbound path for one PDU of a room we are in.
+    pub async fn receive_pdu(&self, origin: &ServerName, json: &RawValue, version: &RoomVersionId) -> Result<(OwnedEventId, Persisted)> {
+        let (pdu, rules) = parse_pdu(json, version)?;
+        let event_id = pdu.event_id.clone();
+        if event_repo::get_timeline(self.db.pool(), event_id.as_str()).await?.is_some() {
+            return Ok((event_id, Persisted::Stored(0)));
+        }
+        let pdu = self.verify_pdu(pdu, &rules).await?;
+        Box::pin(self.accept(origin, pdu, version, 0)).await.map(|p| (event_id, p))
+    }
+
+    /// Accepts a verified PDU: fills gaps in its history, then persists it.
+    async fn accept(&self, origin: &ServerName, pdu: Pdu, version: &RoomVersionId, depth: u32) -> Result<Persisted> {
+        self.fetch_missing_auth(origin, &[&pdu], version).await?;
+        let mut missing: Vec<OwnedEventId> = Vec::new();
+        for prev in &pdu.prev_events {
+            if event_repo::get_timeline(self.db.pool(), prev.as_str()).await?.is_none() {
+                missing.push(prev.clone());
+            }
+        }
+        if missing.is_empty() {
+            return self.rooms.persist_remote(pdu, version, None).await;
+        }
+        if depth < 3 {
+            // Ask the origin for what lies between what we have and this event.
+            let extremities: Vec<OwnedEventId> = event_repo::forward_extremities(self.db.pool(), pdu.room_id.as_str())
+                .await?
+                .into_iter()
+                .filter_map(|(id, _, _)| EventId::parse(id).ok())
+                .collect();
+            let mut request = get_missing_events::v1::Request::new(pdu.room_id.clone(), extremities, vec![pdu.event_id.clone()]);
+            request.limit = UInt::from(MAX_MISSING_EVENTS);
+            if let Ok(response) = self.send(origin, request).await {
+                let mut fetched = Vec::new();
+                for raw in &response.events {
+                    if let Ok((event, rules)) = parse_pdu(raw, version) {
+                        if let Ok(event) = self.verify_pdu(event, &rules).await {
+                            fetched.push(event);
+                        }
+                    }
+                }
+                fetched.sort_by_key(|e| e.fields.depth);
+                for event in fetched {
+                    if event_repo::get_timeline(self.db.pool(), event.event_id.as_str()).await?.is_none() {
+                        if let Err(error) = Box::pin(self.accept(origin, event, version, depth + 1)).await {
+                            tracing::info!(%error, "a missing event could not be accepted");
+                        }
+                    }
+                }
+                let mut still_missing = false;
+                for prev in &pdu.prev_events {
+                    still_missing |= event_repo::get_timeline(self.db.pool(), prev.as_str()).await?.is_none();
+                }
+                if !still_missing {
+                    return self.rooms.persist_remote(pdu, version, None).await;
+                }
+            }
+        }
+        // Still a gap: take the state at the event from the origin.
+        let state = self.state_at(origin, &pdu, version).await?;
+        self.rooms.persist_remote(pdu, version, Some(state)).await
+    }
+
+    /// The room state before `pdu` as `origin` has it (/state_ids), missing events fetched.
+    async fn state_at(&self, origin: &ServerName, pdu: &Pdu, version: &RoomVersionId) -> Result<StateMap> {
+        let response = self.send(origin, get_room_state_ids::v1::Request::new(pdu.event_id.clone(), pdu.room_id.clone())).await?;
+        let mut state = StateMap::new();
+        for id in response.auth_chain_ids.iter().chain(response.pdu_ids.iter()) {
+            if self.rooms.pdu(id).await?.is_none() {
+                let event = self.fetch_event(origin, id, version).await?;
+                self.keep_outlier(&event).await?;
+            }
+        }
+        for id in &response.pdu_ids {
+            let event = self.rooms.pdu(id).await?.ok_or_else(|| MatrixError::not_found("state event vanished"))?;
+            if let Some(key) = event.state_key() {
+                state.insert((event.kind().to_string(), key.to_owned()), id.to_string());
+            }
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,202 @@
+//! Transactions: PUT /send from other servers (PDUs through the pipeline, EDUs to their
+//! services), and the sender that delivers this server's queue to each destination.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::State, Json};
+use ruma::{
+    api::federation::transactions::send_transaction_message, MilliSecondsSinceUnixEpoch, OwnedTransactionId, RoomId,
+    ServerName, UserId,
+};
+use serde_json::{json, value::RawValue, Map, Value};
+
+use super::Federation;
+use crate::{
+    client_api::extract::Ruma,
+    error::{MatrixError, Result},
+    storage::federation as repo,
+};
+
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+
+/// PUT /send/{txnId}.
+pub async fn receive(
+    State(federation): State<Federation>,
+    request: Ruma<send_transaction_message::v1::Request>,
+) -> Result<Json<Value>> {
+    let origin = request.origin.clone().ok_or_else(|| MatrixError::forbidden("Unsigned transaction"))?;
+    let b = &request.body;
+    if b.origin != origin {
+        return Err(MatrixError::forbidden("The transaction's origin is not the signing server"));
+    }
+    if b.pdus.len() > MAX_PDUS || b.edus.len() > MAX_EDUS {
+        return Err(MatrixError::bad_json("Too many PDUs or EDUs in one transaction"));
+    }
+    if let Some(previous) = repo::txn_response(federation.db.pool(), origin.as_str(), b.transaction_id.as_str()).await? {
+        return Ok(Json(serde_json::from_str(&previous)?));
+    }
+    let mut results = Map::new();
+    for pdu in &b.pdus {
+        let (event_id, outcome) = federation.receive_from(&origin, pdu).await;
+        let entry = match outcome {
+            Ok(()) => json!({}),
+            Err(error) => json!({ "error": error }),
+        };
+        results.insert(event_id, entry);
+    }
+    let response = json!({ "pdus": results });
+    repo::save_txn_response(federation.db.pool(), origin.as_str(), b.transaction_id.as_str(), &response.to_string()).await?;
+    Ok(Json(response))
+}
+
+impl Federation {
+    /// One PDU of a transaction: (its id or a placeholder, the outcome).
+    async fn receive_from(&self, origin: &ServerName, raw: &RawValue) -> (String, std::result::Result<(), String>) {
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let Some(room_id) = value["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()) else {
+            return ("unknown".into(), Err("PDU without a room id".into()));
+        };
+        let version = match self.rooms.room_version(&room_id).await {
+            Ok(version) => version,
+            Err(_) => return ("unknown".into(), Err(format!("This server is not in {room_id}"))),
+        };
+        let id_hint = match crate::federation::pipeline::parse_pdu(raw, &version) {
+            Ok((pdu, _)) => pdu.event_id.to_string(),
+            Err(error) => return ("unknown".into(), Err(error.message)),
+        };
+        if let Err(message) = self.check_origin_in_room(origin, &room_id, &value).await {
+            return (id_hint, Err(message));
+        }
+        match self.receive_pdu(origin, raw, &version).await {
+            Ok(_) => (id_hint, Ok(())),
+            Err(error) => {
+                tracing::info!(%origin, event_id = %id_hint, %error, "rejected PDU");
+                (id_hint, Err(error.message))
+            }
+        }
+    }
+
+    /// Events come only from servers in the room (or with their own user's join).
+    async fn check_origin_in_room(&self, origin: &ServerName, room_id: &RoomId, event: &Value) -> std::result::Result<(), String> {
+        let servers = self.rooms.remote_servers(self.db.pool(), room_id.as_str()).await.map_err(|e| e.message)?;
+        if servers.iter().any(|s| s == origin.as_str()) {
+            return Ok(());
+        }
+        let own_membership = event["type"] == "m.room.member"
+            && event["state_key"].as_str().and_then(|k| UserId::parse(k).ok()).is_some_and(|u| u.server_name() == origin);
+        if own_membership {
+            return Ok(());
+        }
+        Err(format!("{origin} is not in {room_id}"))
+    }
+
+    /// Starts the sender: one delivery loop per destination with something queued, with
+    /// exponential backoff per destination so no destination holds up another.
+    pub fn spawn_sender(&self, max_retry_delay: Duration) {
+        let this = self.clone();
+        let state: Arc<Mutex<HashMap<String, Destination>>> = Arc::default();
+        tokio::spawn(async move {
+            loop {
+                match repo::destinations_with_queue(this.db.pool()).await {
+                    Ok(destinations) => {
+                        for destination in destinations {
+                            let due = {
+                                let mut map = state.lock().unwrap_or_else(|p| p.into_inner());
+                                let entry = map.entry(destination.clone()).or_default();
+                                let due = !entry.busy && entry.retry_at.is_none_or(|at| at <= tokio::time::Instant::now());
+                                if due {
+                                    entry.busy = true;
+                                }
+                                due
+                            };
+                            if due {
+                                let (this, state) = (this.clone(), state.clone());
+                                tokio::spawn(async move {
+                                    let ok = this.deliver(&destination).await;
+                                    let mut map = state.lock().unwrap_or_else(|p| p.into_inner());
+                                    let entry = map.entry(destination.clone()).or_default();
+                                    entry.busy = false;
+                                    if ok {
+                                        entry.delay = Duration::ZERO;
+                                        entry.retry_at = None;
+                                    } else {
+                                        entry.delay = (entry.delay * 2).clamp(Duration::from_millis(500), max_retry_delay);
+                                        entry.retry_at = Some(tokio::time::Instant::now() + entry.delay);
+                                        tracing::info!(%destination, delay = ?entry.delay, "destination unreachable, backing off");
+                                    }
+                                    drop(map);
+                                    this.outbox.wake();
+                                });
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the federation queue failed"),
+                }
+                tokio::select! {
+                    _ = this.outbox.wait() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
+
+    /// Sends everything queued for a destination, a transaction at a time. False on failure.
+    async fn deliver(&self, destination: &str) -> bool {
+        let Ok(server) = ServerName::parse(destination) else {
+            let _ = repo::dequeue_up_to(self.db.pool(), destination, i64::MAX).await;
+            return true;
+        };
+        loop {
+            let items = match repo::queued(self.db.pool(), destination, (MAX_PDUS + MAX_EDUS) as i64).await {
+                Ok(items) => items,
+                Err(_) => return false,
+            };
+            if items.is_empty() {
+                return true;
+            }
+            let mut pdus: Vec<Box<RawValue>> = Vec::new();
+            let mut last_id = 0;
+            for (id, kind, payload) in items {
+                if kind != "pdu" || pdus.len() >= MAX_PDUS {
+                    break;
+                }
+                match RawValue::from_string(payload) {
+                    Ok(raw) => pdus.push(raw),
+                    Err(_) => tracing::warn!(%destination, id, "dropping an unreadable queued PDU"),
+                }
+                last_id = id;
+            }
+            let txn_id: OwnedTransactionId = crate::accounts::random_string(20).into();
+            let mut request = send_transaction_message::v1::Request::new(txn_id, self.server_name().to_owned(), MilliSecondsSinceUnixEpoch::now());
+            request.pdus = pdus;
+            match self.send(&server, request).await {
+                Ok(response) => {
+                    for (event_id, result) in response.pdus {
+                        if let Err(error) = result {
+                            tracing::info!(%destination, %event_id, %error, "destination rejected a PDU");
+                        }
+                    }
+                    if repo::dequeue_up_to(self.db.pool(), destination, last_id).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%destination, %error, "transaction failed");
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Destination {
+    busy: bool,
+    delay: Duration,
+    retry_at: Option<tokio::time::Instant>,
+}

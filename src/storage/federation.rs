@@ -1,0 +1,89 @@
+//! Outliers, inbound transaction results, and the outbound federation queue.
+
+use sqlx::{Any, Executor, Row};
+
+use super::Tx;
+
+pub async fn insert_outlier<'c>(
+    db: impl Executor<'c, Database = Any>,
+    event_id: &str,
+    room_id: &str,
+    json: &str,
+    soft_failed: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO outlier_events (event_id, room_id, json, soft_failed) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(room_id)
+    .bind(json)
+    .bind(soft_failed as i64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// (room_id, json) of an outlier.
+pub async fn outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query("SELECT room_id, json FROM outlier_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+pub async fn txn_response<'c>(db: impl Executor<'c, Database = Any>, origin: &str, txn_id: &str) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query("SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2")
+        .bind(origin)
+        .bind(txn_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+pub async fn save_txn_response<'c>(db: impl Executor<'c, Database = Any>, origin: &str, txn_id: &str, response: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO federation_inbound_txns (origin, txn_id, response) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(origin)
+    .bind(txn_id)
+    .bind(response)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn enqueue(tx: &mut Tx, destination: &str, kind: &str, payload: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO federation_outbox (destination, kind, payload) VALUES ($1, $2, $3)")
+        .bind(destination)
+        .bind(kind)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The oldest queued items for a destination: (id, kind, payload).
+pub async fn queued<'c>(db: impl Executor<'c, Database = Any>, destination: &str, limit: i64) -> sqlx::Result<Vec<(i64, String, String)>> {
+    let rows = sqlx::query("SELECT id, kind, payload FROM federation_outbox WHERE destination = $1 ORDER BY id LIMIT $2")
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
+}
+
+pub async fn dequeue_up_to<'c>(db: impl Executor<'c, Database = Any>, destination: &str, last_id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2")
+        .bind(destination)
+        .bind(last_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Destinations with something queued.
+pub async fn destinations_with_queue<'c>(db: impl Executor<'c, Database = Any>) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT DISTINCT destination FROM federation_outbox").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
