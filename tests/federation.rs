@@ -111,7 +111,8 @@ async fn unsigned_and_forged_requests_are_refused() {
 /// Waits (long-polling /sync) until `user`'s timeline in `room` has a message `body`.
 async fn wait_for_message(server: &common::TestServer, token: &str, room: &str, body: &str) -> Value {
     let mut since: Option<String> = None;
-    for _ in 0..40 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         let path = match &since {
             Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
             None => "/_matrix/client/v3/sync".to_owned(),
@@ -121,6 +122,9 @@ async fn wait_for_message(server: &common::TestServer, token: &str, room: &str, 
             if let Some(event) = events.iter().find(|e| e["content"]["body"] == body) {
                 return event.clone();
             }
+        }
+        if std::env::var("DEBUG_SYNC").is_ok() {
+            eprintln!("sync: {}", serde_json::to_string(&response).unwrap().chars().take(600).collect::<String>());
         }
         since = response["next_batch"].as_str().map(str::to_owned);
     }
@@ -158,6 +162,142 @@ async fn join_over_federation_and_message_both_ways() {
     b.send_text(&bob_token, &room, "b1", "hello from B").await;
     let seen = wait_for_message(&a, &alice_token, &room, "hello from B").await;
     assert_eq!(seen["sender"], bob);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Alice on A makes a public room with alias `town`; Bob on B joins it. Returns the room id.
+async fn shared_room(a: &common::TestServer, b: &common::TestServer, alice_token: &str, bob_token: &str) -> String {
+    let room = a.create_room(alice_token, json!({ "preset": "public_chat", "room_alias_name": "town" })).await;
+    let alias = format!("#town:{}", a.server_name());
+    b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(bob_token), json!({})).await.ok();
+    room
+}
+
+async fn membership(server: &common::TestServer, token: &str, room: &str, user: &str) -> String {
+    let member = server.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(room)), Some(token)).await;
+    if !member.status.is_success() {
+        return format!("unreadable ({})", member.status);
+    }
+    member.body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state_key"] == user)
+        .map(|e| e["content"]["membership"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_stopped_server_catches_up_in_order() {
+    let a = federating_server().await;
+    let mut b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+
+    b.stop_in_place().await;
+    for i in 0..100 {
+        a.send_text(&alice_token, &room, &format!("offline{i}"), &format!("m{i}")).await;
+    }
+    b.start_again().await;
+    wait_for_message(&b, &bob_token, &room, "m99").await;
+    // All 100, in A's order.
+    let page = b.messages(&bob_token, &room, "dir=b&limit=200").await;
+    let mut bodies = common::bodies(&page);
+    bodies.reverse();
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, expected);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn kicks_bans_and_leaves_propagate() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+
+    a.post(&format!("/_matrix/client/v3/rooms/{}/kick", enc(&room)), Some(&alice_token), json!({ "user_id": bob, "reason": "out" }))
+        .await
+        .ok();
+    let mut kicked = false;
+    for _ in 0..100 {
+        if membership(&b, &bob_token, &room, &bob).await == "leave" {
+            kicked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(kicked, "the kick reached B");
+    // Bob can rejoin (public room), then leaves by himself; A sees it.
+    let alias = format!("#town:{}", a.server_name());
+    b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await.ok();
+    assert_eq!(membership(&a, &alice_token, &room, &bob).await, "join");
+    b.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&bob_token), json!({})).await.ok();
+    let mut left = false;
+    for _ in 0..100 {
+        if membership(&a, &alice_token, &room, &bob).await == "leave" {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(left, "the leave reached A");
+    // A ban reaches B too, and bob cannot come back.
+    a.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
+    let rejoin = b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await;
+    assert!(!rejoin.status.is_success(), "a banned user cannot rejoin: {}", rejoin.body);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_state_changes_converge() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (alice, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+    // Give bob the power to rename.
+    let power = a.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room)), Some(&alice_token)).await.ok();
+    let mut power = power;
+    power["users"][&bob] = json!(50);
+    a.put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room)), Some(&alice_token), power).await.ok();
+    for _ in 0..100 {
+        let on_b = b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room)), Some(&bob_token)).await;
+        if on_b.body["users"][&bob] == 50 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Both rename at once.
+    let name_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.name", enc(&room));
+    let name_a = a.put(&name_path, Some(&alice_token), json!({ "name": "from A" }));
+    let name_b = b.put(&name_path, Some(&bob_token), json!({ "name": "from B" }));
+    let (ra, rb) = tokio::join!(name_a, name_b);
+    ra.ok();
+    rb.ok();
+    // Let both events cross, then compare.
+    let mut same = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let on_a = a.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&alice_token)).await.ok();
+        let on_b = b.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&bob_token)).await.ok();
+        let ids = |state: &Value| {
+            let mut ids: Vec<String> = state.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+            ids.sort();
+            ids
+        };
+        if ids(&on_a) == ids(&on_b) {
+            same = true;
+            break;
+        }
+    }
+    assert!(same, "the two servers' states converge");
+    let _ = alice;
     a.stop().await;
     b.stop().await;
 }

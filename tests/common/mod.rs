@@ -10,6 +10,7 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     running: Option<server::RunningServer>,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -61,9 +62,31 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let running = server::start(config).await.expect("server starts");
+        // Pin the client port so a restart keeps the same address.
+        if config.listen.port() == 0 {
+            config.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        }
+        let running = server::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", running.addr);
-        Self { base, http: reqwest::Client::new(), running: Some(running), _dir: dir }
+        Self { base, http: reqwest::Client::new(), running: Some(running), config, _dir: dir }
+    }
+
+    /// Stops the server (gracefully) and starts it again on the same data and addresses.
+    pub async fn restart(&mut self) {
+        self.stop_in_place().await;
+        self.start_again().await;
+    }
+
+    /// Stops the server but keeps its data, so `start_again` can bring it back.
+    pub async fn stop_in_place(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+
+    pub async fn start_again(&mut self) {
+        let running = server::start(self.config.clone()).await.expect("server restarts");
+        self.running = Some(running);
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -190,12 +213,13 @@ pub async fn federating_server() -> TestServer {
     TestServer::start_with(move |c| {
         c.server_name = format!("127.0.0.1:{port}").try_into().unwrap();
         c.federation.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.federation.max_retry_delay_ms = 1000;
     })
     .await
 }
 
 impl TestServer {
     pub fn server_name(&self) -> String {
-        self.running.as_ref().unwrap().federation_addr.unwrap().to_string()
+        self.config.server_name.to_string()
     }
 }
