@@ -110,13 +110,21 @@ impl Services {
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
         let push = Push::new(db.clone(), Gateway::new(db.clone(), config.federation.ip_range_blocklist.clone()));
-        let outbox = crate::rooms::OutboxSignal::default();
-        let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox.clone(), config.default_room_version.clone());
-        let federation = Federation::new(db.clone(), keys.clone(), &config.federation, rooms.clone(), outbox)?;
-        let typing = Typing::new(db.clone(), notifier.clone());
-        let receipts = Receipts::new(rooms.clone(), notifier.clone());
-        let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?;
+        let outbox_signal = crate::rooms::OutboxSignal::default();
+        let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
+        let edus = crate::outbox::EduQueue::new(db.clone(), outbox_signal.clone(), config.server_name.clone());
+        let typing = Typing::new(db.clone(), notifier.clone(), edus.clone());
+        let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone());
+        let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?.with_federation(edus.clone());
         let to_device = ToDevice::new(db.clone(), notifier.clone());
+        let federation = Federation::new(
+            db.clone(),
+            keys.clone(),
+            &config.federation,
+            rooms.clone(),
+            outbox_signal,
+            crate::federation::Ephemeral { typing: typing.clone(), receipts: receipts.clone(), presence: presence.clone() },
+        )?;
         let e2ee = E2ee::new(db.clone(), notifier.clone());
         let media = Media::new(db.clone(), config.server_name.clone(), &config.data_dir, config.media.clone())
             .map_err(|e| anyhow::anyhow!(e.message))?;

@@ -301,3 +301,76 @@ async fn concurrent_state_changes_converge() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Long-polls /sync until `check` finds what it wants in a response.
+async fn wait_for_sync(server: &common::TestServer, token: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut since: Option<String> = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let path = match &since {
+            Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout=5000&set_presence=offline"),
+            None => "/_matrix/client/v3/sync?set_presence=offline".to_owned(),
+        };
+        let response = server.get(&path, Some(token)).await.ok();
+        if check(&response) {
+            return response;
+        }
+        since = response["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("{what} never showed up in /sync on {}", server.server_name());
+}
+
+#[tokio::test]
+async fn typing_receipts_and_presence_cross_servers() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (alice, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+
+    // Typing, both ways.
+    a.put(&format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&alice)), Some(&alice_token), json!({ "typing": true, "timeout": 20000 }))
+        .await
+        .ok();
+    wait_for_sync(&b, &bob_token, "alice typing", |r| {
+        r["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == "m.typing" && e["content"]["user_ids"] == json!([alice])))
+    })
+    .await;
+    b.put(&format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&bob)), Some(&bob_token), json!({ "typing": true, "timeout": 20000 }))
+        .await
+        .ok();
+    wait_for_sync(&a, &alice_token, "bob typing", |r| {
+        r["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == "m.typing" && e["content"]["user_ids"].as_array().is_some_and(|u| u.contains(&json!(bob)))))
+    })
+    .await;
+
+    // A read receipt from B reaches A.
+    let message = a.send_text(&alice_token, &room, "r1", "read me").await;
+    wait_for_message(&b, &bob_token, &room, "read me").await;
+    b.post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&message)), Some(&bob_token), json!({}))
+        .await
+        .ok();
+    wait_for_sync(&a, &alice_token, "bob's receipt", |r| {
+        r["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == "m.receipt" && e["content"][&message]["m.read"][&bob].is_object()))
+    })
+    .await;
+
+    // Presence set on A shows on B.
+    a.put(&format!("/_matrix/client/v3/presence/{}/status", enc(&alice)), Some(&alice_token), json!({ "presence": "unavailable", "status_msg": "away" }))
+        .await
+        .ok();
+    wait_for_sync(&b, &bob_token, "alice's presence", |r| {
+        r["presence"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["sender"] == alice && e["content"]["presence"] == "unavailable" && e["content"]["status_msg"] == "away"))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

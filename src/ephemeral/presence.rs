@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     error::{MatrixError, Result},
+    outbox::EduQueue,
     storage::{now_ms, presence as repo, rooms as room_repo, Db},
     sync::notifier::Notifier,
 };
@@ -30,6 +31,7 @@ const CURRENTLY_ACTIVE_MS: i64 = 60 * 1000;
 pub struct Presence {
     db: Db,
     notifier: Notifier,
+    edus: Option<EduQueue>,
     enabled: bool,
     users: Arc<Mutex<HashMap<String, Entry>>>,
 }
@@ -66,7 +68,27 @@ impl Presence {
                 },
             );
         }
-        Ok(Self { db, notifier, enabled, users: Arc::new(Mutex::new(users)) })
+        Ok(Self { db, notifier, edus: None, enabled, users: Arc::new(Mutex::new(users)) })
+    }
+
+    /// Sends local users' presence changes to the servers they share rooms with.
+    pub fn with_federation(mut self, edus: EduQueue) -> Self {
+        self.edus = Some(edus);
+        self
+    }
+
+    /// Presence of another server's user (m.presence EDU).
+    pub async fn set_remote(&self, user: &UserId, state: &str, status_msg: Option<&str>, last_active_ago: Option<i64>) -> Result<()> {
+        if !self.enabled || !valid_state(state) {
+            return Ok(());
+        }
+        let last_active = now_ms() - last_active_ago.unwrap_or(0).max(0);
+        let mut tx = self.db.begin_write().await?;
+        repo::upsert(&mut tx, user.as_str(), state, status_msg, last_active).await?;
+        tx.commit().await?;
+        let watchers = room_repo::users_sharing_rooms(self.db.pool(), user.as_str()).await?;
+        self.notifier.wake(watchers.iter().map(String::as_str));
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {
@@ -134,6 +156,19 @@ impl Presence {
         }
         let watchers = room_repo::users_sharing_rooms(self.db.pool(), user).await?;
         self.notifier.wake(watchers.iter().map(String::as_str).chain([user]));
+        if let (Some(edus), Ok(user_id)) = (&self.edus, UserId::parse(user)) {
+            if user_id.server_name() == edus.server_name() {
+                let mut entry = json!({ "user_id": user, "presence": state, "last_active_ago": (now_ms() - last_active).max(0) });
+                if state == "online" {
+                    entry["currently_active"] = (now_ms() - last_active < CURRENTLY_ACTIVE_MS).into();
+                }
+                if let Some(status) = status_msg {
+                    entry["status_msg"] = status.into();
+                }
+                let edu = json!({ "edu_type": "m.presence", "content": { "push": [entry] } });
+                edus.to_user_peers(&user_id, &edu).await?;
+            }
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     error::{MatrixError, Result},
+    outbox::EduQueue,
     rooms::Rooms,
     storage::{account_data, now_ms, receipts as repo, rooms as room_repo},
     sync::notifier::Notifier,
@@ -18,11 +19,25 @@ pub const FULLY_READ: &str = "m.fully_read";
 pub struct Receipts {
     rooms: Rooms,
     notifier: Notifier,
+    edus: EduQueue,
 }
 
 impl Receipts {
-    pub fn new(rooms: Rooms, notifier: Notifier) -> Self {
-        Self { rooms, notifier }
+    pub fn new(rooms: Rooms, notifier: Notifier, edus: EduQueue) -> Self {
+        Self { rooms, notifier, edus }
+    }
+
+    /// A receipt from another server's user (m.receipt EDU): stored if they are joined.
+    pub async fn set_remote(&self, room_id: &RoomId, user: &UserId, event_id: &EventId, ts: i64, thread_id: Option<&str>) -> Result<()> {
+        if self.rooms.membership_of(room_id, user).await?.as_deref() != Some("join") {
+            return Err(MatrixError::forbidden("The user is not in the room"));
+        }
+        let mut tx = self.rooms.db().begin_write().await?;
+        repo::upsert(&mut tx, room_id.as_str(), READ, user.as_str(), thread_id.unwrap_or(""), event_id.as_str(), ts).await?;
+        tx.commit().await?;
+        let members = room_repo::members_with_membership(self.rooms.db().pool(), room_id.as_str(), "join").await?;
+        self.notifier.wake(&members);
+        Ok(())
     }
 
     /// Records a receipt for an event the user can see. `thread_id` is "main", a thread
@@ -51,6 +66,15 @@ impl Receipts {
         } else {
             let members = room_repo::members_with_membership(self.rooms.db().pool(), room_id.as_str(), "join").await?;
             self.notifier.wake(&members);
+            // Public receipts go to the other servers in the room.
+            let mut data = json!({ "ts": now_ms() });
+            if let Some(thread) = thread_id {
+                data["thread_id"] = thread.into();
+            }
+            let edu = json!({ "edu_type": "m.receipt", "content": {
+                room_id.as_str(): { READ: { user.as_str(): { "event_ids": [event_id], "data": data } } }
+            } });
+            self.edus.to_room(room_id.as_str(), &edu).await?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::{
     error::Result,
+    outbox::EduQueue,
     storage::{now_ms, rooms as room_repo, Db},
     sync::notifier::Notifier,
 };
@@ -22,6 +23,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Typing {
     db: Db,
     notifier: Notifier,
+    edus: EduQueue,
     state: Arc<Mutex<TypingState>>,
 }
 
@@ -40,9 +42,9 @@ struct RoomTyping {
 }
 
 impl Typing {
-    pub fn new(db: Db, notifier: Notifier) -> Self {
+    pub fn new(db: Db, notifier: Notifier, edus: EduQueue) -> Self {
         let state = TypingState { serial: now_ms(), rooms: HashMap::new() };
-        Self { db, notifier, state: Arc::new(Mutex::new(state)) }
+        Self { db, notifier, edus, state: Arc::new(Mutex::new(state)) }
     }
 
     pub fn current_serial(&self) -> i64 {
@@ -77,8 +79,16 @@ impl Typing {
         }
         if changed {
             self.wake_room(room_id).await?;
+            if user.server_name() == self.edus_server() {
+                let edu = serde_json::json!({ "edu_type": "m.typing", "content": { "room_id": room_id, "user_id": user, "typing": typing } });
+                self.edus.to_room(room_id.as_str(), &edu).await?;
+            }
         }
         Ok(())
+    }
+
+    fn edus_server(&self) -> &ruma::ServerName {
+        self.edus.server_name()
     }
 
     async fn expire(&self, room_id: &RoomId, user: &UserId, expected: Instant) {

@@ -23,6 +23,14 @@ use crate::{
     storage::Db,
 };
 
+/// The ephemeral services other servers' EDUs feed.
+#[derive(Clone)]
+pub struct Ephemeral {
+    pub typing: crate::ephemeral::typing::Typing,
+    pub receipts: crate::ephemeral::receipts::Receipts,
+    pub presence: crate::ephemeral::presence::Presence,
+}
+
 /// Everything federation needs: our identity, the database (key cache), an HTTPS client.
 #[derive(Clone)]
 pub struct Federation {
@@ -33,12 +41,20 @@ pub struct Federation {
     notaries: Vec<OwnedServerName>,
     rooms: Rooms,
     outbox: OutboxSignal,
+    ephemeral: Ephemeral,
     /// Resolved destinations (well-known lookups are cached).
     destinations: Arc<Mutex<HashMap<OwnedServerName, (resolve::Destination, tokio::time::Instant)>>>,
 }
 
 impl Federation {
-    pub fn new(db: Db, keys: ServerKeys, config: &FederationConfig, rooms: Rooms, outbox: OutboxSignal) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        keys: ServerKeys,
+        config: &FederationConfig,
+        rooms: Rooms,
+        outbox: OutboxSignal,
+        ephemeral: Ephemeral,
+    ) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -61,6 +77,7 @@ impl Federation {
             notaries: config.trusted_key_servers.clone(),
             rooms,
             outbox,
+            ephemeral,
             destinations: Arc::default(),
         })
     }

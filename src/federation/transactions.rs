@@ -49,6 +49,13 @@ pub async fn receive(
         };
         results.insert(event_id, entry);
     }
+    for edu in &b.edus {
+        if let Ok(edu) = serde_json::from_str::<Value>(edu.json().get()) {
+            if let Err(error) = federation.receive_edu(&origin, &edu).await {
+                tracing::info!(%origin, %error, "ignored an EDU");
+            }
+        }
+    }
     let response = json!({ "pdus": results });
     repo::save_txn_response(federation.db.pool(), origin.as_str(), b.transaction_id.as_str(), &response.to_string()).await?;
     Ok(Json(response))
@@ -160,20 +167,25 @@ impl Federation {
                 return true;
             }
             let mut pdus: Vec<Box<RawValue>> = Vec::new();
+            let mut edus: Vec<ruma::serde::Raw<ruma::api::federation::transactions::edu::Edu>> = Vec::new();
             let mut last_id = 0;
             for (id, kind, payload) in items {
-                if kind != "pdu" || pdus.len() >= MAX_PDUS {
+                // Keep the queue's order: stop at the first item over its kind's limit.
+                let full = if kind == "pdu" { pdus.len() >= MAX_PDUS } else { edus.len() >= MAX_EDUS };
+                if full {
                     break;
                 }
                 match RawValue::from_string(payload) {
-                    Ok(raw) => pdus.push(raw),
-                    Err(_) => tracing::warn!(%destination, id, "dropping an unreadable queued PDU"),
+                    Ok(raw) if kind == "pdu" => pdus.push(raw),
+                    Ok(raw) => edus.push(ruma::serde::Raw::from_json(raw)),
+                    Err(_) => tracing::warn!(%destination, id, "dropping an unreadable queued item"),
                 }
                 last_id = id;
             }
             let txn_id: OwnedTransactionId = crate::accounts::random_string(20).into();
             let mut request = send_transaction_message::v1::Request::new(txn_id, self.server_name().to_owned(), MilliSecondsSinceUnixEpoch::now());
             request.pdus = pdus;
+            request.edus = edus;
             match self.send(&server, request).await {
                 Ok(response) => {
                     for (event_id, result) in response.pdus {
@@ -199,4 +211,56 @@ struct Destination {
     busy: bool,
     delay: Duration,
     retry_at: Option<tokio::time::Instant>,
+}
+
+impl Federation {
+    /// Applies an EDU: typing, receipts and presence of the origin's users.
+    async fn receive_edu(&self, origin: &ServerName, edu: &Value) -> Result<()> {
+        let content = &edu["content"];
+        let user_of = |value: &Value| -> Option<ruma::OwnedUserId> {
+            value.as_str().and_then(|u| UserId::parse(u).ok()).filter(|u| u.server_name() == origin)
+        };
+        match edu["edu_type"].as_str() {
+            Some("m.typing") => {
+                let (Some(room_id), Some(user)) = (content["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()), user_of(&content["user_id"])) else {
+                    return Err(MatrixError::bad_json("m.typing without room or user of the origin"));
+                };
+                if self.rooms.membership_of(&room_id, &user).await?.as_deref() != Some("join") {
+                    return Err(MatrixError::forbidden("typing user is not in the room"));
+                }
+                let typing = content["typing"].as_bool().unwrap_or(false);
+                self.ephemeral.typing.set(&room_id, &user, typing, Duration::from_secs(30)).await
+            }
+            Some("m.receipt") => {
+                let Some(rooms) = content.as_object() else { return Ok(()) };
+                for (room, by_type) in rooms {
+                    let Ok(room_id) = RoomId::parse(room.as_str()) else { continue };
+                    let Some(users) = by_type["m.read"].as_object() else { continue };
+                    for (user, receipt) in users {
+                        let Some(user) = user_of(&Value::String(user.clone())) else { continue };
+                        let ts = receipt["data"]["ts"].as_i64().unwrap_or_else(crate::storage::now_ms);
+                        let thread = receipt["data"]["thread_id"].as_str();
+                        for event_id in receipt["event_ids"].as_array().into_iter().flatten() {
+                            if let Some(event_id) = event_id.as_str().and_then(|e| ruma::EventId::parse(e).ok()) {
+                                self.ephemeral.receipts.set_remote(&room_id, &user, &event_id, ts, thread).await?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some("m.presence") => {
+                for entry in content["push"].as_array().into_iter().flatten() {
+                    let Some(user) = user_of(&entry["user_id"]) else { continue };
+                    let state = entry["presence"].as_str().unwrap_or("offline");
+                    self.ephemeral
+                        .presence
+                        .set_remote(&user, state, entry["status_msg"].as_str(), entry["last_active_ago"].as_i64())
+                        .await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
