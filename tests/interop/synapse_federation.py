@@ -1,0 +1,191 @@
+"""Interop: weft and Synapse federating on loopback.
+
+A weft user joins a room made on Synapse and a Synapse user joins a room made on weft;
+messages go both ways and are seen through /sync on each side; a kick on Synapse reaches
+weft; history from before the join is backfilled. Uses only the standard library.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+INSECURE = ssl.create_default_context()
+INSECURE.check_hostname = False
+INSECURE.verify_mode = ssl.CERT_NONE
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    print(f"ok: {what.split(' (')[0]}", flush=True)
+
+
+def api(base, method, path, token=None, body=None, timeout=30):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, context=INSECURE, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def q(value):
+    return urllib.parse.quote(value, safe="")
+
+
+def wait_until_up(base, what):
+    for _ in range(300):
+        try:
+            status, _ = api(base, "GET", "/_matrix/client/versions", timeout=2)
+            if status == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    check(False, f"{what} came up")
+
+
+def register_synapse(base, name, secret):
+    _, nonce = api(base, "GET", "/_synapse/admin/v1/register")
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+    mac.update(f"{nonce['nonce']}\0{name}\0{name}-pw\0notadmin".encode())
+    status, body = api(base, "POST", "/_synapse/admin/v1/register",
+                       body={"nonce": nonce["nonce"], "username": name, "password": f"{name}-pw", "admin": False, "mac": mac.hexdigest()})
+    check(status == 200, f"{name} registered on Synapse ({status} {body})")
+    return body["user_id"], body["access_token"]
+
+
+def register_weft(base, name):
+    status, body = api(base, "POST", "/_matrix/client/v3/register",
+                       body={"username": name, "password": f"{name}-pw", "auth": {"type": "m.login.dummy"}})
+    check(status == 200, f"{name} registered on weft ({status} {body})")
+    return body["user_id"], body["access_token"]
+
+
+class Syncer:
+    """Long-polls /sync for one user, remembering the position."""
+
+    def __init__(self, base, token):
+        self.base, self.token, self.since = base, token, None
+
+    def wait(self, what, predicate, seconds=90):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            path = "/_matrix/client/v3/sync?timeout=5000"
+            if self.since:
+                path += f"&since={q(self.since)}"
+            status, body = api(self.base, "GET", path, self.token, timeout=30)
+            if status != 200:
+                time.sleep(0.5)
+                continue
+            self.since = body.get("next_batch", self.since)
+            if predicate(body):
+                return body
+        check(False, f"{what} (not seen within {seconds}s)")
+
+
+def timeline_has(room_id, body_text):
+    def predicate(sync):
+        events = sync.get("rooms", {}).get("join", {}).get(room_id, {}).get("timeline", {}).get("events", [])
+        return any(e.get("content", {}).get("body") == body_text for e in events)
+    return predicate
+
+
+def send_text(base, token, room_id, text):
+    txn = f"t{time.time_ns()}"
+    status, body = api(base, "PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/{txn}", token,
+                       {"msgtype": "m.text", "body": text})
+    check(status == 200, f"sent {text!r} ({status} {body})")
+    return body["event_id"]
+
+
+def join(base, token, room, via=None, attempts=10):
+    path = f"/_matrix/client/v3/join/{q(room)}"
+    if via:
+        path += f"?via={q(via)}"
+    status, body = None, None
+    for _ in range(attempts):
+        status, body = api(base, "POST", path, token, {})
+        if status == 200:
+            return body
+        time.sleep(1)
+    check(False, f"join {room} ({status} {body})")
+
+
+def members(base, token, room_id):
+    status, body = api(base, "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/members", token)
+    if status != 200:
+        return {}
+    return {e["state_key"]: e["content"].get("membership") for e in body.get("chunk", [])}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--synapse")
+    parser.add_argument("--synapse-name")
+    parser.add_argument("--weft")
+    parser.add_argument("--weft-name")
+    parser.add_argument("--secret")
+    args = parser.parse_args()
+    wait_until_up(args.synapse, "Synapse")
+    wait_until_up(args.weft, "weft")
+
+    sam, sam_token = register_synapse(args.synapse, "sam", args.secret)
+    wendy, wendy_token = register_weft(args.weft, "wendy")
+    sam_sync = Syncer(args.synapse, sam_token)
+    wendy_sync = Syncer(args.weft, wendy_token)
+
+    # 1. A weft user joins a room made on Synapse.
+    status, created = api(args.synapse, "POST", "/_matrix/client/v3/createRoom", sam_token,
+                          {"preset": "public_chat", "room_alias_name": "synroom", "name": "On Synapse"})
+    check(status == 200, f"sam creates a room on Synapse ({status} {created})")
+    syn_room = created["room_id"]
+    send_text(args.synapse, sam_token, syn_room, "said before wendy came")
+    joined = join(args.weft, wendy_token, f"#synroom:{args.synapse_name}")
+    check(joined.get("room_id") == syn_room, f"wendy (weft) joins the Synapse room by alias ({joined})")
+    status, name = api(args.weft, "GET", f"/_matrix/client/v3/rooms/{q(syn_room)}/state/m.room.name", wendy_token)
+    check(status == 200 and name.get("name") == "On Synapse", f"weft has the room's state ({status} {name})")
+    sam_sync.wait("Synapse sees wendy's join", lambda s: any(
+        e.get("type") == "m.room.member" and e.get("state_key") == wendy
+        for e in s.get("rooms", {}).get("join", {}).get(syn_room, {}).get("timeline", {}).get("events", [])))
+    send_text(args.synapse, sam_token, syn_room, "hello from synapse")
+    wendy_sync.wait("weft's /sync shows sam's message", timeline_has(syn_room, "hello from synapse"))
+    send_text(args.weft, wendy_token, syn_room, "hello from weft")
+    sam_sync.wait("Synapse's /sync shows wendy's message", timeline_has(syn_room, "hello from weft"))
+
+    # 2. A Synapse user joins a room made on weft.
+    status, created = api(args.weft, "POST", "/_matrix/client/v3/createRoom", wendy_token,
+                          {"preset": "public_chat", "room_alias_name": "weftroom", "name": "On weft"})
+    check(status == 200, f"wendy creates a room on weft ({status} {created})")
+    weft_room = created["room_id"]
+    joined = join(args.synapse, sam_token, f"#weftroom:{args.weft_name}")
+    check(joined.get("room_id") == weft_room, f"sam (Synapse) joins the weft room by alias ({joined})")
+    send_text(args.weft, wendy_token, weft_room, "welcome to weft")
+    sam_sync.wait("Synapse's /sync shows the weft room's message", timeline_has(weft_room, "welcome to weft"), seconds=120)
+    send_text(args.synapse, sam_token, weft_room, "thanks from synapse")
+    wendy_sync.wait("weft's /sync shows sam's reply", timeline_has(weft_room, "thanks from synapse"))
+
+    # 3. A kick on Synapse reaches weft.
+    status, body = api(args.synapse, "POST", f"/_matrix/client/v3/rooms/{q(syn_room)}/kick", sam_token, {"user_id": wendy, "reason": "bye"})
+    check(status == 200, f"sam kicks wendy on Synapse ({status} {body})")
+    deadline = time.time() + 60
+    while time.time() < deadline and members(args.weft, wendy_token, syn_room).get(wendy) != "leave":
+        time.sleep(0.5)
+    check(members(args.weft, wendy_token, syn_room).get(wendy) == "leave", "weft sees the kick")
+    print("all interop checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
