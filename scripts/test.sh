@@ -9,3 +9,6 @@ cargo test --locked --no-fail-fast 2>&1
 
 echo "== interop: matrix-nio"
 bash scripts/interop-nio.sh
+
+echo "== interop: Synapse federation"
+bash scripts/interop-synapse.sh

@@ -233,6 +233,7 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<get_event::v1::Request, _, _>(fed::get_event)
         .ruma::<get_room_state_ids::v1::Request, _, _>(fed::state_ids)
         .ruma::<get_missing_events::v1::Request, _, _>(fed::missing_events)
+        .ruma::<ruma::api::federation::backfill::get_backfill::v1::Request, _, _>(fed::backfill)
         .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
         .ruma::<send_transaction_message::v1::Request, _, _>(crate::federation::transactions::receive)

@@ -155,6 +155,12 @@ async fn join_over_federation_and_message_both_ways() {
     let a_members = a.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), Some(&alice_token)).await.ok();
     assert!(a_members["joined"].get(&bob).is_some(), "{a_members}");
 
+    // History from before the join is backfilled from A.
+    let history = b.messages(&bob_token, &room, "dir=b&limit=50").await;
+    assert!(common::bodies(&history).contains(&"history from before bob".to_owned()), "{history}");
+    let create = history["chunk"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create");
+    assert!(create, "backfill reaches the room's start");
+
     // Messages both ways, seen through /sync.
     a.send_text(&alice_token, &room, "a1", "hello from A").await;
     let seen = wait_for_message(&b, &bob_token, &room, "hello from A").await;

@@ -201,6 +201,7 @@ pub async fn get_event(
 
 pub async fn messages(
     State(rooms): State<Rooms>,
+    State(federation): State<crate::federation::Federation>,
     request: Ruma<get_message_events::v3::Request>,
 ) -> Result<RumaResponse<get_message_events::v3::Response>> {
     let user = request.user().clone();
@@ -222,7 +223,15 @@ pub async fn messages(
     let limit = u64::from(body.limit).clamp(1, 1000) as usize;
     let limit = body.filter.limit.map(|l| u64::from(l) as usize).unwrap_or(limit).clamp(1, 1000);
     let viewer = Viewer { user_id: &user.user_id, device_id: Some(&user.device_id) };
-    let page = rooms.history(&body.room_id, viewer, from, to, dir, limit, &body.filter).await?;
+    let mut page = rooms.history(&body.room_id, viewer, from, to, dir, limit, &body.filter).await?;
+    if dir == Direction::Backward && page.end.is_none() && page.events.len() < limit {
+        // The local history ends here: ask the other servers in the room for what came before.
+        match federation.backfill(&body.room_id, (limit * 2).max(20)).await {
+            Ok(added) if added > 0 => page = rooms.history(&body.room_id, viewer, from, to, dir, limit, &body.filter).await?,
+            Ok(_) => {}
+            Err(error) => tracing::info!(room_id = %body.room_id, %error, "backfill failed"),
+        }
+    }
 
     let mut response = get_message_events::v3::Response::new();
     response.start = from_token.map(str::to_owned).unwrap_or_else(|| match from {

@@ -202,3 +202,56 @@ impl Federation {
         Ok(state)
     }
 }
+
+impl Federation {
+    /// Fetches history from before the room's earliest known event from a server in the
+    /// room (/backfill). Returns how many events were added.
+    pub async fn backfill(&self, room_id: &RoomId, limit: usize) -> Result<usize> {
+        let frontier = self.rooms.backfill_frontier(room_id).await?;
+        if frontier.is_empty() {
+            return Ok(0);
+        }
+        let version = self.rooms.room_version(room_id).await?;
+        let mut servers = self.rooms.remote_servers(self.db.pool(), room_id.as_str()).await?;
+        if let Some(server) = room_id.server_name() {
+            if !self.is_local(server) && !servers.iter().any(|s| s == server.as_str()) {
+                servers.push(server.to_string());
+            }
+        }
+        for server in servers {
+            let Ok(server) = ServerName::parse(server.as_str()) else { continue };
+            let request = ruma::api::federation::backfill::get_backfill::v1::Request::new(
+                room_id.to_owned(),
+                frontier.clone(),
+                UInt::try_from(limit as u64).unwrap_or_default(),
+            );
+            let Ok(response) = self.send(&server, request).await else { continue };
+            let mut events = Vec::new();
+            for raw in &response.pdus {
+                let Ok((pdu, rules)) = parse_pdu(raw, &version) else { continue };
+                if pdu.room_id != room_id {
+                    continue;
+                }
+                if let Ok(pdu) = self.verify_pdu(pdu, &rules).await {
+                    events.push(pdu);
+                }
+            }
+            // Oldest first, so each event's auth events are in place before it.
+            events.sort_by_key(|e| e.fields.depth);
+            let mut added = 0;
+            for event in events {
+                if self.fetch_missing_auth(&server, &[&event], &version).await.is_err() {
+                    continue;
+                }
+                match self.rooms.persist_backfilled(event, &version).await {
+                    Ok(()) => added += 1,
+                    Err(error) => tracing::info!(%error, "a backfilled event was refused"),
+                }
+            }
+            if added > 0 {
+                return Ok(added);
+            }
+        }
+        Ok(0)
+    }
+}

@@ -159,3 +159,18 @@ pub async fn missing_events(
     found.sort_by_key(|p| p.fields.depth);
     Ok(Json(json!({ "events": found.iter().map(|p| &p.json).collect::<Vec<_>>() })))
 }
+
+pub async fn backfill(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::backfill::get_backfill::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let limit = u64::from(b.limit).clamp(1, 100) as usize;
+    let events = federation.rooms.events_before(&b.room_id, &b.v, limit).await?;
+    Ok(Json(json!({
+        "origin": federation.server_name(),
+        "origin_server_ts": crate::storage::now_ms(),
+        "pdus": events.iter().map(|p| &p.json).collect::<Vec<_>>(),
+    })))
+}

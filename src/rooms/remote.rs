@@ -129,3 +129,89 @@ impl Rooms {
         Ok((state.iter().filter_map(|v| id_of(v, &rules)).collect(), chain.iter().filter_map(|v| id_of(v, &rules)).collect()))
     }
 }
+
+impl Rooms {
+    /// Prev events of the room's earliest known event that this server does not have: where
+    /// backfill continues. Empty when the history is complete (it starts at the create event).
+    pub async fn backfill_frontier(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        let Some((earliest, _)) = event_repo::earliest(self.db().pool(), room_id.as_str()).await? else {
+            return Ok(Vec::new());
+        };
+        let Some(pdu) = self.pdu(&EventId::parse(earliest)?).await? else { return Ok(Vec::new()) };
+        let mut missing = Vec::new();
+        for prev in pdu.prev_events {
+            if event_repo::get_timeline(self.db().pool(), prev.as_str()).await?.is_none() {
+                missing.push(prev);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Stores an event from before the known history (backfill): checked against its auth
+    /// events, placed in the timeline before everything else, without touching the current
+    /// state, the forward extremities or anyone's sync.
+    pub async fn persist_backfilled(&self, pdu: Pdu, version: &RoomVersionId) -> Result<()> {
+        let rules = rules_for(version)?;
+        if event_repo::get_timeline(self.db().pool(), pdu.event_id.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        let mut auth_events = std::collections::HashMap::new();
+        let mut wanted = pdu.auth_events.clone();
+        if rules.authorization.room_create_event_id_as_room_id && pdu.kind().to_string() != "m.room.create" {
+            // v12: the create event is referenced by the room id.
+            wanted.push(EventId::parse(format!("${}", &pdu.room_id.as_str()[1..]))?);
+        }
+        for id in &wanted {
+            if let Some(event) = self.pdu(id).await? {
+                auth_events.insert(id.clone(), event);
+            }
+        }
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| auth_events.get(id).cloned())
+            .map_err(|e| MatrixError::forbidden(format!("Backfilled event not allowed: {e}")))?;
+        // Its state: that of the earliest event we had (an approximation good for reading).
+        let state_group = event_repo::earliest(self.db().pool(), pdu.room_id.as_str()).await?.map(|(_, g)| g).unwrap_or(-1);
+        let json = serde_json::to_string(&pdu.json)?;
+        let mut tx = self.db().begin_write().await?;
+        event_repo::insert_backfilled(
+            &mut tx,
+            &event_repo::NewEvent {
+                event_id: pdu.event_id.as_str(),
+                room_id: pdu.room_id.as_str(),
+                event_type: &pdu.kind().to_string(),
+                state_key: pdu.state_key(),
+                sender: pdu.fields.sender.as_str(),
+                origin_server_ts: u64::from(pdu.fields.origin_server_ts.0) as i64,
+                depth: pdu.fields.depth as i64,
+                json: &json,
+                state_group,
+                txn: None,
+            },
+        )
+        .await?;
+        let prevs: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
+        let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        event_repo::insert_edges(&mut tx, pdu.event_id.as_str(), &prevs, &auths).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Events before `from` (inclusive), walking prev events, newest first, at most `limit`.
+    pub async fn events_before(&self, room_id: &RoomId, from: &[OwnedEventId], limit: usize) -> Result<Vec<Pdu>> {
+        let mut queue: Vec<OwnedEventId> = from.to_vec();
+        let mut seen = HashSet::new();
+        let mut found: Vec<Pdu> = Vec::new();
+        while let Some(id) = queue.pop() {
+            if found.len() >= limit || !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(pdu) = self.pdu(&id).await? else { continue };
+            if pdu.room_id != room_id {
+                continue;
+            }
+            queue.extend(pdu.prev_events.iter().cloned());
+            found.push(pdu);
+        }
+        found.sort_by(|a, b| b.fields.depth.cmp(&a.fields.depth));
+        Ok(found)
+    }
+}

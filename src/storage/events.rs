@@ -439,3 +439,39 @@ pub async fn membership_changes_between<'c>(
         })
         .collect())
 }
+
+/// Inserts an event from before the room's known history (backfill): it takes a stream
+/// position below every other, so syncs never see it as new.
+pub async fn insert_backfilled(tx: &mut Tx, event: &NewEvent<'_>) -> sqlx::Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MIN(stream_ordering), 1) - 1 FROM events").fetch_one(&mut **tx).await?;
+    let position: i64 = row.get(0);
+    let position = position.min(0);
+    sqlx::query(
+        "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth, json, \
+         state_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(position)
+    .bind(event.event_id)
+    .bind(event.room_id)
+    .bind(event.event_type)
+    .bind(event.state_key)
+    .bind(event.sender)
+    .bind(event.origin_server_ts)
+    .bind(event.depth)
+    .bind(event.json)
+    .bind(event.state_group)
+    .execute(&mut **tx)
+    .await?;
+    Ok(position)
+}
+
+/// The room's earliest timeline event (lowest depth): (event id, state group).
+pub async fn earliest<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Option<(String, i64)>> {
+    let row = sqlx::query(
+        "SELECT event_id, state_group FROM events WHERE room_id = $1 ORDER BY depth ASC, stream_ordering ASC LIMIT 1",
+    )
+    .bind(room_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}

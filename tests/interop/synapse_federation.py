@@ -160,6 +160,9 @@ def main():
     sam_sync.wait("Synapse sees wendy's join", lambda s: any(
         e.get("type") == "m.room.member" and e.get("state_key") == wendy
         for e in s.get("rooms", {}).get("join", {}).get(syn_room, {}).get("timeline", {}).get("events", [])))
+    status, history = api(args.weft, "GET", f"/_matrix/client/v3/rooms/{q(syn_room)}/messages?dir=b&limit=50", wendy_token)
+    bodies = [e.get("content", {}).get("body") for e in history.get("chunk", [])]
+    check(status == 200 and "said before wendy came" in bodies, f"weft backfills history from before the join ({status} {bodies})")
     send_text(args.synapse, sam_token, syn_room, "hello from synapse")
     wendy_sync.wait("weft's /sync shows sam's message", timeline_has(syn_room, "hello from synapse"))
     send_text(args.weft, wendy_token, syn_room, "hello from weft")
@@ -175,6 +178,9 @@ def main():
     send_text(args.weft, wendy_token, weft_room, "welcome to weft")
     sam_sync.wait("Synapse's /sync shows the weft room's message", timeline_has(weft_room, "welcome to weft"), seconds=120)
     send_text(args.synapse, sam_token, weft_room, "thanks from synapse")
+    status, history = api(args.synapse, "GET", f"/_matrix/client/v3/rooms/{q(weft_room)}/messages?dir=b&limit=50", sam_token)
+    types = [e.get("type") for e in history.get("chunk", [])]
+    check(status == 200 and "m.room.create" in types, f"Synapse backfills the weft room's history ({status} {types})")
     wendy_sync.wait("weft's /sync shows sam's reply", timeline_has(weft_room, "thanks from synapse"))
 
     # 3. A kick on Synapse reaches weft.
