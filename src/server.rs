@@ -236,6 +236,9 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<ruma::api::federation::backfill::get_backfill::v1::Request, _, _>(fed::backfill)
         .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
+        .ruma::<ruma::api::federation::membership::create_invite::v2::Request, _, _>(crate::federation::membership::receive_invite)
+        .ruma::<ruma::api::federation::membership::prepare_leave_event::v1::Request, _, _>(crate::federation::membership::make_leave)
+        .ruma::<ruma::api::federation::membership::create_leave_event::v2::Request, _, _>(crate::federation::membership::send_leave)
         .ruma::<send_transaction_message::v1::Request, _, _>(crate::federation::transactions::receive)
 }
 

@@ -380,3 +380,45 @@ async fn typing_receipts_and_presence_cross_servers() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn invites_across_servers_accepted_and_rejected() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (alice, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = a.create_room(&alice_token, json!({ "preset": "private_chat", "name": "Invite only" })).await;
+
+    // Alice invites bob on B: bob sees the invite with the room's name.
+    let next = b.get("/_matrix/client/v3/sync", Some(&bob_token)).await.ok()["next_batch"].as_str().unwrap().to_owned();
+    a.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
+    let invited = b.get(&format!("/_matrix/client/v3/sync?since={next}&timeout=10000"), Some(&bob_token)).await.ok();
+    let state = invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Invite only"), "{invited}");
+    assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == bob && e["content"]["membership"] == "invite"));
+
+    // Bob accepts by joining the room id: through alice's server.
+    b.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob_token), json!({})).await.ok();
+    assert_eq!(membership(&a, &alice_token, &room, &bob).await, "join");
+    a.send_text(&alice_token, &room, "w", "welcome bob").await;
+    wait_for_message(&b, &bob_token, &room, "welcome bob").await;
+
+    // A second invite, to carol, is rejected from her server.
+    let (carol, carol_token) = b.register("carol").await;
+    a.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice_token), json!({ "user_id": carol })).await.ok();
+    // Her client sees the invite first (B is in the room, so it comes with the room's events).
+    wait_for_sync(&b, &carol_token, "carol's invite", |r| r["rooms"]["invite"].get(&room).is_some()).await;
+    b.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&carol_token), json!({})).await.ok();
+    let mut rejected = false;
+    for _ in 0..100 {
+        if membership(&a, &alice_token, &room, &carol).await == "leave" {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(rejected, "A sees carol's rejection");
+    let _ = alice;
+    a.stop().await;
+    b.stop().await;
+}

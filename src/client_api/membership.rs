@@ -42,8 +42,25 @@ pub async fn resolve_room(rooms: &Rooms, federation: &Federation, room: &RoomOrA
     }
 }
 
+/// The server of whoever invited the user to a room, if they were invited.
+async fn inviting_servers(rooms: &Rooms, room_id: &RoomId, user: &ruma::UserId) -> Result<Vec<OwnedServerName>> {
+    let Some((membership, event_id)) = room_repo::membership(rooms.db().pool(), room_id.as_str(), user.as_str()).await? else {
+        return Ok(Vec::new());
+    };
+    if membership != "invite" {
+        return Ok(Vec::new());
+    }
+    let Some(invite) = rooms.pdu(&ruma::EventId::parse(event_id)?).await? else { return Ok(Vec::new()) };
+    Ok(vec![invite.fields.sender.server_name().to_owned()])
+}
+
 /// Joins locally when this server is in the room, otherwise through another server.
-async fn join(rooms: &Rooms, federation: &Federation, room_id: &RoomId, user: &ruma::UserId, reason: Option<&str>, servers: Vec<OwnedServerName>) -> Result<()> {
+async fn join(rooms: &Rooms, federation: &Federation, room_id: &RoomId, user: &ruma::UserId, reason: Option<&str>, mut servers: Vec<OwnedServerName>) -> Result<()> {
+    for server in inviting_servers(rooms, room_id, user).await? {
+        if !servers.contains(&server) {
+            servers.insert(0, server);
+        }
+    }
     if rooms.participating(room_id).await? || servers.iter().all(|s| s == rooms.server_name()) {
         rooms.change_membership(room_id, user, user, Change::Join, reason, false).await?;
         return Ok(());
@@ -92,6 +109,7 @@ pub async fn knock(
 
 pub async fn invite(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<invite_user::v3::Request>,
 ) -> Result<RumaResponse<invite_user::v3::Response>> {
     let InvitationRecipient::UserId(recipient) = &request.body.recipient else {
@@ -99,6 +117,10 @@ pub async fn invite(
     };
     let sender = &request.user().user_id;
     rooms.require_joined(&request.body.room_id, sender).await?;
+    if !federation.is_local(recipient.user_id.server_name()) {
+        federation.invite_remote(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref()).await?;
+        return Ok(RumaResponse(invite_user::v3::Response::new()));
+    }
     rooms
         .change_membership(&request.body.room_id, sender, &recipient.user_id, Change::Invite, recipient.reason.as_deref(), false)
         .await?;
@@ -107,9 +129,18 @@ pub async fn invite(
 
 pub async fn leave(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<RumaResponse<leave_room::v3::Response>> {
     let user = &request.user().user_id;
+    if !rooms.participating(&request.body.room_id).await? {
+        // Rejecting an invite to a room this server is not in: through the inviting server.
+        let servers = inviting_servers(&rooms, &request.body.room_id, user).await?;
+        if !servers.is_empty() {
+            federation.leave_remote(&request.body.room_id, user, &servers).await?;
+            return Ok(RumaResponse(leave_room::v3::Response::new()));
+        }
+    }
     rooms.change_membership(&request.body.room_id, user, user, Change::Leave, request.body.reason.as_deref(), false).await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }

@@ -51,6 +51,9 @@ auth_input!(signed:
     ruma::api::federation::membership::create_join_event::v2::Request,
     ruma::api::federation::transactions::send_transaction_message::v1::Request,
     ruma::api::federation::backfill::get_backfill::v1::Request,
+    ruma::api::federation::membership::create_invite::v2::Request,
+    ruma::api::federation::membership::prepare_leave_event::v1::Request,
+    ruma::api::federation::membership::create_leave_event::v2::Request,
 );
 
 impl Federation {

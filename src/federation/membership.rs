@@ -162,3 +162,160 @@ impl Federation {
         Ok(())
     }
 }
+
+/// PUT /v2/invite: another server invites one of our users. We check it, countersign it and
+/// show the invite to the user (with the stripped state that came with it).
+pub async fn receive_invite(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::membership::create_invite::v2::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    if !supported_room_versions().contains(&b.room_version) {
+        return Err(MatrixError::new(http::StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION", "Unsupported room version")
+            .with("room_version", b.room_version.as_str().into()));
+    }
+    let (pdu, rules) = parse_pdu(&b.event, &b.room_version)?;
+    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+        return Err(MatrixError::bad_json("The event id or room id does not match the event"));
+    }
+    let invitee = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
+    if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "invite" {
+        return Err(MatrixError::bad_json("Not an invite"));
+    }
+    if !federation.is_local(invitee.server_name())
+        || !crate::storage::accounts::user_exists(federation.db.pool(), invitee.as_str()).await?
+    {
+        return Err(MatrixError::not_found("No such user here"));
+    }
+    require_origin(request.origin.as_ref(), &pdu.fields.sender)?;
+    let pdu = federation.verify_pdu(pdu, &rules).await?;
+    let mut object = pdu.json.clone();
+    signatures::sign_event(federation.server_name().as_str(), &*federation.keys.keypair, &mut object, &rules.redaction)
+        .map_err(|e| MatrixError::internal(e.to_string()))?;
+    let signed = crate::rooms::Pdu::from_json(pdu.event_id.clone(), pdu.room_id.clone(), object).map_err(MatrixError::bad_json)?;
+    // Since v1.16 the state comes as full PDUs; older servers send stripped events.
+    #[allow(deprecated)]
+    let stripped: Vec<Value> = b
+        .invite_room_state
+        .iter()
+        .filter_map(|state| {
+            let raw = match state {
+                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
+                ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
+                _ => return None,
+            };
+            let value: Value = serde_json::from_str(raw).ok()?;
+            Some(json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
+        })
+        .collect();
+    if federation.rooms.participating(&b.room_id).await? {
+        // We are in the room: the invite arrives through /send as well; just countersign.
+    } else {
+        federation.rooms.record_out_of_room_membership(&signed, Some(&stripped)).await?;
+    }
+    Ok(Json(json!({ "event": signed.json })))
+}
+
+/// GET /make_leave.
+pub async fn make_leave(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::membership::prepare_leave_event::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    require_origin(request.origin.as_ref(), &b.user_id)?;
+    let (version, template) = federation.rooms.leave_template(&b.room_id, &b.user_id).await?;
+    Ok(Json(json!({ "room_version": version, "event": template })))
+}
+
+/// PUT /v2/send_leave.
+pub async fn send_leave(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::membership::create_leave_event::v2::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    let version = federation.rooms.room_version(&b.room_id).await?;
+    let (pdu, rules) = parse_pdu(&b.pdu, &version)?;
+    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+        return Err(MatrixError::bad_json("The event id or room id does not match the event"));
+    }
+    let leaver = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
+    if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "leave" || leaver != pdu.fields.sender {
+        return Err(MatrixError::bad_json("send_leave takes the user's own leave event"));
+    }
+    require_origin(request.origin.as_ref(), &leaver)?;
+    let pdu = federation.verify_pdu(pdu, &rules).await?;
+    federation.rooms.persist_remote(pdu, &version, None).await?;
+    Ok(Json(json!({})))
+}
+
+impl Federation {
+    /// Invites a user of another server: their server countersigns the invite, then it is
+    /// persisted and sent to the room like any event.
+    pub async fn invite_remote(&self, room_id: &RoomId, sender: &UserId, invitee: &UserId, reason: Option<&str>) -> Result<()> {
+        let mut content = serde_json::Map::new();
+        content.insert("membership".into(), "invite".into());
+        if let Some(reason) = reason {
+            content.insert("reason".into(), reason.into());
+        }
+        let template = crate::rooms::EventTemplate::state(ruma::events::StateEventType::RoomMember, invitee.as_str(), Value::Object(content));
+        let (pdu, version) = self.rooms.build_event(room_id, sender, template).await?;
+        let mut stripped_raw = Vec::new();
+        for kind in crate::rooms::remote::STRIPPED_STATE {
+            if let Some(state) = self.rooms.current_state_event(room_id, kind, "").await? {
+                let raw = to_raw_value(&state.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+                stripped_raw.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+            }
+        }
+        let raw = to_raw_value(&pdu.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let request = ruma::api::federation::membership::create_invite::v2::Request::new(
+            room_id.to_owned(),
+            pdu.event_id.clone(),
+            version.clone(),
+            raw,
+            stripped_raw,
+        );
+        let response = self.send(invitee.server_name(), request).await?;
+        let (signed, rules) = parse_pdu(&response.event, &version)?;
+        if signed.event_id != pdu.event_id {
+            return Err(MatrixError::forbidden("The invitee's server changed the invite"));
+        }
+        let signed = self.verify_pdu(signed, &rules).await?;
+        self.rooms.persist_built(signed, &version).await
+    }
+
+    /// Leaves (or rejects an invite to) a room this server is not in, through `servers`.
+    pub async fn leave_remote(&self, room_id: &RoomId, user: &UserId, servers: &[OwnedServerName]) -> Result<()> {
+        let mut last_error = MatrixError::not_found("No server to leave the room through");
+        for server in servers.iter().filter(|s| !self.is_local(s)) {
+            let attempt: Result<()> = async {
+                let template = self.send(server, ruma::api::federation::membership::prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned())).await?;
+                let version = template.room_version.unwrap_or(RoomVersionId::V1);
+                let rules = rules_for(&version)?;
+                let mut event: CanonicalJsonObject =
+                    serde_json::from_str(template.event.get()).map_err(|e| MatrixError::bad_json(format!("bad leave template: {e}")))?;
+                event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
+                if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
+                    event.insert("origin".into(), CanonicalJsonValue::String(self.server_name().to_string()));
+                }
+                if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
+                    event.insert("event_id".into(), CanonicalJsonValue::String(format!("${}:{}", crate::accounts::random_string(18), self.server_name())));
+                }
+                event.remove("signatures");
+                event.remove("hashes");
+                signatures::hash_and_sign_event(self.server_name().as_str(), &*self.keys.keypair, &mut event, &rules.redaction)
+                    .map_err(|e| MatrixError::internal(e.to_string()))?;
+                let raw = to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?;
+                let (leave, _) = parse_pdu(&raw, &version)?;
+                self.send(server, ruma::api::federation::membership::create_leave_event::v2::Request::new(room_id.to_owned(), leave.event_id.clone(), raw))
+                    .await?;
+                self.rooms.record_out_of_room_membership(&leave, None).await
+            }
+            .await;
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+}

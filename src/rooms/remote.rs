@@ -215,3 +215,117 @@ impl Rooms {
         Ok(found)
     }
 }
+
+/// State types shown to invitees and knockers (stripped state).
+pub const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+pub fn stripped(pdu: &Pdu) -> Value {
+    json!({
+        "type": pdu.kind().to_string(),
+        "state_key": pdu.state_key().unwrap_or(""),
+        "sender": pdu.fields.sender,
+        "content": pdu.content_value(),
+    })
+}
+
+impl Rooms {
+    /// The stripped state of a room for an invite: from the room's current state when this
+    /// server is in it, else what the inviting server sent.
+    pub async fn stripped_room_state(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        for kind in STRIPPED_STATE {
+            if let Some(pdu) = self.current_state_event(room_id, kind, "").await? {
+                events.push(stripped(&pdu));
+            }
+        }
+        if events.is_empty() {
+            if let Some(text) = crate::storage::federation::invite_state(self.db().pool(), room_id.as_str(), user.as_str()).await? {
+                events = serde_json::from_str(&text).unwrap_or_default();
+            }
+        }
+        Ok(events)
+    }
+
+    /// Builds and signs a local user's event without persisting it (for invites, which
+    /// need the invitee's server's signature first).
+    pub async fn build_event(&self, room_id: &RoomId, sender: &UserId, template: super::EventTemplate) -> Result<(Pdu, RoomVersionId)> {
+        let version = self.room_version(room_id).await?;
+        let pdu = self.build_local(room_id, &version, sender, template).await?;
+        Ok((pdu, version))
+    }
+
+    /// Persists a local event built earlier (and countersigned by another server).
+    pub async fn persist_built(&self, pdu: Pdu, version: &RoomVersionId) -> Result<()> {
+        let lock = self.room_lock(&pdu.room_id);
+        let _guard = lock.lock().await;
+        self.persist(pdu, version, None).await.map(|_| ())
+    }
+
+    /// An invite (or a leave) of a local user in a room this server is not in: the event is
+    /// kept outside any state, the user's membership recorded, their sync woken.
+    pub async fn record_out_of_room_membership(&self, pdu: &Pdu, stripped_state: Option<&[Value]>) -> Result<()> {
+        let user = pdu.state_key().ok_or_else(|| MatrixError::bad_json("Not a membership event"))?.to_owned();
+        let membership = pdu.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
+        let json = serde_json::to_string(&pdu.json)?;
+        let mut tx = self.db().begin_write().await?;
+        let stream = match event_repo::get_timeline(&mut *tx, pdu.event_id.as_str()).await? {
+            Some(row) => row.stream_ordering,
+            None => {
+                event_repo::insert(
+                    &mut tx,
+                    &event_repo::NewEvent {
+                        event_id: pdu.event_id.as_str(),
+                        room_id: pdu.room_id.as_str(),
+                        event_type: &pdu.kind().to_string(),
+                        state_key: pdu.state_key(),
+                        sender: pdu.fields.sender.as_str(),
+                        origin_server_ts: u64::from(pdu.fields.origin_server_ts.0) as i64,
+                        depth: pdu.fields.depth as i64,
+                        json: &json,
+                        state_group: -1,
+                        txn: None,
+                    },
+                )
+                .await?
+            }
+        };
+        crate::storage::rooms::set_membership(&mut tx, pdu.room_id.as_str(), &user, &membership, pdu.event_id.as_str(), stream).await?;
+        if let Some(state) = stripped_state {
+            crate::storage::federation::save_invite_state(&mut tx, pdu.room_id.as_str(), &user, &serde_json::to_string(state)?).await?;
+        }
+        tx.commit().await?;
+        self.notifier().wake([user.as_str()]);
+        Ok(())
+    }
+
+    /// make_leave: an unsigned leave event for a remote user, on top of the room as it is.
+    pub async fn leave_template(&self, room_id: &RoomId, user: &UserId) -> Result<(RoomVersionId, Value)> {
+        let version = self.room_version(room_id).await?;
+        let (_, mut template) = self.join_template(room_id, user, &[version.clone()]).await?;
+        template["content"] = json!({ "membership": "leave" });
+        // The auth events of a leave: create, power levels, the user's own membership.
+        let rules = rules_for(&version)?;
+        let raw_content = serde_json::value::to_raw_value(&template["content"]).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let auth_types = ruma::state_res::auth_types_for_event(&TimelineEventType::RoomMember, user, Some(user.as_str()), &raw_content, &rules.authorization)
+            .map_err(MatrixError::bad_json)?;
+        let mut auth_events = Vec::new();
+        for (kind, key) in auth_types {
+            if rules.authorization.room_create_event_id_as_room_id && kind == StateEventType::RoomCreate {
+                continue;
+            }
+            if let Some(id) = state_repo::current_entries(self.db().pool(), room_id.as_str(), &kind.to_string(), &key).await? {
+                auth_events.push(if matches!(rules.event_id_format, ruma::room_version_rules::EventIdFormatVersion::V1) { json!([id, {}]) } else { json!(id) });
+            }
+        }
+        template["auth_events"] = Value::Array(auth_events);
+        Ok((version, template))
+    }
+}

@@ -87,3 +87,25 @@ pub async fn destinations_with_queue<'c>(db: impl Executor<'c, Database = Any>) 
     let rows = sqlx::query("SELECT DISTINCT destination FROM federation_outbox").fetch_all(db).await?;
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
+
+pub async fn save_invite_state(tx: &mut Tx, room_id: &str, user_id: &str, stripped_state: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO invite_states (room_id, user_id, stripped_state) VALUES ($1, $2, $3) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET stripped_state = excluded.stripped_state",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(stripped_state)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn invite_state<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query("SELECT stripped_state FROM invite_states WHERE room_id = $1 AND user_id = $2")
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}

@@ -6,6 +6,7 @@ use ruma::{api::client::filter::RoomEventFilter, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::{filter, parse_object, token::SyncToken, Memberships, Sync, SyncRequest};
+use crate::rooms::remote::stripped;
 use crate::{
     error::Result,
     rooms::{pdu_from_row, read::Viewer, visibility::VisibilityChecker},
@@ -17,17 +18,6 @@ use crate::{
         state::{self as state_repo, StateMap},
     },
 };
-
-/// State types shown to invited and knocking users (stripped state).
-const STRIPPED_STATE: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
 
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
@@ -92,11 +82,11 @@ impl Sync {
                     }
                 }
                 "invite" if changed_since => {
-                    let state = self.stripped_state(room_id, event_id).await?;
+                    let state = self.stripped_state(room_id, user, event_id).await?;
                     invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
                 }
                 "knock" if changed_since => {
-                    let state = self.stripped_state(room_id, event_id).await?;
+                    let state = self.stripped_state(room_id, user, event_id).await?;
                     knock.insert(room_id.to_string(), json!({ "knock_state": { "events": state } }));
                 }
                 "leave" | "ban" if (since.is_some() && changed_since) || (since.is_none() && room_filter.include_leave) => {
@@ -294,13 +284,8 @@ impl Sync {
     }
 
     /// Stripped state for an invite or knock, plus the membership event itself.
-    async fn stripped_state(&self, room_id: &RoomId, membership_event: &str) -> Result<Vec<Value>> {
-        let mut events = Vec::new();
-        for kind in STRIPPED_STATE {
-            if let Some(pdu) = self.rooms.current_state_event(room_id, kind, "").await? {
-                events.push(stripped(&pdu));
-            }
-        }
+    async fn stripped_state(&self, room_id: &RoomId, user: &UserId, membership_event: &str) -> Result<Vec<Value>> {
+        let mut events = self.rooms.stripped_room_state(room_id, user).await?;
         if let Some(row) = event_repo::get(self.db.pool(), membership_event).await? {
             let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
             // The inviter's own member event, so clients can show who invited.
@@ -325,15 +310,6 @@ impl Sync {
             "m.invited_member_count": invited.len(),
         }))
     }
-}
-
-fn stripped(pdu: &crate::rooms::Pdu) -> Value {
-    json!({
-        "type": pdu.kind().to_string(),
-        "state_key": pdu.state_key().unwrap_or(""),
-        "sender": pdu.fields.sender,
-        "content": pdu.content_value(),
-    })
 }
 
 fn without_room_id(mut event: Value) -> Value {

@@ -190,6 +190,26 @@ def main():
     while time.time() < deadline and members(args.weft, wendy_token, syn_room).get(wendy) != "leave":
         time.sleep(0.5)
     check(members(args.weft, wendy_token, syn_room).get(wendy) == "leave", "weft sees the kick")
+    # 4. Invites both ways, accepted by joining.
+    status, created = api(args.synapse, "POST", "/_matrix/client/v3/createRoom", sam_token, {"preset": "private_chat", "name": "Private on Synapse"})
+    check(status == 200, f"sam creates a private room ({status} {created})")
+    private_syn = created["room_id"]
+    status, body = api(args.synapse, "POST", f"/_matrix/client/v3/rooms/{q(private_syn)}/invite", sam_token, {"user_id": wendy})
+    check(status == 200, f"sam invites wendy ({status} {body})")
+    wendy_sync.wait("weft shows wendy the invite", lambda s: private_syn in s.get("rooms", {}).get("invite", {}))
+    join(args.weft, wendy_token, private_syn)
+    send_text(args.weft, wendy_token, private_syn, "thanks for the invite")
+    sam_sync.wait("Synapse sees wendy's message in the private room", timeline_has(private_syn, "thanks for the invite"))
+
+    status, created = api(args.weft, "POST", "/_matrix/client/v3/createRoom", wendy_token, {"preset": "private_chat", "name": "Private on weft"})
+    check(status == 200, f"wendy creates a private room ({status} {created})")
+    private_weft = created["room_id"]
+    status, body = api(args.weft, "POST", f"/_matrix/client/v3/rooms/{q(private_weft)}/invite", wendy_token, {"user_id": sam})
+    check(status == 200, f"wendy invites sam on Synapse ({status} {body})")
+    sam_sync.wait("Synapse shows sam the invite", lambda s: private_weft in s.get("rooms", {}).get("invite", {}))
+    join(args.synapse, sam_token, private_weft)
+    send_text(args.synapse, sam_token, private_weft, "glad to be here")
+    wendy_sync.wait("weft sees sam's message in its private room", timeline_has(private_weft, "glad to be here"))
     print("all interop checks passed", flush=True)
 
 
