@@ -203,6 +203,10 @@ impl Default for RateLimitConfig {
             ("create_content", limit(1.0, 20)),
             ("create_content_async", limit(1.0, 20)),
             ("create_mxc_uri", limit(1.0, 20)),
+            // Per origin server.
+            ("send_transaction_message", limit(50.0, 200)),
+            ("prepare_join_event", limit(5.0, 50)),
+            ("get_backfill", limit(10.0, 50)),
         ]
         .into_iter()
         .map(|(name, limit)| (name.to_owned(), limit))
@@ -336,6 +340,10 @@ invite_user = { per_second = 0.5, burst = 10 }
 create_content = { per_second = 1.0, burst = 20 }
 create_content_async = { per_second = 1.0, burst = 20 }
 create_mxc_uri = { per_second = 1.0, burst = 20 }
+# Federation, per origin server.
+send_transaction_message = { per_second = 50.0, burst = 200 }
+prepare_join_event = { per_second = 5.0, burst = 50 }
+get_backfill = { per_second = 10.0, burst = 50 }
 "#;
 
 #[cfg(test)]

@@ -234,6 +234,8 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<get_room_state_ids::v1::Request, _, _>(fed::state_ids)
         .ruma::<get_missing_events::v1::Request, _, _>(fed::missing_events)
         .ruma::<ruma::api::federation::backfill::get_backfill::v1::Request, _, _>(fed::backfill)
+        .ruma::<ruma::api::federation::event::get_room_state::v1::Request, _, _>(fed::state)
+        .ruma::<ruma::api::federation::event::get_event_by_timestamp::v1::Request, _, _>(fed::timestamp_to_event)
         .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
         .ruma::<ruma::api::federation::membership::create_invite::v2::Request, _, _>(crate::federation::membership::receive_invite)

@@ -422,3 +422,39 @@ async fn invites_across_servers_accepted_and_rejected() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn server_acls_shut_a_server_out() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+    b.send_text(&bob_token, &room, "before", "before the ACL").await;
+    wait_for_message(&a, &alice_token, &room, "before the ACL").await;
+
+    // Deny B (by host: both servers are 127.0.0.1 here, so B's events are what it stops;
+    // A's own events never cross its own federation boundary).
+    a.put(
+        &format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)),
+        Some(&alice_token),
+        json!({ "allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": true }),
+    )
+    .await
+    .ok();
+    // Once B has the ACL too (it arrives over federation), B's new events are refused by A.
+    for _ in 0..100 {
+        if b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)), Some(&bob_token)).await.status.is_success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b.send_text(&bob_token, &room, "after", "after the ACL").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let page = a.messages(&alice_token, &room, "dir=b&limit=50").await;
+    let bodies = common::bodies(&page);
+    assert!(bodies.contains(&"before the ACL".to_owned()));
+    assert!(!bodies.contains(&"after the ACL".to_owned()), "{bodies:?}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -54,6 +54,7 @@ auth_input!(signed:
     ruma::api::federation::membership::create_invite::v2::Request,
     ruma::api::federation::membership::prepare_leave_event::v1::Request,
     ruma::api::federation::membership::create_leave_event::v2::Request,
+    ruma::api::federation::event::get_room_state::v1::Request,
 );
 
 impl Federation {

@@ -32,6 +32,7 @@ pub async fn make_join(
 ) -> Result<Json<Value>> {
     let b = &request.body;
     require_origin(request.origin.as_ref(), &b.user_id)?;
+    federation.check_acl(&b.room_id, b.user_id.server_name()).await?;
     let accepted = if b.ver.is_empty() { vec![RoomVersionId::V1] } else { b.ver.clone() };
     let (version, template) = federation.rooms.join_template(&b.room_id, &b.user_id, &accepted).await?;
     Ok(Json(json!({ "room_version": version, "event": template })))
@@ -54,6 +55,7 @@ pub async fn send_join(
         return Err(MatrixError::bad_json("send_join takes the joining user's own join event"));
     }
     require_origin(request.origin.as_ref(), &joiner)?;
+    federation.check_acl(&b.room_id, joiner.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     let (state, auth_chain) = federation.rooms.state_and_auth_chain_before(&pdu).await?;
     let stored = federation.rooms.persist_remote(pdu.clone(), &version, None).await?;

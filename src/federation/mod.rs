@@ -1,6 +1,7 @@
 //! Server-Server API: signing keys (and the key notary), server name resolution, X-Matrix
 //! signed requests out and verified requests in, and the queries other servers make.
 
+pub mod acl;
 pub mod client;
 pub mod keys;
 pub mod membership;

@@ -174,3 +174,31 @@ pub async fn backfill(
         "pdus": events.iter().map(|p| &p.json).collect::<Vec<_>>(),
     })))
 }
+
+pub async fn state(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::event::get_room_state::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let pdu = federation.rooms.pdu(&b.event_id).await?.filter(|p| p.room_id == b.room_id).ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    let (pdus, auth_chain) = federation.rooms.state_and_auth_chain_before(&pdu).await?;
+    Ok(Json(json!({ "pdus": pdus, "auth_chain": auth_chain })))
+}
+
+pub async fn timestamp_to_event(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::event::get_event_by_timestamp::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let dir = match b.dir {
+        ruma::api::Direction::Forward => crate::storage::events::Direction::Forward,
+        ruma::api::Direction::Backward => crate::storage::events::Direction::Backward,
+    };
+    let ts = u64::from(b.ts.0) as i64;
+    let (event_id, origin_server_ts) = crate::storage::events::closest_to_ts(federation.db.pool(), b.room_id.as_str(), ts, dir)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("No event found near that timestamp"))?;
+    Ok(Json(json!({ "event_id": event_id, "origin_server_ts": origin_server_ts })))
+}

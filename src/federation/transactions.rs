@@ -79,6 +79,9 @@ impl Federation {
         if let Err(message) = self.check_origin_in_room(origin, &room_id, &value).await {
             return (id_hint, Err(message));
         }
+        if let Err(error) = self.check_acl(&room_id, origin).await {
+            return (id_hint, Err(error.message));
+        }
         match self.receive_pdu(origin, raw, &version).await {
             Ok(_) => (id_hint, Ok(())),
             Err(error) => {
@@ -225,6 +228,7 @@ impl Federation {
                 let (Some(room_id), Some(user)) = (content["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()), user_of(&content["user_id"])) else {
                     return Err(MatrixError::bad_json("m.typing without room or user of the origin"));
                 };
+                self.check_acl(&room_id, origin).await?;
                 if self.rooms.membership_of(&room_id, &user).await?.as_deref() != Some("join") {
                     return Err(MatrixError::forbidden("typing user is not in the room"));
                 }
@@ -235,6 +239,9 @@ impl Federation {
                 let Some(rooms) = content.as_object() else { return Ok(()) };
                 for (room, by_type) in rooms {
                     let Ok(room_id) = RoomId::parse(room.as_str()) else { continue };
+                    if self.check_acl(&room_id, origin).await.is_err() {
+                        continue;
+                    }
                     let Some(users) = by_type["m.read"].as_object() else { continue };
                     for (user, receipt) in users {
                         let Some(user) = user_of(&Value::String(user.clone())) else { continue };
