@@ -13,34 +13,45 @@ fi
 
 cargo build --quiet --bin weft
 data_dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WEFT_DATA_DIR="$data_dir" WEFT_LISTEN="127.0.0.1:$port" WEFT_FEDERATION__LISTEN=127.0.0.1:0 WEFT_REGISTRATION__ENABLED=true \
-    WEFT_RATE_LIMITS__ENABLED=false RUST_LOG=warn target/debug/weft serve &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data_dir"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$data_dir"' EXIT
 
-python3 - "$port" <<'PY'
+# Two federating weft servers: A (also used alone) and B.
+start_weft() { # name client_port federation_port
+    WEFT_DATA_DIR="$data_dir/$1" WEFT_SERVER_NAME="127.0.0.1:$3" WEFT_LISTEN="127.0.0.1:$2" \
+        WEFT_FEDERATION__LISTEN="127.0.0.1:$3" WEFT_FEDERATION__VERIFY_TLS=false WEFT_FEDERATION__IP_RANGE_BLOCKLIST='[]' \
+        WEFT_FEDERATION__MAX_RETRY_DELAY_MS=2000 WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false \
+        RUST_LOG=warn target/debug/weft serve &
+    pids+=($!)
+}
+port=$(free_port); fed_a=$(free_port); port_b=$(free_port); fed_b=$(free_port)
+start_weft a "$port" "$fed_a"
+start_weft b "$port_b" "$fed_b"
+
+python3 - "$port" "$port_b" <<'PY'
 import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/_matrix/client/versions"
-for _ in range(300):
-    try:
-        urllib.request.urlopen(url, timeout=1)
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit("weft did not start")
+for port in sys.argv[1:]:
+    url = f"http://127.0.0.1:{port}/_matrix/client/versions"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit("weft did not start")
 PY
 
 passed=0
 failed=0
-for script in tests/interop/nio_client.py tests/interop/nio_e2ee.py; do
-    echo "== $script"
-    if "$venv/bin/python" "$script" "http://127.0.0.1:$port"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
-done
+run() { # description, then the command
+    echo "== $1"
+    shift
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+run "matrix-nio client" "$venv/bin/python" tests/interop/nio_client.py "http://127.0.0.1:$port"
+run "E2EE on one server" "$venv/bin/python" tests/interop/nio_e2ee.py "http://127.0.0.1:$port"
+run "E2EE across two weft servers" "$venv/bin/python" tests/interop/nio_e2ee.py "http://127.0.0.1:$port" "http://127.0.0.1:$port_b"
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -12,6 +12,12 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import synapse' 2>/de
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-synapse==1.163.2'
 fi
+nio_venv=target/interop/nio-venv
+if [ ! -x "$nio_venv/bin/python" ] || ! "$nio_venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
+    echo "== installing matrix-nio (with its vodozemac E2EE support) into $nio_venv"
+    python3 -m venv "$nio_venv"
+    "$nio_venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio[e2e]==0.26.0'
+fi
 cargo build --quiet --bin weft
 
 work=$(mktemp -d)
@@ -89,7 +95,8 @@ media_store_path: $work/media
 signing_key_path: $work/signing.key
 registration_shared_secret: "interop-secret"
 report_stats: false
-enable_registration: false
+enable_registration: true
+enable_registration_without_verification: true
 federation_verify_certificates: false
 ip_range_blacklist: []
 trusted_key_servers: []
@@ -118,12 +125,21 @@ WEFT_DATA_DIR="$work/weft" WEFT_SERVER_NAME="$weft_name" WEFT_LISTEN="127.0.0.1:
     RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
 pids+=($!)
 
-if ! "$venv/bin/python" tests/interop/synapse_federation.py \
+passed=0
+failed=0
+run() { # description, then the command
+    echo "== $1"
+    shift
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+run "weft and Synapse federate" "$venv/bin/python" tests/interop/synapse_federation.py \
     --synapse "https://$synapse_name" --synapse-name "$synapse_name" \
-    --weft "http://127.0.0.1:$weft_client_port" --weft-name "$weft_name" --secret interop-secret; then
+    --weft "http://127.0.0.1:$weft_client_port" --weft-name "$weft_name" --secret interop-secret
+run "E2EE between weft and Synapse users (matrix-nio)" "$nio_venv/bin/python" tests/interop/nio_e2ee.py \
+    "http://127.0.0.1:$weft_client_port" "https://$synapse_name"
+if [ "$failed" -ne 0 ]; then
     echo "--- weft log (tail)"; tail -n 40 "$work/weft.out"
-    echo "--- synapse log (warnings)"; grep -E "WARNING|ERROR" "$work/homeserver.log" | tail -n 40
-    echo "interop: 0 passed, 1 failed"
-    exit 1
+    echo "--- synapse log (warnings)"; grep -E "WARNING|ERROR" "$work/homeserver.log" | grep -v "STARTING\|Copyright\|Licensed\|Server /" | tail -n 40
 fi
-echo "interop: 1 passed, 0 failed"
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -116,16 +116,22 @@ impl Services {
         let typing = Typing::new(db.clone(), notifier.clone(), edus.clone());
         let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone());
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?.with_federation(edus.clone());
-        let to_device = ToDevice::new(db.clone(), notifier.clone());
+        let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone());
+        let e2ee = E2ee::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let federation = Federation::new(
             db.clone(),
             keys.clone(),
             &config.federation,
             rooms.clone(),
             outbox_signal,
-            crate::federation::Ephemeral { typing: typing.clone(), receipts: receipts.clone(), presence: presence.clone() },
+            crate::federation::Ephemeral {
+                typing: typing.clone(),
+                receipts: receipts.clone(),
+                presence: presence.clone(),
+                to_device: to_device.clone(),
+                e2ee: e2ee.clone(),
+            },
         )?;
-        let e2ee = E2ee::new(db.clone(), notifier.clone());
         let media = Media::new(db.clone(), config.server_name.clone(), &config.data_dir, config.media.clone())
             .map_err(|e| anyhow::anyhow!(e.message))?;
         let sync = Sync::new(
@@ -235,6 +241,9 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<get_missing_events::v1::Request, _, _>(fed::missing_events)
         .ruma::<ruma::api::federation::backfill::get_backfill::v1::Request, _, _>(fed::backfill)
         .ruma::<ruma::api::federation::event::get_room_state::v1::Request, _, _>(fed::state)
+        .ruma::<ruma::api::federation::keys::get_keys::v1::Request, _, _>(fed::user_keys_query)
+        .ruma::<ruma::api::federation::keys::claim_keys::v1::Request, _, _>(fed::user_keys_claim)
+        .ruma::<ruma::api::federation::device::get_devices::v1::Request, _, _>(fed::user_devices)
         .ruma::<ruma::api::federation::event::get_event_by_timestamp::v1::Request, _, _>(fed::timestamp_to_event)
         .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)

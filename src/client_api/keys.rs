@@ -22,6 +22,7 @@ use crate::{
     },
     e2ee::E2ee,
     error::{MatrixError, Result},
+    federation::Federation,
     sync::{token::SyncToken, Sync},
 };
 
@@ -49,20 +50,44 @@ pub async fn upload(State(e2ee): State<E2ee>, request: Ruma<upload_keys::v3::Req
     Ok(Json(json!({ "one_time_key_counts": counts })))
 }
 
-pub async fn query(State(e2ee): State<E2ee>, request: Ruma<get_keys::v3::Request>) -> Result<Json<Value>> {
+pub async fn query(
+    State(e2ee): State<E2ee>,
+    State(federation): State<Federation>,
+    request: Ruma<get_keys::v3::Request>,
+) -> Result<Json<Value>> {
     let user = request.user().user_id.clone();
     let mut wanted = BTreeMap::new();
+    let mut remote: BTreeMap<ruma::OwnedServerName, BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>> = BTreeMap::new();
     for (target, devices) in &request.body.device_keys {
         if target.server_name() != e2ee_server(&request) {
-            // Remote users' keys need federation, which this server does not have yet.
+            remote.entry(target.server_name().to_owned()).or_default().insert(target.clone(), devices.clone());
             continue;
         }
         wanted.insert(target.to_string(), devices.iter().map(ToString::to_string).collect());
     }
     let mut response = e2ee.query(&user, &wanted).await?;
-    for target in request.body.device_keys.keys() {
-        if target.server_name() != e2ee_server(&request) {
-            response["failures"][target.server_name().as_str()] = json!({ "errcode": "M_UNRECOGNIZED", "error": "Federation is not available" });
+    // Other servers' users: asked of their servers, failures reported per server.
+    for (server, users) in remote {
+        let ask = ruma::api::federation::keys::get_keys::v1::Request::new(users);
+        match federation.send(&server, ask).await {
+            Ok(answer) => {
+                for (user, devices) in answer.device_keys {
+                    let devices: serde_json::Map<String, Value> = devices
+                        .into_iter()
+                        .filter_map(|(device, keys)| Some((device.to_string(), serde_json::from_str(keys.json().get()).ok()?)))
+                        .collect();
+                    response["device_keys"][user.as_str()] = Value::Object(devices);
+                }
+                for (user, key) in answer.master_keys {
+                    response["master_keys"][user.as_str()] = serde_json::from_str(key.json().get()).unwrap_or(Value::Null);
+                }
+                for (user, key) in answer.self_signing_keys {
+                    response["self_signing_keys"][user.as_str()] = serde_json::from_str(key.json().get()).unwrap_or(Value::Null);
+                }
+            }
+            Err(error) => {
+                response["failures"][server.as_str()] = json!({ "errcode": error.errcode, "error": error.message });
+            }
         }
     }
     Ok(Json(response))
@@ -72,19 +97,38 @@ fn e2ee_server<T>(request: &Ruma<T>) -> &ruma::ServerName {
     request.user().user_id.server_name()
 }
 
-pub async fn claim(State(e2ee): State<E2ee>, request: Ruma<claim_keys::v3::Request>) -> Result<Json<Value>> {
+pub async fn claim(
+    State(e2ee): State<E2ee>,
+    State(federation): State<Federation>,
+    request: Ruma<claim_keys::v3::Request>,
+) -> Result<Json<Value>> {
     let server = request.user().user_id.server_name().to_owned();
     let mut wanted = BTreeMap::new();
-    let mut failures = serde_json::Map::new();
+    let mut remote: BTreeMap<ruma::OwnedServerName, BTreeMap<ruma::OwnedUserId, BTreeMap<ruma::OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>> =
+        BTreeMap::new();
     for (user, devices) in &request.body.one_time_keys {
         if user.server_name() != server {
-            failures.insert(user.server_name().to_string(), json!({ "errcode": "M_UNRECOGNIZED", "error": "Federation is not available" }));
+            remote.entry(user.server_name().to_owned()).or_default().insert(user.clone(), devices.clone());
             continue;
         }
         let devices: BTreeMap<String, String> = devices.iter().map(|(d, a)| (d.to_string(), a.to_string())).collect();
         wanted.insert(user.to_string(), devices);
     }
     let mut response = e2ee.claim(&wanted).await?;
+    let mut failures = serde_json::Map::new();
+    for (server, users) in remote {
+        match federation.send(&server, ruma::api::federation::keys::claim_keys::v1::Request::new(users)).await {
+            Ok(answer) => {
+                let claimed = serde_json::to_value(&answer.one_time_keys).unwrap_or(Value::Null);
+                for (user, devices) in claimed.as_object().into_iter().flatten() {
+                    response["one_time_keys"][user] = devices.clone();
+                }
+            }
+            Err(error) => {
+                failures.insert(server.to_string(), json!({ "errcode": error.errcode, "error": error.message }));
+            }
+        }
+    }
     response["failures"] = Value::Object(failures);
     Ok(Json(response))
 }

@@ -118,7 +118,7 @@ pub async fn invite(
     let sender = &request.user().user_id;
     rooms.require_joined(&request.body.room_id, sender).await?;
     if !federation.is_local(recipient.user_id.server_name()) {
-        federation.invite_remote(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref()).await?;
+        federation.invite_remote(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref(), false).await?;
         return Ok(RumaResponse(invite_user::v3::Response::new()));
     }
     rooms

@@ -41,6 +41,7 @@ fn object(raw_json: &str, what: &str) -> Result<Map<String, Value>> {
 
 pub async fn create_room(
     State(rooms): State<Rooms>,
+    State(federation): State<crate::federation::Federation>,
     request: Ruma<create_room::v3::Request>,
 ) -> Result<RumaResponse<create_room::v3::Response>> {
     let user = request.user().user_id.clone();
@@ -86,6 +87,9 @@ pub async fn create_room(
             },
         )
         .await?;
+    for invitee in body.invite.iter().filter(|u| !federation.is_local(u.server_name())) {
+        federation.invite_remote(&room_id, &user, invitee, None, body.is_direct).await?;
+    }
     tracing::info!(%room_id, creator = %user, "room created");
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }

@@ -95,7 +95,8 @@ impl E2ee {
         }
         repo::mark_device_list_change(&mut tx, user.as_str()).await?;
         tx.commit().await?;
-        self.announce_device_change(user).await
+        self.announce_device_change(user).await?;
+        self.send_signing_key_update(user).await
     }
 
     /// keys/signatures/upload: signatures of the requester's devices (by their self-signing

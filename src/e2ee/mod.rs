@@ -19,6 +19,7 @@ use crate::{
 pub struct E2ee {
     db: Db,
     notifier: Notifier,
+    edus: Option<crate::outbox::EduQueue>,
 }
 
 fn parse_object(text: &str) -> Value {
@@ -35,7 +36,51 @@ fn algorithm_of(key_id: &str) -> Result<&str> {
 
 impl E2ee {
     pub fn new(db: Db, notifier: Notifier) -> Self {
-        Self { db, notifier }
+        Self { db, notifier, edus: None }
+    }
+
+    /// Device and cross-signing key changes of local users go out as EDUs.
+    pub fn with_federation(mut self, edus: crate::outbox::EduQueue) -> Self {
+        self.edus = Some(edus);
+        self
+    }
+
+    /// Another server says one of its users' devices or cross-signing keys changed.
+    pub async fn remote_device_change(&self, user: &UserId) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::mark_device_list_change(&mut tx, user.as_str()).await?;
+        tx.commit().await?;
+        let watchers = room_repo::users_sharing_rooms(self.db.pool(), user.as_str()).await?;
+        self.notifier.wake(watchers.iter().map(String::as_str));
+        Ok(())
+    }
+
+    /// Tells the servers sharing rooms with `user` that a device's keys changed.
+    async fn send_device_update(&self, user: &UserId, device: &str, keys: Option<&Value>, deleted: bool) -> Result<()> {
+        let Some(edus) = &self.edus else { return Ok(()) };
+        // stream_id is this change's position; prev_id the user's previous one, so the
+        // receiver can tell whether it missed an update.
+        let (stream_id, previous) = repo::user_device_list_positions(self.db.pool(), user.as_str()).await?;
+        let mut content = json!({ "user_id": user, "device_id": device, "stream_id": stream_id, "prev_id": previous.into_iter().collect::<Vec<_>>() });
+        if deleted {
+            content["deleted"] = true.into();
+        }
+        if let Some(keys) = keys {
+            content["keys"] = keys.clone();
+        }
+        edus.to_user_peers(user, &json!({ "edu_type": "m.device_list_update", "content": content })).await
+    }
+
+    /// Tells the servers sharing rooms with `user` that their cross-signing keys changed.
+    pub(crate) async fn send_signing_key_update(&self, user: &UserId) -> Result<()> {
+        let Some(edus) = &self.edus else { return Ok(()) };
+        let mut content = json!({ "user_id": user });
+        for (kind, field) in [("master", "master_key"), ("self_signing", "self_signing_key")] {
+            if let Some(text) = repo::cross_signing_key(self.db.pool(), user.as_str(), kind).await? {
+                content[field] = parse_object(&text);
+            }
+        }
+        edus.to_user_peers(user, &json!({ "edu_type": "m.signing_key_update", "content": content })).await
     }
 
     pub fn db(&self) -> &Db {
@@ -91,6 +136,8 @@ impl E2ee {
         tx.commit().await?;
         if changed {
             self.announce_device_change(user).await?;
+            let keys = repo::device_keys(self.db.pool(), user.as_str()).await?.into_iter().find(|(d, _)| d == device).map(|(_, k)| parse_object(&k));
+            self.send_device_update(user, device, keys.as_ref(), false).await?;
         }
         Ok(repo::one_time_key_counts(self.db.pool(), user.as_str(), device).await?.into_iter().collect())
     }

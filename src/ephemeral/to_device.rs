@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use crate::{
     error::Result,
+    outbox::EduQueue,
     storage::{accounts as account_repo, to_device as repo, Db},
     sync::notifier::Notifier,
 };
@@ -13,6 +14,7 @@ use crate::{
 pub struct ToDevice {
     db: Db,
     notifier: Notifier,
+    edus: Option<EduQueue>,
 }
 
 /// One batch of to-device events for a sync, and the position it reaches.
@@ -23,7 +25,33 @@ pub struct Delivery {
 
 impl ToDevice {
     pub fn new(db: Db, notifier: Notifier) -> Self {
-        Self { db, notifier }
+        Self { db, notifier, edus: None }
+    }
+
+    /// Messages for users of other servers go out as m.direct_to_device EDUs.
+    pub fn with_federation(mut self, edus: EduQueue) -> Self {
+        self.edus = Some(edus);
+        self
+    }
+
+    /// Messages from another server's user (an m.direct_to_device EDU) for local devices.
+    pub async fn deliver_from_remote(&self, sender: &UserId, event_type: &str, messages: &[(String, String, String)]) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        let mut recipients = Vec::new();
+        for (user, device, content) in messages {
+            let devices: Vec<String> = if device == "*" {
+                account_repo::list_devices(&mut *tx, user).await?.into_iter().map(|d| d.device_id).collect()
+            } else {
+                vec![device.clone()]
+            };
+            for device in devices {
+                repo::insert(&mut tx, user, &device, sender.as_str(), event_type, content).await?;
+            }
+            recipients.push(user.clone());
+        }
+        tx.commit().await?;
+        self.notifier.wake(&recipients);
+        Ok(())
     }
 
     /// Queues `messages` (user → device id or `*` → content) from the sender, once per
@@ -42,10 +70,14 @@ impl ToDevice {
             return Ok(false);
         }
         let mut recipients = Vec::new();
+        let mut remote: std::collections::BTreeMap<String, serde_json::Map<String, Value>> = Default::default();
         for (user, device, content) in messages {
             let Ok(user_id) = UserId::parse(user.as_str()) else { continue };
             if user_id.server_name() != server_name {
-                tracing::warn!(%user_id, "to-device message for a remote user dropped: federation is not available");
+                // Grouped per server into one m.direct_to_device EDU each.
+                let per_user = remote.entry(user_id.server_name().to_string()).or_default();
+                let devices = per_user.entry(user.clone()).or_insert_with(|| json!({}));
+                devices[device] = serde_json::from_str(content).unwrap_or_else(|_| json!({}));
                 continue;
             }
             let devices: Vec<String> = if device == "*" {
@@ -60,6 +92,14 @@ impl ToDevice {
         }
         tx.commit().await?;
         self.notifier.wake(&recipients);
+        if let Some(edus) = &self.edus {
+            for (server, messages) in remote {
+                let edu = json!({ "edu_type": "m.direct_to_device", "content": {
+                    "sender": sender, "type": event_type, "message_id": format!("{sender_device}:{txn_id}"), "messages": messages,
+                } });
+                edus.to_servers(&[server], &edu).await?;
+            }
+        }
         Ok(true)
     }
 

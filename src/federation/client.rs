@@ -55,6 +55,8 @@ auth_input!(signed:
     ruma::api::federation::membership::prepare_leave_event::v1::Request,
     ruma::api::federation::membership::create_leave_event::v2::Request,
     ruma::api::federation::event::get_room_state::v1::Request,
+    ruma::api::federation::keys::get_keys::v1::Request,
+    ruma::api::federation::keys::claim_keys::v1::Request,
 );
 
 impl Federation {

@@ -253,9 +253,12 @@ pub async fn send_leave(
 impl Federation {
     /// Invites a user of another server: their server countersigns the invite, then it is
     /// persisted and sent to the room like any event.
-    pub async fn invite_remote(&self, room_id: &RoomId, sender: &UserId, invitee: &UserId, reason: Option<&str>) -> Result<()> {
+    pub async fn invite_remote(&self, room_id: &RoomId, sender: &UserId, invitee: &UserId, reason: Option<&str>, is_direct: bool) -> Result<()> {
         let mut content = serde_json::Map::new();
         content.insert("membership".into(), "invite".into());
+        if is_direct {
+            content.insert("is_direct".into(), true.into());
+        }
         if let Some(reason) = reason {
             content.insert("reason".into(), reason.into());
         }

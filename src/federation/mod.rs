@@ -30,6 +30,8 @@ pub struct Ephemeral {
     pub typing: crate::ephemeral::typing::Typing,
     pub receipts: crate::ephemeral::receipts::Receipts,
     pub presence: crate::ephemeral::presence::Presence,
+    pub to_device: crate::ephemeral::to_device::ToDevice,
+    pub e2ee: crate::e2ee::E2ee,
 }
 
 /// Everything federation needs: our identity, the database (key cache), an HTTPS client.

@@ -202,3 +202,82 @@ pub async fn timestamp_to_event(
         .ok_or_else(|| MatrixError::not_found("No event found near that timestamp"))?;
     Ok(Json(json!({ "event_id": event_id, "origin_server_ts": origin_server_ts })))
 }
+
+pub async fn user_keys_query(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::keys::get_keys::v1::Request>,
+) -> Result<Json<Value>> {
+    let origin = request.origin.clone().ok_or_else(|| MatrixError::forbidden("Unsigned request"))?;
+    let mut wanted = std::collections::BTreeMap::new();
+    for (user, devices) in &request.body.device_keys {
+        if federation.is_local(user.server_name()) {
+            wanted.insert(user.to_string(), devices.iter().map(ToString::to_string).collect());
+        }
+    }
+    // A remote asker is never the owner: no user-signing keys, and device names stay private.
+    let asker = ruma::UserId::parse(format!("@federation:{origin}")).map_err(|e| MatrixError::internal(e.to_string()))?;
+    let mut answer = federation.ephemeral.e2ee.query(&asker, &wanted).await?;
+    if let Some(users) = answer["device_keys"].as_object_mut() {
+        for devices in users.values_mut() {
+            for keys in devices.as_object_mut().into_iter().flat_map(|d| d.values_mut()) {
+                if let Some(unsigned) = keys.get_mut("unsigned").and_then(Value::as_object_mut) {
+                    unsigned.remove("device_display_name");
+                }
+            }
+        }
+    }
+    Ok(Json(json!({
+        "device_keys": answer["device_keys"],
+        "master_keys": answer["master_keys"],
+        "self_signing_keys": answer["self_signing_keys"],
+    })))
+}
+
+pub async fn user_keys_claim(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::keys::claim_keys::v1::Request>,
+) -> Result<Json<Value>> {
+    let mut wanted = std::collections::BTreeMap::new();
+    for (user, devices) in &request.body.one_time_keys {
+        if federation.is_local(user.server_name()) {
+            wanted.insert(user.to_string(), devices.iter().map(|(d, a)| (d.to_string(), a.to_string())).collect());
+        }
+    }
+    let answer = federation.ephemeral.e2ee.claim(&wanted).await?;
+    Ok(Json(json!({ "one_time_keys": answer["one_time_keys"] })))
+}
+
+pub async fn user_devices(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::device::get_devices::v1::Request>,
+) -> Result<Json<Value>> {
+    let user = &request.body.user_id;
+    if !federation.is_local(user.server_name()) || !account_repo::user_exists(federation.db.pool(), user.as_str()).await? {
+        return Err(MatrixError::not_found("No such user here"));
+    }
+    let asker = ruma::UserId::parse(format!("@federation:{}", request.origin.clone().unwrap_or_else(|| federation.server_name().to_owned())))
+        .map_err(|e| MatrixError::internal(e.to_string()))?;
+    let wanted = [(user.to_string(), Vec::new())].into_iter().collect();
+    let answer = federation.ephemeral.e2ee.query(&asker, &wanted).await?;
+    let devices: Vec<Value> = answer["device_keys"][user.as_str()]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(device, keys)| {
+            let mut keys = keys.clone();
+            if let Some(unsigned) = keys.get_mut("unsigned").and_then(Value::as_object_mut) {
+                unsigned.remove("device_display_name");
+            }
+            json!({ "device_id": device, "keys": keys })
+        })
+        .collect();
+    let stream_id = federation.ephemeral.e2ee.device_list_position().await?;
+    let mut response = json!({ "user_id": user, "stream_id": stream_id, "devices": devices });
+    if !answer["master_keys"][user.as_str()].is_null() {
+        response["master_key"] = answer["master_keys"][user.as_str()].clone();
+    }
+    if !answer["self_signing_keys"][user.as_str()].is_null() {
+        response["self_signing_key"] = answer["self_signing_keys"][user.as_str()].clone();
+    }
+    Ok(Json(response))
+}

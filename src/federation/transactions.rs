@@ -267,6 +267,29 @@ impl Federation {
                 }
                 Ok(())
             }
+            Some("m.direct_to_device") => {
+                let Some(sender) = user_of(&content["sender"]) else {
+                    return Err(MatrixError::bad_json("m.direct_to_device from a user of another server"));
+                };
+                let event_type = content["type"].as_str().unwrap_or_default();
+                let mut messages = Vec::new();
+                for (user, devices) in content["messages"].as_object().into_iter().flatten() {
+                    let local = UserId::parse(user.as_str()).is_ok_and(|u| self.is_local(u.server_name()));
+                    if !local {
+                        continue;
+                    }
+                    for (device, message) in devices.as_object().into_iter().flatten() {
+                        messages.push((user.clone(), device.clone(), message.to_string()));
+                    }
+                }
+                self.ephemeral.to_device.deliver_from_remote(&sender, event_type, &messages).await
+            }
+            Some("m.device_list_update") | Some("m.signing_key_update") => {
+                let Some(user) = user_of(&content["user_id"]) else {
+                    return Err(MatrixError::bad_json("device update for a user of another server"));
+                };
+                self.ephemeral.e2ee.remote_device_change(&user).await
+            }
             _ => Ok(()),
         }
     }

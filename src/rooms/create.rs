@@ -54,11 +54,8 @@ impl Rooms {
             }
             None => None,
         };
-        for user in &request.invite {
-            if user.server_name() != self.server_name() {
-                return Err(MatrixError::forbidden("This server does not federate yet: only local users can be invited"));
-            }
-        }
+        // Remote invitees are invited by the caller through federation once the room exists.
+        let request = CreateRoom { invite: request.invite.iter().filter(|u| u.server_name() == self.server_name()).cloned().collect(), ..request };
 
         // m.room.create
         let mut create = request.creation_content.clone();

@@ -396,3 +396,13 @@ pub async fn count_backup_keys<'c>(db: impl Executor<'c, Database = Any>, user_i
         .await?;
     Ok(row.get(0))
 }
+
+/// The user's two newest device-list positions: (latest, the one before it).
+pub async fn user_device_list_positions<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<(i64, Option<i64>)> {
+    let rows = sqlx::query("SELECT stream_ordering FROM device_list_changes WHERE user_id = $1 ORDER BY stream_ordering DESC LIMIT 2")
+        .bind(user_id)
+        .fetch_all(db)
+        .await?;
+    let positions: Vec<i64> = rows.into_iter().map(|row| row.get(0)).collect();
+    Ok((positions.first().copied().unwrap_or(0), positions.get(1).copied()))
+}

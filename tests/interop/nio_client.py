@@ -51,11 +51,11 @@ async def main(homeserver: str) -> None:
         check(isinstance(reg, RegisterResponse), f"bob registers ({reg})")
 
         # A fresh password login, as a client on a new device does.
-        alice_phone = AsyncClient(homeserver, "@alice:localhost")
+        alice_phone = AsyncClient(homeserver, alice.user_id)
         login = await alice_phone.login("alice-password", device_name="alice's phone")
         check(isinstance(login, LoginResponse), f"alice logs in ({login})")
         who = await alice_phone.whoami()
-        check(isinstance(who, WhoamiResponse) and who.user_id == "@alice:localhost", "whoami")
+        check(isinstance(who, WhoamiResponse) and who.user_id == alice.user_id, "whoami")
 
         created = await alice_phone.room_create(name="nio interop", topic="testing")
         check(isinstance(created, RoomCreateResponse), f"room created ({created})")
@@ -69,7 +69,7 @@ async def main(homeserver: str) -> None:
         members = await alice_phone.joined_members(room_id)
         check(
             isinstance(members, JoinedMembersResponse)
-            and sorted(m.user_id for m in members.members) == ["@alice:localhost", "@bob:localhost"],
+            and sorted(m.user_id for m in members.members) == sorted([alice.user_id, bob.user_id]),
             f"both joined ({members})",
         )
 
@@ -117,13 +117,13 @@ async def main(homeserver: str) -> None:
         check(isinstance(update, SyncResponse), f"bob's incremental sync ({update})")
         ephemeral = update.rooms.join[room_id].ephemeral
         typers = [e.users for e in ephemeral if isinstance(e, TypingNoticeEvent)]
-        check(typers == [["@alice:localhost"]], f"bob sees alice typing: {typers}")
+        check(typers == [[alice.user_id]], f"bob sees alice typing: {typers}")
         receipts = [r for e in ephemeral if isinstance(e, ReceiptEvent) for r in e.receipts]
-        check(any(r.user_id == "@alice:localhost" and r.event_id == last_event for r in receipts), f"bob sees alice's receipt: {receipts}")
+        check(any(r.user_id == alice.user_id and r.event_id == last_event for r in receipts), f"bob sees alice's receipt: {receipts}")
 
         presence = await alice_phone.set_presence("unavailable", "away for lunch")
         check(isinstance(presence, PresenceSetResponse), f"alice sets presence ({presence})")
-        seen_presence = await bob.get_presence("@alice:localhost")
+        seen_presence = await bob.get_presence(alice.user_id)
         check(
             isinstance(seen_presence, PresenceGetResponse) and seen_presence.presence == "unavailable"
             and seen_presence.status_msg == "away for lunch",
@@ -134,7 +134,7 @@ async def main(homeserver: str) -> None:
         check(isinstance(sent, ToDeviceResponse), f"alice sends to bob's device ({sent})")
         delivered = await bob.sync(timeout=10000, since=update.next_batch)
         pings = [e for e in delivered.to_device_events if isinstance(e, UnknownToDeviceEvent) and e.type == "org.example.ping"]
-        check(len(pings) == 1 and pings[0].sender == "@alice:localhost", f"bob's device receives it: {delivered.to_device_events}")
+        check(len(pings) == 1 and pings[0].sender == alice.user_id, f"bob's device receives it: {delivered.to_device_events}")
         await alice_phone.close()
     finally:
         await alice.close()
