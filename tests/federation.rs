@@ -458,3 +458,26 @@ async fn server_acls_shut_a_server_out() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn remote_joins_work_in_every_room_version() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    for version in 1..=12 {
+        let room = a
+            .create_room(&alice_token, json!({ "preset": "public_chat", "room_version": version.to_string(), "room_alias_name": format!("v{version}") }))
+            .await;
+        let alias = format!("#v{version}:{}", a.server_name());
+        let joined = b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await;
+        assert!(joined.status.is_success(), "v{version}: {}", joined.body);
+        a.send_text(&alice_token, &room, &format!("a{version}"), &format!("hello v{version}")).await;
+        wait_for_message(&b, &bob_token, &room, &format!("hello v{version}")).await;
+        b.send_text(&bob_token, &room, &format!("b{version}"), &format!("reply v{version}")).await;
+        wait_for_message(&a, &alice_token, &room, &format!("reply v{version}")).await;
+        let _ = &bob;
+    }
+    a.stop().await;
+    b.stop().await;
+}
