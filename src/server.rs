@@ -249,6 +249,8 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
         .ruma::<ruma::api::federation::membership::create_invite::v2::Request, _, _>(crate::federation::membership::receive_invite)
         .ruma::<ruma::api::federation::membership::prepare_leave_event::v1::Request, _, _>(crate::federation::membership::make_leave)
+        .ruma::<ruma::api::federation::membership::prepare_knock_event::v1::Request, _, _>(crate::federation::membership::make_knock)
+        .ruma::<ruma::api::federation::membership::create_knock_event::v1::Request, _, _>(crate::federation::membership::send_knock)
         .ruma::<ruma::api::federation::membership::create_leave_event::v2::Request, _, _>(crate::federation::membership::send_leave)
         .ruma::<send_transaction_message::v1::Request, _, _>(crate::federation::transactions::receive)
 }

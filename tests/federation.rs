@@ -481,3 +481,35 @@ async fn remote_joins_work_in_every_room_version() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn knocking_across_servers() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (bob, bob_token) = b.register("bob").await;
+    let room = a
+        .create_room(&alice_token, json!({ "name": "Knock here", "room_alias_name": "door",
+            "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] }))
+        .await;
+    let alias = format!("#door:{}", a.server_name());
+    let knocked = b.post(&format!("/_matrix/client/v3/knock/{}", enc(&alias)), Some(&bob_token), json!({ "reason": "please" })).await.ok();
+    assert_eq!(knocked["room_id"], room);
+    // Bob sees his knock with the room's stripped state; alice sees the knock in the room.
+    let synced = b.get("/_matrix/client/v3/sync", Some(&bob_token)).await.ok();
+    let state = synced["rooms"]["knock"][&room]["knock_state"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here"), "{synced}");
+    assert_eq!(membership(&a, &alice_token, &room, &bob).await, "knock");
+    // Alice lets him in with an invite; he joins.
+    a.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
+    for _ in 0..100 {
+        let joined = b.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob_token), json!({})).await;
+        if joined.status.is_success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(membership(&a, &alice_token, &room, &bob).await, "join");
+    a.stop().await;
+    b.stop().await;
+}

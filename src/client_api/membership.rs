@@ -102,8 +102,17 @@ pub async fn knock(
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<RumaResponse<knock_room::v3::Response>> {
     let user = &request.user().user_id;
-    let (room_id, _) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
-    rooms.change_membership(&room_id, user, user, Change::Knock, request.body.reason.as_deref(), false).await?;
+    let (room_id, mut servers) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
+    for via in &request.body.via {
+        if !servers.contains(via) {
+            servers.push(via.clone());
+        }
+    }
+    if rooms.participating(&room_id).await? || servers.iter().all(|s| s == rooms.server_name()) {
+        rooms.change_membership(&room_id, user, user, Change::Knock, request.body.reason.as_deref(), false).await?;
+    } else {
+        federation.knock_remote(&room_id, user, request.body.reason.as_deref(), &servers).await?;
+    }
     Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }
 

@@ -57,6 +57,8 @@ auth_input!(signed:
     ruma::api::federation::event::get_room_state::v1::Request,
     ruma::api::federation::keys::get_keys::v1::Request,
     ruma::api::federation::keys::claim_keys::v1::Request,
+    ruma::api::federation::membership::prepare_knock_event::v1::Request,
+    ruma::api::federation::membership::create_knock_event::v1::Request,
 );
 
 impl Federation {

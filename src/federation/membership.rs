@@ -8,7 +8,7 @@ use ruma::{
     signatures, CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId,
     RoomVersionId, UserId,
 };
-use serde_json::{json, value::to_raw_value, Value};
+use serde_json::{json, value::{to_raw_value, RawValue}, Value};
 
 use super::{pipeline::parse_pdu, Federation};
 use crate::{
@@ -76,6 +76,37 @@ pub async fn send_join(
 }
 
 impl Federation {
+    /// Completes a make_join / make_knock / make_leave template for a local user: our
+    /// timestamp (and origin, and event id for v1/v2), the given content, hashed and signed.
+    async fn sign_template(&self, template: &RawValue, version: &RoomVersionId, user: &UserId, content: Value) -> Result<(crate::rooms::Pdu, Box<RawValue>)> {
+        let rules = rules_for(version)?;
+        let mut event: CanonicalJsonObject =
+            serde_json::from_str(template.get()).map_err(|e| MatrixError::bad_json(format!("bad membership template: {e}")))?;
+        let state_key = match event.get("state_key") {
+            Some(CanonicalJsonValue::String(key)) => key.clone(),
+            _ => String::new(),
+        };
+        if state_key != user.as_str() {
+            return Err(MatrixError::bad_json("The membership template is for another user"));
+        }
+        event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
+        event.insert("content".into(), crate::crypto::to_canonical(&content).map_err(MatrixError::internal)?);
+        if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
+            event.insert("origin".into(), CanonicalJsonValue::String(self.server_name().to_string()));
+        }
+        if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
+            let id = format!("${}:{}", crate::accounts::random_string(18), self.server_name());
+            event.insert("event_id".into(), CanonicalJsonValue::String(id));
+        }
+        event.remove("signatures");
+        event.remove("hashes");
+        signatures::hash_and_sign_event(self.server_name().as_str(), &*self.keys.keypair, &mut event, &rules.redaction)
+            .map_err(|e| MatrixError::internal(e.to_string()))?;
+        let raw = to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let (pdu, _) = parse_pdu(&raw, version)?;
+        Ok((pdu, raw))
+    }
+
     /// Joins a local user to a room this server is not in yet, through one of `servers`.
     pub async fn join_remote(&self, room_id: &RoomId, user: &UserId, servers: &[OwnedServerName]) -> Result<()> {
         let mut last_error = MatrixError::not_found("No server to join the room through");
@@ -96,35 +127,12 @@ impl Federation {
         make.ver = supported_room_versions();
         let template = self.send(server, make).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for(&version)?;
-
-        // Fill in the template: our timestamp and profile, then hash and sign it.
-        let mut event: CanonicalJsonObject =
-            serde_json::from_str(template.event.get()).map_err(|e| MatrixError::bad_json(format!("bad join template: {e}")))?;
-        if event.get("state_key").and_then(|v| if let CanonicalJsonValue::String(s) = v { Some(s.as_str()) } else { None }) != Some(user.as_str()) {
-            return Err(MatrixError::bad_json("The join template is for another user"));
-        }
-        event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
         let mut content = self.rooms.member_content(user, "join", None).await?;
-        if let Some(CanonicalJsonValue::Object(template_content)) = event.get("content") {
-            if let Some(CanonicalJsonValue::String(authoriser)) = template_content.get("join_authorised_via_users_server") {
-                content.insert("join_authorised_via_users_server".into(), authoriser.as_str().into());
-            }
+        let template_content: Value = serde_json::from_str::<Value>(template.event.get()).map(|t| t["content"].clone()).unwrap_or(Value::Null);
+        if let Some(authoriser) = template_content["join_authorised_via_users_server"].as_str() {
+            content.insert("join_authorised_via_users_server".into(), authoriser.into());
         }
-        event.insert("content".into(), crate::crypto::to_canonical(&Value::Object(content)).map_err(MatrixError::internal)?);
-        if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
-            event.insert("origin".into(), CanonicalJsonValue::String(self.server_name().to_string()));
-        }
-        if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
-            let id = format!("${}:{}", crate::accounts::random_string(18), self.server_name());
-            event.insert("event_id".into(), CanonicalJsonValue::String(id));
-        }
-        event.remove("signatures");
-        event.remove("hashes");
-        signatures::hash_and_sign_event(self.server_name().as_str(), &*self.keys.keypair, &mut event, &rules.redaction)
-            .map_err(|e| MatrixError::internal(e.to_string()))?;
-        let raw = to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?;
-        let (join, _) = parse_pdu(&raw, &version)?;
+        let (join, raw) = self.sign_template(&template.event, &version, user, Value::Object(content)).await?;
 
         let response = self.send(server, create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw)).await?;
         let room_state = response.room_state;
@@ -295,25 +303,93 @@ impl Federation {
             let attempt: Result<()> = async {
                 let template = self.send(server, ruma::api::federation::membership::prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned())).await?;
                 let version = template.room_version.unwrap_or(RoomVersionId::V1);
-                let rules = rules_for(&version)?;
-                let mut event: CanonicalJsonObject =
-                    serde_json::from_str(template.event.get()).map_err(|e| MatrixError::bad_json(format!("bad leave template: {e}")))?;
-                event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
-                if !matches!(version, RoomVersionId::V11 | RoomVersionId::V12) {
-                    event.insert("origin".into(), CanonicalJsonValue::String(self.server_name().to_string()));
-                }
-                if matches!(rules.event_id_format, EventIdFormatVersion::V1) {
-                    event.insert("event_id".into(), CanonicalJsonValue::String(format!("${}:{}", crate::accounts::random_string(18), self.server_name())));
-                }
-                event.remove("signatures");
-                event.remove("hashes");
-                signatures::hash_and_sign_event(self.server_name().as_str(), &*self.keys.keypair, &mut event, &rules.redaction)
-                    .map_err(|e| MatrixError::internal(e.to_string()))?;
-                let raw = to_raw_value(&event).map_err(|e| MatrixError::internal(e.to_string()))?;
-                let (leave, _) = parse_pdu(&raw, &version)?;
+                let (leave, raw) = self.sign_template(&template.event, &version, user, json!({ "membership": "leave" })).await?;
                 self.send(server, ruma::api::federation::membership::create_leave_event::v2::Request::new(room_id.to_owned(), leave.event_id.clone(), raw))
                     .await?;
                 self.rooms.record_out_of_room_membership(&leave, None).await
+            }
+            .await;
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// GET /make_knock.
+pub async fn make_knock(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::membership::prepare_knock_event::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    require_origin(request.origin.as_ref(), &b.user_id)?;
+    federation.check_acl(&b.room_id, b.user_id.server_name()).await?;
+    let accepted = if b.ver.is_empty() { vec![RoomVersionId::V1] } else { b.ver.clone() };
+    let (version, template) = federation.rooms.membership_template(&b.room_id, &b.user_id, "knock", &accepted).await?;
+    Ok(Json(json!({ "room_version": version, "event": template })))
+}
+
+/// PUT /send_knock: the knock, checked and persisted; answered with the room's stripped state.
+pub async fn send_knock(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::membership::create_knock_event::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    let version = federation.rooms.room_version(&b.room_id).await?;
+    let (pdu, rules) = parse_pdu(&b.pdu, &version)?;
+    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+        return Err(MatrixError::bad_json("The event id or room id does not match the event"));
+    }
+    let knocker = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
+    if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "knock" || knocker != pdu.fields.sender {
+        return Err(MatrixError::bad_json("send_knock takes the user's own knock event"));
+    }
+    require_origin(request.origin.as_ref(), &knocker)?;
+    federation.check_acl(&b.room_id, knocker.server_name()).await?;
+    let pdu = federation.verify_pdu(pdu, &rules).await?;
+    federation.rooms.persist_remote(pdu, &version, None).await?;
+    let mut state = Vec::new();
+    for kind in crate::rooms::remote::STRIPPED_STATE {
+        if let Some(event) = federation.rooms.current_state_event(&b.room_id, kind, "").await? {
+            state.push(serde_json::to_value(&event.json)?);
+        }
+    }
+    Ok(Json(json!({ "knock_room_state": state })))
+}
+
+impl Federation {
+    /// Knocks on a room this server is not in, through `servers`.
+    pub async fn knock_remote(&self, room_id: &RoomId, user: &UserId, reason: Option<&str>, servers: &[OwnedServerName]) -> Result<()> {
+        let mut last_error = MatrixError::not_found("No server to knock through");
+        for server in servers.iter().filter(|s| !self.is_local(s)) {
+            let attempt: Result<()> = async {
+                let mut make = ruma::api::federation::membership::prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+                make.ver = supported_room_versions();
+                let template = self.send(server, make).await?;
+                let version = template.room_version;
+                let mut content = self.rooms.member_content(user, "knock", reason).await?;
+                content.insert("membership".into(), "knock".into());
+                let (knock, raw) = self.sign_template(&template.event, &version, user, Value::Object(content)).await?;
+                let answer = self
+                    .send(server, ruma::api::federation::membership::create_knock_event::v1::Request::new(room_id.to_owned(), knock.event_id.clone(), raw))
+                    .await?;
+                #[allow(deprecated)]
+                let stripped: Vec<Value> = answer
+                    .knock_room_state
+                    .iter()
+                    .filter_map(|state| {
+                        let raw = match state {
+                            ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
+                            ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
+                            _ => return None,
+                        };
+                        let value: Value = serde_json::from_str(raw).ok()?;
+                        Some(json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
+                    })
+                    .collect();
+                self.rooms.record_out_of_room_membership(&knock, Some(&stripped)).await
             }
             .await;
             match attempt {

@@ -18,6 +18,17 @@ use crate::{
 impl Rooms {
     /// make_join: an unsigned join event for a remote user, on top of the room as it is.
     pub async fn join_template(&self, room_id: &RoomId, user: &UserId, accepted_versions: &[RoomVersionId]) -> Result<(RoomVersionId, Value)> {
+        self.membership_template(room_id, user, "join", accepted_versions).await
+    }
+
+    /// make_join / make_knock / make_leave: an unsigned membership event for a remote user.
+    pub async fn membership_template(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        accepted_versions: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, Value)> {
         let version = self.room_version(room_id).await?;
         if !accepted_versions.contains(&version) {
             return Err(MatrixError::new(
@@ -34,9 +45,11 @@ impl Rooms {
         }
         let rules = rules_for(&version)?;
         let mut content = Map::new();
-        content.insert("membership".into(), "join".into());
-        if let Ok(Some(authoriser)) = self.restricted_join_authoriser_for(room_id, user).await {
-            content.insert("join_authorised_via_users_server".into(), authoriser.into());
+        content.insert("membership".into(), membership.into());
+        if membership == "join" {
+            if let Ok(Some(authoriser)) = self.restricted_join_authoriser_for(room_id, user).await {
+                content.insert("join_authorised_via_users_server".into(), authoriser.into());
+            }
         }
         let content = Value::Object(content);
         let extremities = event_repo::forward_extremities(self.db().pool(), room_id.as_str()).await?;
@@ -309,23 +322,6 @@ impl Rooms {
     /// make_leave: an unsigned leave event for a remote user, on top of the room as it is.
     pub async fn leave_template(&self, room_id: &RoomId, user: &UserId) -> Result<(RoomVersionId, Value)> {
         let version = self.room_version(room_id).await?;
-        let (_, mut template) = self.join_template(room_id, user, &[version.clone()]).await?;
-        template["content"] = json!({ "membership": "leave" });
-        // The auth events of a leave: create, power levels, the user's own membership.
-        let rules = rules_for(&version)?;
-        let raw_content = serde_json::value::to_raw_value(&template["content"]).map_err(|e| MatrixError::internal(e.to_string()))?;
-        let auth_types = ruma::state_res::auth_types_for_event(&TimelineEventType::RoomMember, user, Some(user.as_str()), &raw_content, &rules.authorization)
-            .map_err(MatrixError::bad_json)?;
-        let mut auth_events = Vec::new();
-        for (kind, key) in auth_types {
-            if rules.authorization.room_create_event_id_as_room_id && kind == StateEventType::RoomCreate {
-                continue;
-            }
-            if let Some(id) = state_repo::current_entries(self.db().pool(), room_id.as_str(), &kind.to_string(), &key).await? {
-                auth_events.push(if matches!(rules.event_id_format, ruma::room_version_rules::EventIdFormatVersion::V1) { json!([id, {}]) } else { json!(id) });
-            }
-        }
-        template["auth_events"] = Value::Array(auth_events);
-        Ok((version, template))
+        self.membership_template(room_id, user, "leave", &[version]).await
     }
 }
