@@ -84,6 +84,9 @@ pub struct FederationConfig {
     /// Outbound requests (federation, push gateways) never go to these address ranges.
     /// Defaults to loopback, private, link-local and other special ranges.
     pub ip_range_blocklist: Vec<ipnet::IpNet>,
+    /// Let other servers read the public room directory (off by default, as in Synapse:
+    /// it lets anyone crawl which rooms the server publishes).
+    pub allow_public_rooms_over_federation: bool,
 }
 
 impl Default for FederationConfig {
@@ -104,6 +107,7 @@ impl Default for FederationConfig {
             trusted_key_servers: Vec::new(),
             max_retry_delay_ms: 10 * 60 * 1000,
             ip_range_blocklist: ranges.iter().map(|r| r.parse().expect("valid range")).collect(),
+            allow_public_rooms_over_federation: false,
         }
     }
 }
@@ -317,6 +321,8 @@ max_retry_delay_ms = 600000
 # Outbound requests (federation, push gateways) never reach these ranges.
 # The default blocks loopback and private networks; list [] to allow everything.
 # ip_range_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ...]
+# Let other servers list this server's public rooms (off: anyone could crawl them).
+allow_public_rooms_over_federation = false
 
 [rate_limits]
 enabled = true

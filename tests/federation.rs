@@ -513,3 +513,124 @@ async fn knocking_across_servers() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Alice's space on A: a public room (suggested), an invite-only room, both linked.
+async fn space_on(a: &common::TestServer, alice_token: &str) -> (String, String, String) {
+    let space = a
+        .create_room(alice_token, json!({ "preset": "public_chat", "visibility": "public", "name": "Space A", "room_version": "11",
+            "creation_content": { "type": "m.space" } }))
+        .await;
+    let open = a.create_room(alice_token, json!({ "preset": "public_chat", "visibility": "public", "name": "Open lobby", "topic": "say hi" })).await;
+    let closed = a.create_room(alice_token, json!({ "preset": "private_chat", "name": "Back office" })).await;
+    for (child, suggested) in [(&open, true), (&closed, false)] {
+        let link = json!({ "via": [a.server_name()], "suggested": suggested });
+        a.put(&format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(&space), enc(child)), Some(alice_token), link).await.ok();
+    }
+    (space, open, closed)
+}
+
+#[tokio::test]
+async fn public_rooms_of_another_server() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let closed_server = common::federating_server_with(|c| c.federation.allow_public_rooms_over_federation = false).await;
+    let (_, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    let (space, open, _) = space_on(&a, &alice_token).await;
+
+    let listed = b.get(&format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()), Some(&bob_token)).await.ok();
+    let ids: Vec<&str> = listed["chunk"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&open.as_str()) && ids.contains(&space.as_str()), "{listed}");
+    assert_eq!(listed["total_room_count_estimate"], 2);
+
+    let path = format!("/_matrix/client/v3/publicRooms?server={}", a.server_name());
+    let searched = b.post(&path, Some(&bob_token), json!({ "filter": { "generic_search_term": "LOBBY" } })).await.ok();
+    assert_eq!(searched["chunk"].as_array().unwrap().len(), 1, "{searched}");
+    assert_eq!(searched["chunk"][0]["topic"], "say hi");
+    let spaces = b.post(&path, Some(&bob_token), json!({ "filter": { "room_types": ["m.space"] } })).await.ok();
+    assert_eq!(spaces["chunk"].as_array().unwrap().len(), 1, "{spaces}");
+    assert_eq!(spaces["chunk"][0]["room_type"], "m.space");
+    let paged = b.post(&path, Some(&bob_token), json!({ "limit": 1 })).await.ok();
+    assert_eq!(paged["chunk"].as_array().unwrap().len(), 1);
+    let next = paged["next_batch"].as_str().unwrap();
+    let rest = b.post(&path, Some(&bob_token), json!({ "limit": 1, "since": next })).await.ok();
+    assert_ne!(rest["chunk"][0]["room_id"], paged["chunk"][0]["room_id"]);
+
+    // A server that keeps its directory to itself answers 403 to other servers.
+    let refused = b
+        .get(&format!("/_matrix/client/v3/publicRooms?server={}", closed_server.server_name()), Some(&bob_token))
+        .await;
+    assert!(!refused.status.is_success(), "{}", refused.body);
+    let direct = b
+        .federation_request(&closed_server, ruma::api::federation::directory::get_public_rooms::v1::Request::new())
+        .await;
+    direct.err(403, "M_FORBIDDEN");
+    a.stop().await;
+    b.stop().await;
+    closed_server.stop().await;
+}
+
+#[tokio::test]
+async fn space_hierarchy_across_servers() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    let (space, open, closed) = space_on(&a, &alice_token).await;
+
+    // B is in none of these rooms: the space (its id names A) and its children come from A.
+    let tree = b.get(&format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space)), Some(&bob_token)).await.ok();
+    let rooms: Vec<&str> = tree["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(rooms, [space.as_str(), open.as_str()], "the invite-only child stays hidden: {tree}");
+    assert_eq!(tree["rooms"][0]["room_type"], "m.space");
+    assert_eq!(tree["rooms"][0]["children_state"].as_array().unwrap().len(), 2);
+    assert_eq!(tree["rooms"][1]["name"], "Open lobby");
+
+    // Once B is in the space, its own copy drives the walk; children still come from A.
+    b.post(&format!("/_matrix/client/v3/join/{}", enc(&space)), Some(&bob_token), json!({})).await.ok();
+    let tree = b.get(&format!("/_matrix/client/v1/rooms/{}/hierarchy?suggested_only=true", enc(&space)), Some(&bob_token)).await.ok();
+    let rooms: Vec<&str> = tree["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(rooms, [space.as_str(), open.as_str()], "{tree}");
+
+    // The federation endpoint itself: A tells B which children B cannot see.
+    let answer = b
+        .federation_request(&a, ruma::api::federation::space::get_hierarchy::v1::Request::new(space.as_str().try_into().unwrap()))
+        .await
+        .ok();
+    assert_eq!(answer["room"]["room_id"], space);
+    assert_eq!(answer["children"][0]["room_id"], open);
+    assert_eq!(answer["inaccessible_children"], json!([closed]));
+    let hidden = b
+        .federation_request(&a, ruma::api::federation::space::get_hierarchy::v1::Request::new(closed.as_str().try_into().unwrap()))
+        .await;
+    hidden.err(404, "M_NOT_FOUND");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn event_auth_is_served_to_servers_in_the_room() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let outsider = federating_server().await;
+    let (_, alice_token) = a.register("alice").await;
+    let (_, bob_token) = b.register("bob").await;
+    let room = shared_room(&a, &b, &alice_token, &bob_token).await;
+    let event = a.send_text(&alice_token, &room, "m1", "authorised").await;
+    let request = || {
+        ruma::api::federation::authorization::get_event_authorization::v1::Request::new(
+            room.as_str().try_into().unwrap(),
+            event.as_str().try_into().unwrap(),
+        )
+    };
+    let chain = b.federation_request(&a, request()).await.ok();
+    let types: Vec<&str> = chain["auth_chain"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for wanted in ["m.room.create", "m.room.power_levels", "m.room.member"] {
+        assert!(types.contains(&wanted), "{wanted} missing from {types:?}");
+    }
+    assert!(!types.contains(&"m.room.message"), "the event itself is not in its auth chain");
+    outsider.federation_request(&a, request()).await.err(403, "M_FORBIDDEN");
+    a.stop().await;
+    b.stop().await;
+    outsider.stop().await;
+}

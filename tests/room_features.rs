@@ -1,5 +1,5 @@
 //! Redaction, context, timestamp lookup, relations and threads, aliases, the public room
-//! directory, account data, tags and reports — over HTTP.
+//! directory, space hierarchies, account data, tags and reports — over HTTP.
 
 mod common;
 
@@ -295,5 +295,93 @@ async fn reports() {
         .err(404, "M_NOT_FOUND");
     server.post(&format!("/_matrix/client/v3/rooms/{}/report", enc(&room)), Some(&bob), json!({ "reason": "bad room" })).await.ok();
     server.post("/_matrix/client/v3/rooms/!nope:localhost/report", Some(&bob), json!({ "reason": "x" })).await.err(404, "M_NOT_FOUND");
+    server.stop().await;
+}
+
+/// Room ids of a `/hierarchy` answer, in order.
+fn hierarchy_ids(answer: &Value) -> Vec<String> {
+    answer["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn space_hierarchy() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, charlie) = server.register("charlie").await;
+    let space_body = json!({ "preset": "public_chat", "name": "Space", "creation_content": { "type": "m.space" } });
+    let space = server.create_room(&alice, space_body.clone()).await;
+    let public = server.create_room(&alice, json!({ "preset": "public_chat", "name": "Public" })).await;
+    let restricted = server
+        .create_room(&alice, json!({ "preset": "private_chat", "initial_state": [{ "type": "m.room.join_rules", "state_key": "",
+            "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] } }] }))
+        .await;
+    let private = server.create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let sub = server.create_room(&alice, space_body).await;
+    let grandchild = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let link = |parent: &str, child: &str, extra: Value| {
+        let mut content = json!({ "via": ["localhost"] });
+        content.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(parent), enc(child));
+        let server = &server;
+        let alice = alice.clone();
+        async move { server.put(&path, Some(&alice), content).await.ok() }
+    };
+    link(&space, &public, json!({ "order": "b", "suggested": true })).await;
+    link(&space, &restricted, json!({ "order": "a" })).await;
+    link(&space, &private, json!({})).await;
+    link(&space, &sub, json!({})).await;
+    link(&sub, &grandchild, json!({})).await;
+    // A link without `via` is no link.
+    let unlinked = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(&space), enc(&unlinked)), Some(&alice), json!({}))
+        .await
+        .ok();
+
+    let path = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space));
+    let everything = server.get(&path, Some(&alice)).await.ok();
+    assert_eq!(hierarchy_ids(&everything), [space.as_str(), restricted.as_str(), public.as_str(), private.as_str(), sub.as_str(), grandchild.as_str()], "{everything}");
+    let root = &everything["rooms"][0];
+    assert_eq!(root["room_type"], "m.space");
+    assert_eq!(root["children_state"].as_array().unwrap().len(), 4);
+    assert!(root["children_state"][0]["origin_server_ts"].is_u64());
+    assert_eq!(everything["rooms"][1]["allowed_room_ids"], json!([space]));
+    assert!(everything.get("next_batch").is_none());
+
+    // Charlie sees only what he could join or peek; joining the space opens the restricted room.
+    let outside = server.get(&path, Some(&charlie)).await.ok();
+    assert_eq!(hierarchy_ids(&outside), [space.as_str(), public.as_str(), sub.as_str(), grandchild.as_str()]);
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&space)), Some(&charlie), json!({})).await.ok();
+    let inside = server.get(&path, Some(&charlie)).await.ok();
+    assert_eq!(hierarchy_ids(&inside), [space.as_str(), restricted.as_str(), public.as_str(), sub.as_str(), grandchild.as_str()]);
+
+    let shallow = server.get(&format!("{path}?max_depth=1"), Some(&alice)).await.ok();
+    assert_eq!(hierarchy_ids(&shallow), [space.as_str(), restricted.as_str(), public.as_str(), private.as_str(), sub.as_str()]);
+    let suggested = server.get(&format!("{path}?suggested_only=true"), Some(&alice)).await.ok();
+    assert_eq!(hierarchy_ids(&suggested), [space.as_str(), public.as_str()]);
+
+    // Pages of two, until there is no next_batch.
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..3 {
+        let query = match &from {
+            Some(token) => format!("{path}?limit=2&from={token}"),
+            None => format!("{path}?limit=2"),
+        };
+        let page = server.get(&query, Some(&alice)).await.ok();
+        assert_eq!(page["rooms"].as_array().unwrap().len(), 2);
+        seen.extend(hierarchy_ids(&page));
+        from = page["next_batch"].as_str().map(str::to_owned);
+    }
+    assert!(from.is_none(), "the third page is the last");
+    assert_eq!(seen, hierarchy_ids(&everything));
+
+    let first = server.get(&format!("{path}?limit=2"), Some(&alice)).await.ok();
+    let token = first["next_batch"].as_str().unwrap();
+    server.get(&format!("{path}?limit=2&from={token}&max_depth=1"), Some(&alice)).await.err(400, "M_INVALID_PARAM");
+    server.get(&format!("{path}?from=nonsense"), Some(&alice)).await.err(400, "M_INVALID_PARAM");
+    server.get(&format!("{path}?limit=0"), Some(&alice)).await.err(400, "M_INVALID_PARAM");
+    let hidden = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&private));
+    server.get(&hidden, Some(&charlie)).await.err(403, "M_FORBIDDEN");
     server.stop().await;
 }

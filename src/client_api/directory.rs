@@ -7,15 +7,21 @@ use ruma::{
         directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
         room::{aliases, Visibility},
     },
-    directory::PublicRoomsChunk,
+    api::federation::directory as federation_directory,
+    directory::{Filter, RoomNetwork},
     RoomAliasId, RoomId, ServerName, UInt, UserId,
 };
-use serde_json::{json, Value};
+
+use serde_json::Value;
 
 use super::extract::{Ruma, RumaResponse};
 use crate::{
     error::{MatrixError, Result},
-    rooms::{EventTemplate, Rooms},
+    federation::Federation,
+    rooms::{
+        directory::{self, DirectoryPage},
+        EventTemplate, Rooms,
+    },
     storage::{aliases as alias_repo, rooms as room_repo},
 };
 
@@ -147,95 +153,64 @@ pub async fn set_visibility(
     Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
 
-struct DirectoryPage {
-    chunk: Vec<PublicRoomsChunk>,
-    next_batch: Option<String>,
-    prev_batch: Option<String>,
-    total: usize,
-}
-
-/// Published rooms, largest first, filtered by a search term, paginated by offset tokens.
-async fn directory_page(
+/// The directory of `server`: ours, or another server's asked over federation.
+async fn directory_of(
     rooms: &Rooms,
+    federation: &Federation,
     server: Option<&ServerName>,
     limit: Option<UInt>,
     since: Option<&str>,
-    search: Option<&str>,
+    filter: Filter,
+    network: RoomNetwork,
 ) -> Result<DirectoryPage> {
-    if server.is_some_and(|s| s != rooms.server_name()) {
-        return Err(MatrixError::invalid_param("This server does not federate yet: only its own directory is available"));
-    }
-    let offset: usize = match since.filter(|s| !s.is_empty()) {
-        Some(token) => token
-            .strip_prefix("o")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| MatrixError::invalid_param("Invalid since token"))?,
-        None => 0,
-    };
-    let limit = limit.map(|l| u64::from(l) as usize).unwrap_or(100).clamp(1, 500);
-    let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-    let mut entries = Vec::new();
-    for (room_id, members) in room_repo::published_rooms(rooms.db().pool()).await? {
-        let room_id = RoomId::parse(room_id)?;
-        let field = |content: Option<Value>, key: &str| content.and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned));
-        let name = field(rooms.current_state_content(&room_id, "m.room.name", "").await?, "name");
-        let topic = field(rooms.current_state_content(&room_id, "m.room.topic", "").await?, "topic");
-        let alias = field(rooms.current_state_content(&room_id, "m.room.canonical_alias", "").await?, "alias");
-        let avatar = field(rooms.current_state_content(&room_id, "m.room.avatar", "").await?, "url");
-        let history = field(rooms.current_state_content(&room_id, "m.room.history_visibility", "").await?, "history_visibility");
-        let guest = field(rooms.current_state_content(&room_id, "m.room.guest_access", "").await?, "guest_access");
-        let join_rule = field(rooms.current_state_content(&room_id, "m.room.join_rules", "").await?, "join_rule");
-        let room_type = field(rooms.current_state_content(&room_id, "m.room.create", "").await?, "type");
-        if let Some(term) = &search {
-            let haystack = [&name, &topic, &alias].iter().filter_map(|v| v.as_deref()).collect::<Vec<_>>().join(" ").to_lowercase();
-            if !haystack.contains(term.as_str()) {
-                continue;
-            }
+    match server.filter(|s| *s != rooms.server_name()) {
+        None if matches!(network, RoomNetwork::ThirdParty(_)) => {
+            // Rooms of bridged third-party networks would be listed per network; weft bridges none.
+            Ok(DirectoryPage { chunk: Vec::new(), next_batch: None, prev_batch: None, total_room_count_estimate: Some(UInt::MIN) })
         }
-        let mut entry = json!({
-            "room_id": room_id,
-            "num_joined_members": members,
-            "world_readable": history.as_deref() == Some("world_readable"),
-            "guest_can_join": guest.as_deref() == Some("can_join"),
-            "join_rule": join_rule.unwrap_or_else(|| "invite".to_owned()),
-        });
-        for (key, value) in [("name", name), ("topic", topic), ("canonical_alias", alias), ("avatar_url", avatar), ("room_type", room_type)] {
-            if let Some(value) = value {
-                entry[key] = value.into();
-            }
+        None => directory::page(rooms, limit, since, &filter).await,
+        Some(server) => {
+            let mut request = federation_directory::get_public_rooms_filtered::v1::Request::new();
+            request.limit = limit;
+            request.since = since.map(str::to_owned);
+            request.filter = filter;
+            request.room_network = network;
+            let response = federation.send(server, request).await?;
+            Ok(DirectoryPage {
+                chunk: response.chunk,
+                next_batch: response.next_batch,
+                prev_batch: response.prev_batch,
+                total_room_count_estimate: response.total_room_count_estimate,
+            })
         }
-        entries.push(serde_json::from_value::<PublicRoomsChunk>(entry).map_err(|e| MatrixError::internal(e.to_string()))?);
     }
-    let total = entries.len();
-    let chunk: Vec<PublicRoomsChunk> = entries.into_iter().skip(offset).take(limit).collect();
-    let next_batch = (offset + chunk.len() < total).then(|| format!("o{}", offset + chunk.len()));
-    let prev_batch = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
-    Ok(DirectoryPage { chunk, next_batch, prev_batch, total })
 }
 
 pub async fn public_rooms(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<RumaResponse<get_public_rooms::v3::Response>> {
     let b = &request.body;
-    let page = directory_page(&rooms, b.server.as_deref(), b.limit, b.since.as_deref(), None).await?;
+    let page = directory_of(&rooms, &federation, b.server.as_deref(), b.limit, b.since.as_deref(), Filter::new(), RoomNetwork::Matrix).await?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
-    response.total_room_count_estimate = UInt::try_from(page.total as u64).ok();
+    response.total_room_count_estimate = page.total_room_count_estimate;
     Ok(RumaResponse(response))
 }
 
 pub async fn public_rooms_filtered(
     State(rooms): State<Rooms>,
+    State(federation): State<Federation>,
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<RumaResponse<get_public_rooms_filtered::v3::Response>> {
-    let b = &request.body;
-    let page = directory_page(&rooms, b.server.as_deref(), b.limit, b.since.as_deref(), b.filter.generic_search_term.as_deref()).await?;
+    let b = request.body;
+    let page = directory_of(&rooms, &federation, b.server.as_deref(), b.limit, b.since.as_deref(), b.filter, b.room_network).await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
-    response.total_room_count_estimate = UInt::try_from(page.total as u64).ok();
+    response.total_room_count_estimate = page.total_room_count_estimate;
     Ok(RumaResponse(response))
 }

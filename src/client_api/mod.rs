@@ -14,6 +14,7 @@ pub mod relations;
 pub mod room_events;
 pub mod router;
 pub mod session;
+pub mod spaces;
 pub mod sync;
 
 use std::sync::Arc;

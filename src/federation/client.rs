@@ -59,6 +59,9 @@ auth_input!(signed:
     ruma::api::federation::keys::claim_keys::v1::Request,
     ruma::api::federation::membership::prepare_knock_event::v1::Request,
     ruma::api::federation::membership::create_knock_event::v1::Request,
+    ruma::api::federation::directory::get_public_rooms_filtered::v1::Request,
+    ruma::api::federation::authorization::get_event_authorization::v1::Request,
+    ruma::api::federation::space::get_hierarchy::v1::Request,
 );
 
 impl Federation {

@@ -45,6 +45,7 @@ pub struct Federation {
     rooms: Rooms,
     outbox: OutboxSignal,
     ephemeral: Ephemeral,
+    allow_public_rooms: bool,
     /// Resolved destinations (well-known lookups are cached).
     destinations: Arc<Mutex<HashMap<OwnedServerName, (resolve::Destination, tokio::time::Instant)>>>,
 }
@@ -81,6 +82,7 @@ impl Federation {
             rooms,
             outbox,
             ephemeral,
+            allow_public_rooms: config.allow_public_rooms_over_federation,
             destinations: Arc::default(),
         })
     }

@@ -281,3 +281,104 @@ pub async fn user_devices(
     }
     Ok(Json(response))
 }
+
+pub async fn event_auth(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::authorization::get_event_authorization::v1::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
+    let pdu = federation.rooms.pdu(&b.event_id).await?.filter(|p| p.room_id == b.room_id).ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    let mut start = pdu.auth_events.clone();
+    // From room version 12 the create event is implied rather than listed; the chain still
+    // needs it to be checked.
+    if let Some(create) = federation.rooms.current_state_event(&b.room_id, "m.room.create", "").await? {
+        if create.event_id != pdu.event_id {
+            start.push(create.event_id);
+        }
+    }
+    let auth_chain = federation.rooms.auth_chain_pdus(start).await?;
+    Ok(Json(json!({ "auth_chain": auth_chain })))
+}
+
+/// Other servers may read our public room directory only when the admin allows it (Synapse's
+/// `allow_public_rooms_over_federation`), since it lets anyone crawl the server's rooms.
+fn check_directory_open(federation: &Federation) -> Result<()> {
+    if federation.allow_public_rooms {
+        Ok(())
+    } else {
+        Err(MatrixError::forbidden("This server does not share its public room directory over federation"))
+    }
+}
+
+pub async fn public_rooms(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::directory::get_public_rooms::v1::Request>,
+) -> Result<Json<Value>> {
+    check_directory_open(&federation)?;
+    let b = &request.body;
+    directory_response(&federation, b.limit, b.since.as_deref(), &Default::default(), &b.room_network).await
+}
+
+pub async fn public_rooms_filtered(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::directory::get_public_rooms_filtered::v1::Request>,
+) -> Result<Json<Value>> {
+    check_directory_open(&federation)?;
+    let b = &request.body;
+    directory_response(&federation, b.limit, b.since.as_deref(), &b.filter, &b.room_network).await
+}
+
+async fn directory_response(
+    federation: &Federation,
+    limit: Option<ruma::UInt>,
+    since: Option<&str>,
+    filter: &ruma::directory::Filter,
+    network: &ruma::directory::RoomNetwork,
+) -> Result<Json<Value>> {
+    // Rooms bridged from third-party networks would be listed per network; weft bridges none.
+    if matches!(network, ruma::directory::RoomNetwork::ThirdParty(_)) {
+        return Ok(Json(json!({ "chunk": [], "total_room_count_estimate": 0 })));
+    }
+    let page = crate::rooms::directory::page(&federation.rooms, limit, since, filter).await?;
+    let mut response = json!({ "chunk": page.chunk, "total_room_count_estimate": page.total_room_count_estimate });
+    if let Some(next) = page.next_batch {
+        response["next_batch"] = next.into();
+    }
+    if let Some(prev) = page.prev_batch {
+        response["prev_batch"] = prev.into();
+    }
+    Ok(Json(response))
+}
+
+/// Children of a space listed in one federation `/hierarchy` answer, as in Synapse.
+const MAX_CHILDREN_PER_SPACE: usize = 50;
+
+pub async fn hierarchy(
+    State(federation): State<Federation>,
+    request: Ruma<ruma::api::federation::space::get_hierarchy::v1::Request>,
+) -> Result<Json<Value>> {
+    let origin = request.origin.clone().ok_or_else(|| MatrixError::forbidden("Unsigned request"))?;
+    let b = &request.body;
+    let rooms = &federation.rooms;
+    if !rooms.participating(&b.room_id).await? || !rooms.summary_visible_to_server(&b.room_id, &origin).await? {
+        return Err(MatrixError::not_found("Unknown room"));
+    }
+    let links = rooms.space_children(&b.room_id, b.suggested_only).await?;
+    let mut room = rooms.room_summary(&b.room_id).await?;
+    room["children_state"] = links.iter().map(|link| link.event.clone()).collect::<Vec<_>>().into();
+    let mut children = Vec::new();
+    let mut inaccessible = Vec::new();
+    for link in links.iter().take(MAX_CHILDREN_PER_SPACE) {
+        // Rooms this server is not in are left out: the asking server tries their `via`.
+        if !rooms.participating(&link.room_id).await? {
+            continue;
+        }
+        if rooms.summary_visible_to_server(&link.room_id, &origin).await? {
+            children.push(rooms.room_summary(&link.room_id).await?);
+        } else {
+            inaccessible.push(link.room_id.clone());
+        }
+    }
+    Ok(Json(json!({ "room": room, "children": children, "inaccessible_children": inaccessible })))
+}

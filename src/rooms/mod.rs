@@ -2,6 +2,8 @@
 //! and reading them back with history visibility applied.
 
 pub mod create;
+pub mod directory;
+pub mod hierarchy;
 pub mod membership;
 pub mod pdu;
 pub mod read;

@@ -114,6 +114,11 @@ impl Rooms {
             }
         }
         wanted.extend(event.auth_events.iter().cloned());
+        Ok((state, self.auth_chain_pdus(wanted).await?))
+    }
+
+    /// Every stored event reachable from `start` through auth_events (start included).
+    pub async fn auth_chain_pdus(&self, mut wanted: Vec<OwnedEventId>) -> Result<Vec<Value>> {
         let mut seen = HashSet::new();
         let mut auth_chain = Vec::new();
         while let Some(id) = wanted.pop() {
@@ -125,7 +130,7 @@ impl Rooms {
                 auth_chain.push(serde_json::to_value(&pdu.json)?);
             }
         }
-        Ok((state, auth_chain))
+        Ok(auth_chain)
     }
 
     /// The state ids before an event, and their auth chain ids (/state_ids).

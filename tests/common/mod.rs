@@ -209,11 +209,17 @@ pub async fn wait_ready(base: &str) {
 /// Two or more servers that federate with each other on loopback: each is named by its
 /// federation address (`127.0.0.1:<port>`), as Synapse and the spec allow for IP literals.
 pub async fn federating_server() -> TestServer {
+    federating_server_with(|_| {}).await
+}
+
+pub async fn federating_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let port = free_port();
     TestServer::start_with(move |c| {
         c.server_name = format!("127.0.0.1:{port}").try_into().unwrap();
         c.federation.listen = format!("127.0.0.1:{port}").parse().unwrap();
         c.federation.max_retry_delay_ms = 1000;
+        c.federation.allow_public_rooms_over_federation = true;
+        adjust(c);
     })
     .await
 }
@@ -221,5 +227,29 @@ pub async fn federating_server() -> TestServer {
 impl TestServer {
     pub fn server_name(&self) -> String {
         self.config.server_name.to_string()
+    }
+
+    /// A Server-Server request from this server to `to`, signed with this server's key (read
+    /// from its data dir) the way federation requests are.
+    pub async fn federation_request<R>(&self, to: &TestServer, request: R) -> Reply
+    where
+        R: ruma::api::OutgoingRequest<Authentication = ruma::api::federation::authentication::ServerSignatures, PathBuilder = ruma::api::path_builder::SinglePath>,
+    {
+        use ruma::api::OutgoingRequestExt;
+        let keys = weft::crypto::ServerKeys::load_or_generate(self.config.server_name.clone(), self.data_dir()).unwrap();
+        let base = format!("https://{}", to.server_name());
+        let input = ruma::api::federation::authentication::XMatrixSigningInput::new(
+            self.config.server_name.clone(),
+            to.config.server_name.clone(),
+            &keys.keypair,
+        );
+        let http_request: http::Request<Vec<u8>> = request.try_into_http_request(&base, input, ()).unwrap();
+        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let response = client.execute(reqwest::Request::try_from(http_request).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, body, headers }
     }
 }
