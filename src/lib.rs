@@ -9,6 +9,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod media;
+pub mod outbound;
 pub mod outbox;
 pub mod push;
 pub mod rooms;

@@ -109,7 +109,8 @@ impl Services {
 
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
-        let push = Push::new(db.clone(), Gateway::new(db.clone(), config.federation.ip_range_blocklist.clone()));
+        let dns = crate::outbound::GuardedDns::new(config.federation.ip_range_blocklist.clone());
+        let push = Push::new(db.clone(), Gateway::new(db.clone(), dns.clone()));
         let outbox_signal = crate::rooms::OutboxSignal::default();
         let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
         let edus = crate::outbox::EduQueue::new(db.clone(), outbox_signal.clone(), config.server_name.clone());
@@ -122,6 +123,7 @@ impl Services {
             db.clone(),
             keys.clone(),
             &config.federation,
+            dns,
             rooms.clone(),
             outbox_signal,
             crate::federation::Ephemeral {

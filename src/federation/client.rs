@@ -72,7 +72,9 @@ impl Federation {
         }
         let target = self.resolve(destination).await?;
         self.check_destination(&target.base_url).await?;
-        let http_request = request.build(self, &target.base_url, destination)?;
+        let mut http_request = request.build(self, &target.base_url, destination)?;
+        let host = http::HeaderValue::from_str(&target.host_header).map_err(|e| MatrixError::internal(e.to_string()))?;
+        http_request.headers_mut().insert(http::header::HOST, host);
         let request = reqwest::Request::try_from(http_request).map_err(|e| MatrixError::internal(e.to_string()))?;
         let response = self
             .http

@@ -13,13 +13,13 @@ pub mod transactions;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use ipnet::IpNet;
 use ruma::{OwnedServerName, ServerName};
 use tokio::sync::Mutex;
 
 use crate::{
     config::FederationConfig,
     crypto::ServerKeys,
+    outbound::GuardedDns,
     rooms::{OutboxSignal, Rooms},
     storage::Db,
 };
@@ -40,7 +40,7 @@ pub struct Federation {
     db: Db,
     keys: ServerKeys,
     http: reqwest::Client,
-    blocklist: Vec<IpNet>,
+    dns: GuardedDns,
     notaries: Vec<OwnedServerName>,
     rooms: Rooms,
     outbox: OutboxSignal,
@@ -55,11 +55,13 @@ impl Federation {
         db: Db,
         keys: ServerKeys,
         config: &FederationConfig,
+        dns: GuardedDns,
         rooms: Rooms,
         outbox: OutboxSignal,
         ephemeral: Ephemeral,
     ) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
+        let mut builder = dns
+            .client_builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -77,7 +79,7 @@ impl Federation {
             db,
             keys,
             http: builder.build()?,
-            blocklist: config.ip_range_blocklist.clone(),
+            dns,
             notaries: config.trusted_key_servers.clone(),
             rooms,
             outbox,

@@ -1,9 +1,8 @@
 //! Pushers: delivery of notifications to push gateways (the Push Gateway API), with retries,
 //! and removal of pushkeys a gateway rejects.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use ipnet::IpNet;
 use ruma::{
     api::{
         client::push::{Pusher, PusherKind},
@@ -20,6 +19,7 @@ use serde_json::Value;
 
 use super::RecipientActions;
 use crate::{
+    outbound::GuardedDns,
     rooms::Pdu,
     storage::{push as repo, state as state_repo, Db},
 };
@@ -30,17 +30,18 @@ const ATTEMPTS: u32 = 5;
 pub struct Gateway {
     db: Db,
     http: reqwest::Client,
-    blocklist: Vec<IpNet>,
+    dns: GuardedDns,
 }
 
 impl Gateway {
-    pub fn new(db: Db, blocklist: Vec<IpNet>) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(db: Db, dns: GuardedDns) -> Self {
+        let http = dns
+            .client_builder()
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client builds");
-        Self { db, http, blocklist }
+        Self { db, http, dns }
     }
 
     /// Queues notifications for the recipients' pushers (in the background).
@@ -130,7 +131,7 @@ impl Gateway {
 
     /// POSTs to the gateway with retries; returns the pushkeys it rejected.
     async fn post(&self, url: &str, notification: Notification) -> anyhow::Result<Vec<String>> {
-        self.check_destination(url).await?;
+        self.dns.check_url(url).await.map_err(|e| anyhow::anyhow!("push gateway refused: {e}"))?;
         let body = Request::new(notification)
             .try_into_http_request::<Vec<u8>>("http://gateway.invalid", (), ())?
             .into_body();
@@ -163,21 +164,6 @@ impl Gateway {
         }
         anyhow::bail!("push gateway {url} failed {ATTEMPTS} times")
     }
-
-    /// Refuses destinations in the blocklisted address ranges.
-    pub async fn check_destination(&self, url: &str) -> anyhow::Result<()> {
-        let parsed = reqwest::Url::parse(url)?;
-        let host = parsed.host_str().ok_or_else(|| anyhow::anyhow!("push gateway URL has no host"))?;
-        let port = parsed.port_or_known_default().unwrap_or(443);
-        let addresses: Vec<IpAddr> = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((host, port)).await?.map(|a| a.ip()).collect(),
-        };
-        if let Some(blocked) = addresses.iter().find(|ip| self.blocklist.iter().any(|net| net.contains(*ip))) {
-            anyhow::bail!("push gateway address {blocked} is in a blocked range");
-        }
-        Ok(())
-    }
 }
 
 /// A string field of a current state event's content.
@@ -192,26 +178,4 @@ async fn state_field(db: &Db, room: &str, kind: &str, key: &str, field: &str) ->
 /// A client-format event as ruma's raw sync event, for /notifications.
 pub fn raw_event<T>(event: &Value) -> Option<Raw<T>> {
     serde_json::value::to_raw_value(event).ok().map(Raw::from_json)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn blocked_ranges_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}", dir.path().join("g.db").display())).await.unwrap();
-        let gateway = Gateway::new(db, crate::config::FederationConfig::default().ip_range_blocklist);
-        for url in [
-            "http://127.0.0.1:8000/_matrix/push/v1/notify",
-            "http://[::1]:8000/_matrix/push/v1/notify",
-            "http://10.1.2.3/_matrix/push/v1/notify",
-            "http://192.168.0.10/_matrix/push/v1/notify",
-            "http://169.254.169.254/_matrix/push/v1/notify",
-        ] {
-            assert!(gateway.check_destination(url).await.is_err(), "{url} should be refused");
-        }
-        assert!(gateway.check_destination("http://93.184.216.34/_matrix/push/v1/notify").await.is_ok());
-    }
 }
