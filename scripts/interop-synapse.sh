@@ -101,6 +101,8 @@ federation_verify_certificates: false
 ip_range_blacklist: []
 trusted_key_servers: []
 suppress_key_server_warning: true
+allow_public_rooms_over_federation: true
+room_list_publication_rules: [{action: allow}]
 bcrypt_rounds: 4
 federation:
   max_long_retry_delay: 2s
@@ -121,7 +123,7 @@ pids+=($!)
 
 WEFT_DATA_DIR="$work/weft" WEFT_SERVER_NAME="$weft_name" WEFT_LISTEN="127.0.0.1:$weft_client_port" \
     WEFT_FEDERATION__LISTEN="$weft_name" WEFT_FEDERATION__VERIFY_TLS=false WEFT_FEDERATION__IP_RANGE_BLOCKLIST='[]' \
-    WEFT_FEDERATION__MAX_RETRY_DELAY_MS=2000 WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false \
+    WEFT_FEDERATION__MAX_RETRY_DELAY_MS=2000 WEFT_FEDERATION__ALLOW_PUBLIC_ROOMS_OVER_FEDERATION=true WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false \
     RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
 pids+=($!)
 

@@ -49,6 +49,9 @@ pub struct MediaConfig {
     /// Serve media on the legacy unauthenticated /_matrix/media/v3 download and thumbnail
     /// endpoints. Off by default, as Synapse does since authenticated media (spec v1.11).
     pub legacy_unauthenticated: bool,
+    /// Other servers' media cached here is deleted this many seconds after it was last
+    /// served (0: kept until removed by hand, as Synapse does by default).
+    pub remote_media_lifetime_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -58,6 +61,7 @@ impl Default for MediaConfig {
             max_thumbnail_source_bytes: 20 * 1024 * 1024,
             max_thumbnail_source_pixels: 32 * 1024 * 1024,
             legacy_unauthenticated: false,
+            remote_media_lifetime_secs: 0,
         }
     }
 }
@@ -301,6 +305,9 @@ max_thumbnail_source_bytes = 20971520
 max_thumbnail_source_pixels = 33554432
 # Serve media on the legacy unauthenticated /_matrix/media/v3 endpoints (Synapse: off).
 legacy_unauthenticated = false
+# Delete cached media of other servers this long (seconds) after it was last served; 0 keeps
+# it. E.g. 7776000 for 90 days.
+remote_media_lifetime_secs = 0
 
 [federation]
 enabled = true

@@ -12,7 +12,24 @@ use std::{
 use hickory_resolver::{proto::rr::RData, TokioResolver};
 use ipnet::IpNet;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a host cannot be reached.
+#[derive(Debug)]
+pub enum Refusal {
+    /// It is, or resolves only to, addresses in the blocklist.
+    Blocked(String),
+    /// It does not resolve.
+    Unresolvable(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Blocked(why) | Refusal::Unresolvable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The resolver every outbound client is built with.
 #[derive(Clone)]
@@ -78,24 +95,25 @@ impl GuardedDns {
 
     /// The addresses a connection to `host` may use: its route followed, DNS asked, blocked
     /// ranges removed. An error when nothing is left.
-    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, BoxError> {
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, Refusal> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let target = {
             let routes = self.inner.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             routes.get(&host.to_ascii_lowercase()).cloned().unwrap_or_else(|| host.to_owned())
         };
+        let unresolvable = |e: &dyn std::fmt::Display| Refusal::Unresolvable(format!("cannot resolve {host}: {e}"));
         let found: Vec<IpAddr> = match target.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => match &self.inner.resolver {
-                Some(resolver) => resolver.lookup_ip(target.as_str()).await?.iter().collect(),
-                None => tokio::net::lookup_host((target.as_str(), 0)).await?.map(|a| a.ip()).collect(),
+                Some(resolver) => resolver.lookup_ip(target.as_str()).await.map_err(|e| unresolvable(&e))?.iter().collect(),
+                None => tokio::net::lookup_host((target.as_str(), 0)).await.map_err(|e| unresolvable(&e))?.map(|a| a.ip()).collect(),
             },
         };
         let allowed: Vec<IpAddr> = found.iter().copied().filter(|ip| !self.is_blocked(*ip)).collect();
         if allowed.is_empty() {
             return Err(match found.first() {
-                Some(blocked) => format!("{host} resolves only to blocked addresses ({blocked})").into(),
-                None => format!("{host} has no addresses").into(),
+                Some(blocked) => Refusal::Blocked(format!("{host} resolves only to blocked addresses ({blocked})")),
+                None => Refusal::Unresolvable(format!("{host} has no addresses")),
             });
         }
         Ok(allowed)
@@ -103,10 +121,10 @@ impl GuardedDns {
 
     /// Refuses URLs whose host is, or resolves only to, blocked addresses. IP literals never
     /// reach the resolver, so this is where they are checked.
-    pub async fn check_url(&self, url: &str) -> Result<(), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
-        let host = parsed.host_str().ok_or_else(|| format!("URL without host: {url}"))?;
-        self.addresses(host).await.map(|_| ()).map_err(|e| e.to_string())
+    pub async fn check_url(&self, url: &str) -> Result<(), Refusal> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| Refusal::Unresolvable(format!("bad URL {url}: {e}")))?;
+        let host = parsed.host_str().ok_or_else(|| Refusal::Unresolvable(format!("URL without host: {url}")))?;
+        self.addresses(host).await.map(|_| ())
     }
 }
 
@@ -114,7 +132,7 @@ impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let this = self.clone();
         Box::pin(async move {
-            let addresses = this.addresses(name.as_str()).await?;
+            let addresses = this.addresses(name.as_str()).await.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             // Port 0: the connector puts in the URL's port.
             let sockets: reqwest::dns::Addrs = Box::new(addresses.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(sockets)
@@ -150,7 +168,7 @@ mod tests {
         let dns = guarded();
         dns.route("Matrix.Example.ORG", "10.0.0.7");
         let refused = dns.addresses("matrix.example.org").await.unwrap_err();
-        assert!(refused.to_string().contains("blocked"), "{refused}");
+        assert!(matches!(refused, Refusal::Blocked(_)), "{refused}");
         dns.route("chat.example.org", "93.184.216.34");
         assert_eq!(dns.addresses("chat.example.org").await.unwrap(), ["93.184.216.34".parse::<IpAddr>().unwrap()]);
         let open = GuardedDns::new(Vec::new());

@@ -134,8 +134,11 @@ impl Services {
                 e2ee: e2ee.clone(),
             },
         )?;
-        let media = Media::new(db.clone(), config.server_name.clone(), &config.data_dir, config.media.clone())
+        let mut media = Media::new(db.clone(), config.server_name.clone(), &config.data_dir, config.media.clone())
             .map_err(|e| anyhow::anyhow!(e.message))?;
+        if config.federation.enabled {
+            media = media.with_federation(federation.clone());
+        }
         let sync = Sync::new(
             db.clone(),
             rooms.clone(),
@@ -251,6 +254,8 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<ruma::api::federation::directory::get_public_rooms::v1::Request, _, _>(fed::public_rooms)
         .ruma::<ruma::api::federation::directory::get_public_rooms_filtered::v1::Request, _, _>(fed::public_rooms_filtered)
         .ruma::<ruma::api::federation::space::get_hierarchy::v1::Request, _, _>(fed::hierarchy)
+        .ruma::<ruma::api::federation::authenticated_media::get_content::v1::Request, _, _>(crate::federation::media::serve_download)
+        .ruma::<ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Request, _, _>(crate::federation::media::serve_thumbnail)
         .ruma::<prepare_join_event::v1::Request, _, _>(crate::federation::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(crate::federation::membership::send_join)
         .ruma::<ruma::api::federation::membership::create_invite::v2::Request, _, _>(crate::federation::membership::receive_invite)
@@ -436,6 +441,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     services.presence.spawn_timeouts();
+    services.media.spawn_remote_expiry();
     if services.config.federation.enabled {
         services.federation.spawn_sender(Duration::from_millis(services.config.federation.max_retry_delay_ms));
     }

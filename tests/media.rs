@@ -1,5 +1,6 @@
 //! Media over HTTP: upload and download, create-then-upload, thumbnails of PNG, JPEG, GIF and
-//! WebP, limits, errors, safe serving headers, legacy endpoints.
+//! WebP, limits, errors, safe serving headers, legacy endpoints; media of another weft server
+//! fetched over federation, cached, and expired.
 
 mod common;
 
@@ -178,7 +179,8 @@ async fn media_errors() {
         .await
         .err(413, "M_TOO_LARGE");
     server.get("/_matrix/client/v1/media/download/localhost/doesnotexist", Some(&token)).await.err(404, "M_NOT_FOUND");
-    server.get("/_matrix/client/v1/media/download/elsewhere.org/abc", Some(&token)).await.err(404, "M_NOT_FOUND");
+    // A server that does not exist: the fetch fails at the gateway.
+    server.get("/_matrix/client/v1/media/download/elsewhere.invalid/abc", Some(&token)).await.err(502, "M_UNKNOWN");
     let (s, text) = upload(&server, &token, b"just text".to_vec(), "text/plain", "a.txt").await;
     let base = format!("/_matrix/client/v1/media/thumbnail/{s}/{text}");
     server.get(&format!("{base}?width=32&height=32&method=crop"), Some(&token)).await.err(400, "M_UNKNOWN");
@@ -213,4 +215,54 @@ async fn legacy_endpoints_follow_config() {
     let thumb = fetch(&open, None, &format!("/_matrix/media/v3/thumbnail/{s}/{id}?width=32&height=32&method=crop")).await;
     assert_eq!(thumb.status(), 200);
     open.stop().await;
+}
+
+#[tokio::test]
+async fn media_of_another_server_over_federation() {
+    let mut a = common::federating_server().await;
+    let b = common::federating_server_with(|c| c.media.remote_media_lifetime_secs = 2).await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    let png = image_bytes(640, 480, ImageFormat::Png);
+    let (origin, media_id) = upload(&a, &alice, png.clone(), "image/png", "view.png").await;
+    let pdf = b"%PDF-1.4 not really".to_vec();
+    let (_, document) = upload(&a, &alice, pdf.clone(), "application/pdf", "report.pdf").await;
+
+    // Bob's server fetches the original from alice's server, bytes, type and name intact.
+    let response = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/{media_id}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert_eq!(response.headers()["content-disposition"], "inline; filename*=utf-8''view.png");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), png);
+    let response = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/{document}")).await;
+    assert_eq!(response.headers()["content-disposition"], "attachment; filename*=utf-8''report.pdf");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), pdf);
+
+    // A thumbnail made by alice's server, of the requested size and method.
+    let thumb = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/thumbnail/{origin}/{media_id}?width=96&height=96&method=crop")).await;
+    assert_eq!(thumb.status(), 200);
+    let decoded = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (96, 96));
+
+    let unknown = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/nosuchmedia")).await;
+    assert_eq!(unknown.status(), 404);
+
+    // With alice's server down, bob's cache still serves both; after the lifetime unused,
+    // the cache lets go and the media is unavailable.
+    a.stop_in_place().await;
+    let cached = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/{media_id}")).await;
+    assert_eq!(cached.status(), 200);
+    assert_eq!(cached.bytes().await.unwrap().to_vec(), png);
+    let cached = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/thumbnail/{origin}/{media_id}?width=96&height=96&method=crop")).await;
+    assert_eq!(cached.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let expired = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/{media_id}")).await;
+    assert!(!expired.status().is_success(), "expired media is fetched again, and its server is down");
+    let blobs: Vec<_> = walk(&b.data_dir().join("media")).into_iter().filter(|p| !p.starts_with(b.data_dir().join("media/tmp"))).collect();
+    assert!(blobs.is_empty(), "expired files are deleted: {blobs:?}");
+    a.start_again().await;
+    let again = fetch(&b, Some(&bob), &format!("/_matrix/client/v1/media/download/{origin}/{media_id}")).await;
+    assert_eq!(again.bytes().await.unwrap().to_vec(), png);
+    a.stop().await;
+    b.stop().await;
 }

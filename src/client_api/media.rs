@@ -37,11 +37,16 @@ const INLINE_SAFE: &[&str] = &[
 const CSP: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; \
                    media-src 'self'; object-src 'self';";
 
+/// Whether a content type may be shown inline by a browser.
+pub fn inline_safe(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    INLINE_SAFE.contains(&essence.as_str())
+}
+
 /// Serves stored bytes with the safe-serving headers.
 fn serve(content: Content, requested_name: Option<&str>) -> Response {
     let content_type = content.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let disposition_type = if INLINE_SAFE.contains(&essence.as_str()) { "inline" } else { "attachment" };
+    let disposition_type = if inline_safe(&content_type) { "inline" } else { "attachment" };
     let disposition = match requested_name.or(content.filename.as_deref()) {
         Some(name) => {
             let encoded: String = name
@@ -71,7 +76,7 @@ fn mxc(media: &Media, media_id: &str) -> String {
     format!("mxc://{}/{media_id}", media.server_name())
 }
 
-fn method_of(method: Option<&RumaMethod>) -> Result<Method> {
+pub fn method_of(method: Option<&RumaMethod>) -> Result<Method> {
     match method {
         None | Some(RumaMethod::Scale) => Ok(Method::Scale),
         Some(RumaMethod::Crop) => Ok(Method::Crop),
@@ -79,7 +84,7 @@ fn method_of(method: Option<&RumaMethod>) -> Result<Method> {
     }
 }
 
-fn dimension(value: ruma::UInt) -> Result<u32> {
+pub fn dimension(value: ruma::UInt) -> Result<u32> {
     u32::try_from(u64::from(value)).map_err(|_| MatrixError::invalid_param("Thumbnail dimensions are too large"))
 }
 
@@ -124,35 +129,46 @@ pub async fn thumbnail(State(media): State<Media>, request: Ruma<get_content_thu
     Ok(serve(content, None))
 }
 
-fn legacy_allowed(media: &Media) -> Result<()> {
-    if media.config().legacy_unauthenticated {
-        Ok(())
-    } else {
-        Err(MatrixError::not_found("Unauthenticated media is disabled: use /_matrix/client/v1/media"))
+/// The legacy endpoints are served only when configured; `allow_remote=false` keeps them to
+/// this server's own media.
+fn legacy_allowed(media: &Media, server_name: &ServerName, allow_remote: bool) -> Result<()> {
+    if !media.config().legacy_unauthenticated {
+        return Err(MatrixError::not_found("Unauthenticated media is disabled: use /_matrix/client/v1/media"));
     }
+    if !allow_remote && server_name != media.server_name() {
+        return Err(MatrixError::not_found("Remote media not requested (allow_remote=false)"));
+    }
+    Ok(())
 }
 
-async fn legacy_download(media: &Media, server_name: &ServerName, media_id: &str, timeout: Duration, name: Option<&str>) -> Result<Response> {
-    legacy_allowed(media)?;
+async fn legacy_download(
+    media: &Media,
+    server_name: &ServerName,
+    media_id: &str,
+    allow_remote: bool,
+    timeout: Duration,
+    name: Option<&str>,
+) -> Result<Response> {
+    legacy_allowed(media, server_name, allow_remote)?;
     Ok(serve(media.download(server_name, media_id, timeout).await?, name))
 }
 
 #[allow(deprecated)]
 pub async fn legacy_get(State(media): State<Media>, request: Ruma<legacy::get_content::v3::Request>) -> Result<Response> {
     let b = &request.body;
-    legacy_download(&media, &b.server_name, &b.media_id, b.timeout_ms, None).await
+    legacy_download(&media, &b.server_name, &b.media_id, b.allow_remote, b.timeout_ms, None).await
 }
 
 #[allow(deprecated)]
 pub async fn legacy_get_as(State(media): State<Media>, request: Ruma<legacy::get_content_as_filename::v3::Request>) -> Result<Response> {
     let b = &request.body;
-    legacy_download(&media, &b.server_name, &b.media_id, b.timeout_ms, Some(&b.filename)).await
+    legacy_download(&media, &b.server_name, &b.media_id, b.allow_remote, b.timeout_ms, Some(&b.filename)).await
 }
 
 #[allow(deprecated)]
 pub async fn legacy_thumbnail(State(media): State<Media>, request: Ruma<legacy::get_content_thumbnail::v3::Request>) -> Result<Response> {
-    legacy_allowed(&media)?;
     let b = &request.body;
+    legacy_allowed(&media, &b.server_name, b.allow_remote)?;
     let content = media
         .thumbnail(&b.server_name, &b.media_id, dimension(b.width)?, dimension(b.height)?, method_of(b.method.as_ref())?, b.timeout_ms)
         .await?;

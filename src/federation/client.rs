@@ -62,6 +62,8 @@ auth_input!(signed:
     ruma::api::federation::directory::get_public_rooms_filtered::v1::Request,
     ruma::api::federation::authorization::get_event_authorization::v1::Request,
     ruma::api::federation::space::get_hierarchy::v1::Request,
+    ruma::api::federation::authenticated_media::get_content::v1::Request,
+    ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Request,
 );
 
 impl Federation {
@@ -83,10 +85,9 @@ impl Federation {
             .map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{destination} unreachable: {e}")))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{destination} answered too much")));
-        }
+        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{destination}: {e}")))?;
         let mut builder = http::Response::builder().status(status);
         for (name, value) in &headers {
             builder = builder.header(name, value);
@@ -101,4 +102,19 @@ impl Federation {
             }
         })
     }
+}
+
+/// Reads a response body, giving up as soon as it passes `cap` bytes.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> std::result::Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|length| length > cap as u64) {
+        return Err(format!("response larger than {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("response larger than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

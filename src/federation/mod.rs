@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod client;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod pipeline;
 pub mod resolve;

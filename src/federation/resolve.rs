@@ -8,7 +8,10 @@ use ruma::ServerName;
 use serde::Deserialize;
 
 use super::Federation;
-use crate::error::{MatrixError, Result};
+use crate::{
+    error::{MatrixError, Result},
+    outbound::Refusal,
+};
 
 const DEFAULT_PORT: u16 = 8448;
 const RESOLUTION_CACHE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -135,7 +138,10 @@ impl Federation {
 
     /// Refuses destinations in the blocklisted address ranges.
     pub async fn check_destination(&self, url: &str) -> Result<()> {
-        self.dns.check_url(url).await.map_err(|e| MatrixError::forbidden(format!("Destination refused: {e}")))
+        self.dns.check_url(url).await.map_err(|refusal| match refusal {
+            Refusal::Blocked(why) => MatrixError::forbidden(format!("Destination refused: {why}")),
+            Refusal::Unresolvable(why) => MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", why),
+        })
     }
 }
 

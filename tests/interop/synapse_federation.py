@@ -2,7 +2,9 @@
 
 A weft user joins a room made on Synapse and a Synapse user joins a room made on weft;
 messages go both ways and are seen through /sync on each side; a kick on Synapse reaches
-weft; history from before the join is backfilled. Uses only the standard library.
+weft; history from before the join is backfilled; invites both ways; media uploaded on
+either server is downloaded (and thumbnailed) through the other; each server lists the
+other's public rooms; weft walks a space on Synapse. Uses only the standard library.
 """
 
 import argparse
@@ -39,6 +41,44 @@ def api(base, method, path, token=None, body=None, timeout=30):
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def raw(base, method, path, token=None, data=None, content_type=None, timeout=30):
+    """A request whose body and answer are bytes: (status, headers, body)."""
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, context=INSECURE, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def png(width, height):
+    """A small valid PNG (grey), made with zlib: no imaging library needed."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes([(x * 7 + y * 3) % 256 for x in range(width)]) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def png_size(data):
+    import struct
+    return struct.unpack(">II", data[16:24]) if data[:8] == b"\x89PNG\r\n\x1a\n" else None
+
+
+def upload(base, token, data, content_type, filename):
+    status, _, body = raw(base, "POST", f"/_matrix/media/v3/upload?filename={q(filename)}", token, data, content_type)
+    check(status == 200, f"uploaded {filename} ({status} {body[:200]})")
+    return json.loads(body)["content_uri"][len("mxc://"):]
 
 
 def q(value):
@@ -210,6 +250,43 @@ def main():
     join(args.synapse, sam_token, private_weft)
     send_text(args.synapse, sam_token, private_weft, "glad to be here")
     wendy_sync.wait("weft sees sam's message in its private room", timeline_has(private_weft, "glad to be here"))
+
+    # 5. Media both ways: weft fetches Synapse's, Synapse fetches weft's (authenticated media).
+    picture = png(400, 300)
+    syn_media = upload(args.synapse, sam_token, picture, "image/png", "from-synapse.png")
+    status, headers, body = raw(args.weft, "GET", f"/_matrix/client/v1/media/download/{syn_media}", wendy_token)
+    check(status == 200 and body == picture, f"weft serves Synapse's media, bytes intact ({status}, {len(body)} bytes)")
+    check("from-synapse.png" in (headers.get("Content-Disposition") or ""), f"file name kept ({headers.get('Content-Disposition')})")
+    status, _, body = raw(args.weft, "GET", f"/_matrix/client/v1/media/thumbnail/{syn_media}?width=96&height=96&method=crop", wendy_token)
+    check(status == 200 and png_size(body) == (96, 96), f"weft serves a 96x96 thumbnail of Synapse's media ({status} {png_size(body)})")
+    weft_media = upload(args.weft, wendy_token, picture, "image/png", "from-weft.png")
+    status, headers, body = raw(args.synapse, "GET", f"/_matrix/client/v1/media/download/{weft_media}", sam_token)
+    check(status == 200 and body == picture, f"Synapse serves weft's media, bytes intact ({status}, {len(body)} bytes)")
+    status, _, body = raw(args.synapse, "GET", f"/_matrix/client/v1/media/thumbnail/{weft_media}?width=32&height=32&method=crop", sam_token)
+    check(status == 200 and len(body) > 0, f"Synapse serves a thumbnail of weft's media ({status})")
+
+    # 6. Public room directories of each other, and a space on Synapse walked from weft.
+    for base, token, room in [(args.synapse, sam_token, syn_room), (args.weft, wendy_token, weft_room)]:
+        status, body = api(base, "PUT", f"/_matrix/client/v3/directory/list/room/{q(room)}", token, {"visibility": "public"})
+        check(status == 200, f"room published ({status} {body})")
+    status, listed = api(args.weft, "GET", f"/_matrix/client/v3/publicRooms?server={q(args.synapse_name)}", wendy_token)
+    check(status == 200 and syn_room in [r["room_id"] for r in listed.get("chunk", [])], f"weft lists Synapse's public rooms ({status} {listed})")
+    status, listed = api(args.synapse, "POST", f"/_matrix/client/v3/publicRooms?server={q(args.weft_name)}", sam_token,
+                         {"filter": {"generic_search_term": "On weft"}})
+    check(status == 200 and [r["room_id"] for r in listed.get("chunk", [])] == [weft_room], f"Synapse searches weft's public rooms ({status} {listed})")
+    status, space = api(args.synapse, "POST", "/_matrix/client/v3/createRoom", sam_token,
+                        {"preset": "public_chat", "name": "Synapse space", "creation_content": {"type": "m.space"}})
+    check(status == 200, f"sam creates a space ({status} {space})")
+    space_id = space["room_id"]
+    status, body = api(args.synapse, "PUT", f"/_matrix/client/v3/rooms/{q(space_id)}/state/m.space.child/{q(syn_room)}", sam_token,
+                       {"via": [args.synapse_name]})
+    check(status == 200, f"sam adds the room to the space ({status} {body})")
+    # Room ids of version 12 name no server: wendy joins the space to know where it lives. The
+    # child room (wendy was kicked from it) is summarised by Synapse's federation /hierarchy.
+    join(args.weft, wendy_token, space_id, via=args.synapse_name)
+    status, tree = api(args.weft, "GET", f"/_matrix/client/v1/rooms/{q(space_id)}/hierarchy", wendy_token)
+    ids = [r["room_id"] for r in tree.get("rooms", [])]
+    check(status == 200 and ids == [space_id, syn_room], f"weft walks the Synapse space over federation ({status} {tree})")
     print("all interop checks passed", flush=True)
 
 
