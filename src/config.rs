@@ -52,6 +52,9 @@ pub struct MediaConfig {
     /// Other servers' media cached here is deleted this many seconds after it was last
     /// served (0: kept until removed by hand, as Synapse does by default).
     pub remote_media_lifetime_secs: u64,
+    /// Serve `/preview_url`: the server fetches pages users link to (never from addresses in
+    /// `federation.ip_range_blocklist`). Off: the endpoint is absent.
+    pub url_previews: bool,
 }
 
 impl Default for MediaConfig {
@@ -62,6 +65,7 @@ impl Default for MediaConfig {
             max_thumbnail_source_pixels: 32 * 1024 * 1024,
             legacy_unauthenticated: false,
             remote_media_lifetime_secs: 0,
+            url_previews: true,
         }
     }
 }
@@ -308,6 +312,8 @@ legacy_unauthenticated = false
 # Delete cached media of other servers this long (seconds) after it was last served; 0 keeps
 # it. E.g. 7776000 for 90 days.
 remote_media_lifetime_secs = 0
+# Fetch pages for /preview_url (the IP blocklist of [federation] applies); false: no previews.
+url_previews = true
 
 [federation]
 enabled = true

@@ -97,6 +97,7 @@ pub struct Services {
     pub push: Push,
     pub e2ee: E2ee,
     pub media: Media,
+    pub url_previews: crate::media::preview::UrlPreviews,
     pub federation: Federation,
 }
 
@@ -123,7 +124,7 @@ impl Services {
             db.clone(),
             keys.clone(),
             &config.federation,
-            dns,
+            dns.clone(),
             rooms.clone(),
             outbox_signal,
             crate::federation::Ephemeral {
@@ -139,6 +140,7 @@ impl Services {
         if config.federation.enabled {
             media = media.with_federation(federation.clone());
         }
+        let url_previews = crate::media::preview::UrlPreviews::new(config.media.url_previews, dns, media.clone());
         let sync = Sync::new(
             db.clone(),
             rooms.clone(),
@@ -163,6 +165,7 @@ impl Services {
             push,
             e2ee,
             media,
+            url_previews,
             federation,
         })
     }
@@ -182,6 +185,7 @@ impl Services {
             push: self.push.clone(),
             e2ee: self.e2ee.clone(),
             media: self.media.clone(),
+            url_previews: self.url_previews.clone(),
             federation: self.federation.clone(),
         }
     }
@@ -381,6 +385,8 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<create_mxc_uri::v1::Request, _, _>(media::create)
         .ruma::<create_content_async::v3::Request, _, _>(media::upload_to)
         .ruma::<get_media_config::v1::Request, _, _>(media::config)
+        .ruma::<ruma::api::client::authenticated_media::get_media_preview::v1::Request, _, _>(media::preview_url)
+        .ruma::<legacy_media::get_media_preview::v3::Request, _, _>(media::legacy_preview_url)
         .ruma::<get_content::v1::Request, _, _>(media::download)
         .ruma::<get_content_as_filename::v1::Request, _, _>(media::download_as)
         .ruma::<get_content_thumbnail::v1::Request, _, _>(media::thumbnail)

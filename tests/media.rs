@@ -266,3 +266,68 @@ async fn media_of_another_server_over_federation() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A small website on loopback: a page with OpenGraph tags, its image, and a redirect to
+/// `redirect_to`. Returns its port.
+async fn website(redirect_to: String) -> u16 {
+    use axum::{response::Redirect, routing::get, Router};
+    let png = image_bytes(64, 48, ImageFormat::Png);
+    let page = r#"<html><head><title>Ignored title</title>
+        <meta property="og:title" content="Weft &amp; friends"><meta name="description" content="A test page">
+        <meta property="og:image" content="/picture.png"></head><body>hello</body></html>"#;
+    let app = Router::new()
+        .route("/page.html", get(move || async move { ([("content-type", "text/html; charset=utf-8")], page) }))
+        .route("/picture.png", get(move || async move { ([("content-type", "image/png")], png) }))
+        .route("/elsewhere", get(move || async move { Redirect::temporary(&redirect_to) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn url_previews() {
+    // 127.0.0.2 stands for a private network the server must not reach.
+    let server = TestServer::start_with(|c| c.federation.ip_range_blocklist = vec!["127.0.0.2/32".parse().unwrap()]).await;
+    let (_, token) = server.register("alice").await;
+    let blocked_port = website(String::new()).await;
+    let port = website(format!("http://127.0.0.2:{blocked_port}/page.html")).await;
+    let preview = |url: String| {
+        let server = &server;
+        let token = token.clone();
+        async move { server.get(&format!("/_matrix/client/v1/media/preview_url?url={}", enc(&url)), Some(&token)).await }
+    };
+
+    let page = preview(format!("http://127.0.0.1:{port}/page.html")).await.ok();
+    assert_eq!(page["og:title"], "Weft & friends");
+    assert_eq!(page["og:description"], "A test page");
+    assert_eq!((page["og:image:width"].as_u64(), page["og:image:height"].as_u64()), (Some(64), Some(48)));
+    assert_eq!(page["og:image:type"], "image/png");
+    let mxc = page["og:image"].as_str().unwrap().strip_prefix("mxc://").unwrap().to_owned();
+    let image = fetch(&server, Some(&token), &format!("/_matrix/client/v1/media/download/{mxc}")).await;
+    assert_eq!(image.bytes().await.unwrap().to_vec(), image_bytes(64, 48, ImageFormat::Png));
+    assert_eq!(page["matrix:image:size"], image_bytes(64, 48, ImageFormat::Png).len());
+
+    let picture = preview(format!("http://127.0.0.1:{port}/picture.png")).await.ok();
+    assert!(picture["og:image"].as_str().unwrap().starts_with("mxc://"), "{picture}");
+    let legacy = server
+        .get(&format!("/_matrix/media/v3/preview_url?url={}", enc(&format!("http://127.0.0.1:{port}/page.html"))), Some(&token))
+        .await
+        .ok();
+    assert_eq!(legacy["og:title"], "Weft & friends");
+
+    // Blocked addresses are refused, directly or through a redirect; only http(s) is fetched.
+    preview(format!("http://127.0.0.2:{blocked_port}/page.html")).await.err(403, "M_FORBIDDEN");
+    preview(format!("http://127.0.0.1:{port}/elsewhere")).await.err(502, "M_UNKNOWN");
+    preview("file:///etc/passwd".to_owned()).await.err(400, "M_INVALID_PARAM");
+    preview("not a url".to_owned()).await.err(400, "M_INVALID_PARAM");
+    server.get("/_matrix/client/v1/media/preview_url", Some(&token)).await.err(400, "M_MISSING_PARAM");
+    server.stop().await;
+
+    let off = TestServer::start_with(|c| c.media.url_previews = false).await;
+    let (_, token) = off.register("bob").await;
+    off.get(&format!("/_matrix/client/v1/media/preview_url?url={}", enc("http://example.org/")), Some(&token))
+        .await
+        .err(404, "M_UNRECOGNIZED");
+    off.stop().await;
+}

@@ -12,7 +12,7 @@ use axum::{
 };
 use ruma::{
     api::client::{
-        authenticated_media::{get_content, get_content_as_filename, get_content_thumbnail, get_media_config},
+        authenticated_media::{get_content, get_content_as_filename, get_content_thumbnail, get_media_config, get_media_preview},
         media::{self as legacy, create_content, create_content_async, create_mxc_uri},
     },
     media::Method as RumaMethod,
@@ -20,10 +20,10 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::extract::Ruma;
+use super::extract::{Ruma, RumaResponse};
 use crate::{
     error::{MatrixError, Result},
-    media::{thumbnail::Method, Content, Media},
+    media::{preview::UrlPreviews, thumbnail::Method, Content, Media},
 };
 
 /// Types a browser may show inline; anything else (SVG and HTML included) downloads.
@@ -178,4 +178,21 @@ pub async fn legacy_thumbnail(State(media): State<Media>, request: Ruma<legacy::
 #[allow(deprecated)]
 pub async fn legacy_config(State(media): State<Media>, _: Ruma<legacy::get_media_config::v3::Request>) -> Result<Response> {
     Ok(Json(json!({ "m.upload.size": media.config().max_upload_bytes })).into_response())
+}
+
+pub async fn preview_url(
+    State(previews): State<UrlPreviews>,
+    request: Ruma<get_media_preview::v1::Request>,
+) -> Result<RumaResponse<get_media_preview::v1::Response>> {
+    let preview = previews.preview(&request.user().user_id, &request.body.url).await?;
+    Ok(RumaResponse(get_media_preview::v1::Response::from_serialize(&preview)?))
+}
+
+#[allow(deprecated)]
+pub async fn legacy_preview_url(
+    State(previews): State<UrlPreviews>,
+    request: Ruma<legacy::get_media_preview::v3::Request>,
+) -> Result<RumaResponse<legacy::get_media_preview::v3::Response>> {
+    let preview = previews.preview(&request.user().user_id, &request.body.url).await?;
+    Ok(RumaResponse(legacy::get_media_preview::v3::Response::from_serialize(&preview)?))
 }

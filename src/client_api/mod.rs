@@ -48,5 +48,6 @@ pub struct ClientApiState {
     pub push: Push,
     pub e2ee: E2ee,
     pub media: crate::media::Media,
+    pub url_previews: crate::media::preview::UrlPreviews,
     pub federation: crate::federation::Federation,
 }

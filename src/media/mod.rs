@@ -2,6 +2,7 @@
 //! database, thumbnails made on first request and cached; other servers' media fetched over
 //! federation into the same store and expired when unused.
 
+pub mod preview;
 pub mod thumbnail;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
