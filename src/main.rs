@@ -34,6 +34,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load-test a homeserver (this one or any other) through the Client-Server API.
+    Bench(weft::bench::BenchArgs),
 }
 
 fn init_logging(config: &Config) {
@@ -58,6 +60,14 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: finishing in-flight requests");
             running.stop().await?;
             tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Bench(args) => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).init();
+            let report = weft::bench::run(args).await?;
+            print!("{}", report.table());
+            let failures = report.failures();
+            anyhow::ensure!(failures.is_empty(), "the run was not correct: {}", failures.join("; "));
             Ok(())
         }
         Command::RegisterUser { name, admin, password, config } => {

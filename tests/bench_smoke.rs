@@ -1,0 +1,43 @@
+//! The load tool's smoke run: a small version of every scenario against an in-process
+//! server, checking that the run was correct (every send acknowledged, every message
+//! delivered to every receiver, every long-poll held, pagination saw every message).
+//! Timings are printed, never asserted.
+
+mod common;
+
+use common::TestServer;
+use weft::bench::{run, BenchArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_correctly() {
+    let server = TestServer::start().await;
+    let args = BenchArgs {
+        url: server.base.clone(),
+        spawn: None,
+        server_pid: Some(std::process::id()),
+        label: "smoke".into(),
+        registrations: 3,
+        register_concurrency: 2,
+        senders: 4,
+        messages: 25,
+        receivers: 5,
+        deliveries: 10,
+        idle: 200,
+        passes: 1,
+        max_seconds: 60,
+        only: Vec::new(),
+        json: None,
+    };
+    let report = run(args).await.expect("the run completes");
+    println!("{}", report.table());
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["register", "login", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination"]);
+    let sent = report.scenarios.iter().find(|s| s.name == "send_one_room").unwrap();
+    assert_eq!(sent.operations, 100);
+    let delivery = report.scenarios.iter().find(|s| s.name == "delivery").unwrap();
+    assert_eq!(delivery.operations, 50);
+    let idle = report.scenarios.iter().find(|s| s.name == "idle_long_polls").unwrap();
+    assert_eq!(idle.operations, 200);
+    server.stop().await;
+}
