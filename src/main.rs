@@ -43,8 +43,23 @@ fn init_logging(config: &Config) {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// glibc adapts its mmap threshold upwards once large blocks are freed (argon2's 19 MiB per
+/// hash pushes it there) and then keeps such blocks in its arenas for good; a fixed
+/// threshold hands them back to the OS when freed, so RSS returns to idle after bursts.
+fn release_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    release_large_allocations();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::GenerateConfig => {

@@ -1,11 +1,8 @@
 //! Accounts: users, passwords, devices and access tokens.
 
+pub mod password;
 pub mod uia;
 
-use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
-    Argon2,
-};
 use rand::{distributions::Alphanumeric, Rng};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
@@ -34,6 +31,7 @@ impl Requester {
 pub struct Accounts {
     db: Db,
     server_name: OwnedServerName,
+    passwords: password::Passwords,
 }
 
 /// A fresh login: the token is shown to the client once and stored only hashed.
@@ -53,7 +51,7 @@ fn hash_token(token: &str) -> String {
 
 impl Accounts {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name }
+        Self { db, server_name, passwords: password::Passwords::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -118,7 +116,7 @@ impl Accounts {
     /// Creates an account. `M_USER_IN_USE` if taken.
     pub async fn create_user(&self, user_id: &UserId, password: Option<&str>, is_admin: bool) -> Result<()> {
         let hash = match password {
-            Some(password) => Some(hash_password(password.to_owned()).await?),
+            Some(password) => Some(self.passwords.hash(password.to_owned()).await?),
             None => None,
         };
         if !repo::create_user(self.db.pool(), user_id.as_str(), hash.as_deref(), is_admin).await? {
@@ -139,15 +137,7 @@ impl Accounts {
         let Some(hash) = user.password_hash else {
             return Err(MatrixError::forbidden("Invalid username or password"));
         };
-        let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|e| MatrixError::internal(e.to_string()))?;
-        if ok {
+        if self.passwords.verify(hash, password.to_owned()).await? {
             Ok(())
         } else {
             Err(MatrixError::forbidden("Invalid username or password"))
@@ -155,7 +145,7 @@ impl Accounts {
     }
 
     pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let hash = hash_password(password.to_owned()).await?;
+        let hash = self.passwords.hash(password.to_owned()).await?;
         repo::set_password_hash(self.db.pool(), user_id.as_str(), Some(&hash)).await?;
         Ok(())
     }
@@ -213,14 +203,3 @@ impl Accounts {
     }
 }
 
-async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| MatrixError::internal(format!("password hashing failed: {e}")))
-    })
-    .await
-    .map_err(|e| MatrixError::internal(e.to_string()))?
-}
