@@ -111,7 +111,7 @@ impl Services {
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone());
         let dns = crate::outbound::GuardedDns::new(config.federation.ip_range_blocklist.clone());
-        let push = Push::new(db.clone(), Gateway::new(db.clone(), dns.clone()));
+        let push = Push::new(db.clone(), config.server_name.clone(), Gateway::new(db.clone(), dns.clone()));
         let outbox_signal = crate::rooms::OutboxSignal::default();
         let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
         let edus = crate::outbox::EduQueue::new(db.clone(), outbox_signal.clone(), config.server_name.clone());

@@ -160,14 +160,14 @@ impl Accounts {
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
         let access_token = format!("wft_{}", random_string(40));
         let mut tx = self.db.begin_write().await?;
-        repo::upsert_device(&mut *tx, user_id.as_str(), device_id.as_str(), display_name).await?;
+        repo::upsert_device(&mut **tx, user_id.as_str(), device_id.as_str(), display_name).await?;
         // A re-login on the same device replaces its old session.
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id.as_str())
             .bind(device_id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        repo::insert_token(&mut *tx, &hash_token(&access_token), user_id.as_str(), device_id.as_str()).await?;
+        repo::insert_token(&mut **tx, &hash_token(&access_token), user_id.as_str(), device_id.as_str()).await?;
         tx.commit().await?;
         Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
     }
@@ -197,7 +197,7 @@ impl Accounts {
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
         repo::delete_all_devices(&mut tx, user_id.as_str(), None).await?;
-        repo::deactivate(&mut *tx, user_id.as_str()).await?;
+        repo::deactivate(&mut **tx, user_id.as_str()).await?;
         tx.commit().await?;
         Ok(())
     }

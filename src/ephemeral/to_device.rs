@@ -40,7 +40,7 @@ impl ToDevice {
         let mut recipients = Vec::new();
         for (user, device, content) in messages {
             let devices: Vec<String> = if device == "*" {
-                account_repo::list_devices(&mut *tx, user).await?.into_iter().map(|d| d.device_id).collect()
+                account_repo::list_devices(&mut **tx, user).await?.into_iter().map(|d| d.device_id).collect()
             } else {
                 vec![device.clone()]
             };
@@ -81,7 +81,7 @@ impl ToDevice {
                 continue;
             }
             let devices: Vec<String> = if device == "*" {
-                account_repo::list_devices(&mut *tx, user).await?.into_iter().map(|d| d.device_id).collect()
+                account_repo::list_devices(&mut **tx, user).await?.into_iter().map(|d| d.device_id).collect()
             } else {
                 vec![device.clone()]
             };

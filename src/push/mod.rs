@@ -22,7 +22,7 @@ use crate::{
     rooms::Pdu,
     storage::{
         push::{self as repo, NewPushAction},
-        rooms as room_repo, state as state_repo, Db, Tx,
+        rooms as room_repo, Db, Tx,
     },
 };
 
@@ -38,14 +38,15 @@ pub struct RecipientActions {
 #[derive(Clone)]
 pub struct Push {
     db: Db,
+    server_name: ruma::OwnedServerName,
     gateway: gateway::Gateway,
     /// Each user's rules, cached: evaluated for every event in every room they are in.
     rulesets: Arc<Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>>,
 }
 
 impl Push {
-    pub fn new(db: Db, gateway: gateway::Gateway) -> Self {
-        Self { db, gateway, rulesets: Arc::default() }
+    pub fn new(db: Db, server_name: ruma::OwnedServerName, gateway: gateway::Gateway) -> Self {
+        Self { db, server_name, gateway, rulesets: Arc::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -53,35 +54,49 @@ impl Push {
     }
 
     /// Runs every local recipient's push rules on an event about to be persisted (the event
-    /// in client format). Recipients: joined members but the sender, and an invitee.
-    pub async fn evaluate(&self, pdu: &Pdu, client_event: &Value, rules: &RoomVersionRules) -> Result<Vec<RecipientActions>> {
+    /// in client format). Recipients: local joined members but the sender, and an invitee.
+    /// `auth_state` is the state the event was authorised against (its power levels and create
+    /// event feed the sender-notification-permission condition).
+    pub async fn evaluate(
+        &self,
+        pdu: &Pdu,
+        client_event: &Value,
+        rules: &RoomVersionRules,
+        auth_state: &HashMap<(String, String), Pdu>,
+    ) -> Result<Vec<RecipientActions>> {
         let room_id = pdu.room_id.as_str();
-        let mut recipients = room_repo::members_with_membership(self.db.pool(), room_id, "join").await?;
-        let member_count = recipients.len();
+        // One query for every joined member and their member event (for display names).
+        let joined = room_repo::joined_members_with_events(self.db.pool(), room_id).await?;
+        let member_count = joined.len();
+        let mut recipients: Vec<(String, Option<String>)> = joined
+            .into_iter()
+            .map(|(user, json)| {
+                let name = json.and_then(|j| serde_json::from_str::<MemberEvent>(&j).ok()).and_then(|e| e.content.displayname);
+                (user, name)
+            })
+            .collect();
         if pdu.kind().to_string() == "m.room.member" {
             if let Some(target) = pdu.state_key() {
-                if pdu.content_value()["membership"] == "invite" && !recipients.iter().any(|r| r == target) {
-                    recipients.push(target.to_owned());
+                if pdu.content_value()["membership"] == "invite" && !recipients.iter().any(|(r, _)| r == target) {
+                    recipients.push((target.to_owned(), None));
                 }
             }
         }
-        recipients.retain(|r| r != pdu.fields.sender.as_str());
+        let local = |user: &UserId| user.server_name() == self.server_name;
+        let recipients: Vec<(OwnedUserId, Option<String>)> = recipients
+            .into_iter()
+            .filter(|(r, _)| r != pdu.fields.sender.as_str())
+            .filter_map(|(r, name)| UserId::parse(r.as_str()).ok().map(|u| (u, name)))
+            .filter(|(u, _)| local(u))
+            .collect();
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
-        let power_levels = self.power_levels_ctx(&pdu.room_id, rules).await?;
+        let power_levels = power_levels_ctx(auth_state, rules);
         let raw: Raw<Value> = Raw::new(client_event).map_err(|e| crate::error::MatrixError::internal(e.to_string()))?;
         let mut decided = Vec::new();
-        for recipient in recipients {
-            let Ok(user_id) = UserId::parse(recipient.as_str()) else { continue };
-            let display_name = match state_repo::current_entries(self.db.pool(), room_id, "m.room.member", user_id.as_str()).await? {
-                Some(event_id) => crate::storage::events::get_json(self.db.pool(), &event_id)
-                    .await?
-                    .and_then(|json| serde_json::from_str::<Value>(&json).ok())
-                    .and_then(|v| v["content"]["displayname"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| user_id.localpart().to_owned()),
-                None => user_id.localpart().to_owned(),
-            };
+        for (user_id, display_name) in recipients {
+            let display_name = display_name.unwrap_or_else(|| user_id.localpart().to_owned());
             let mut context = PushConditionRoomCtx::new(
                 pdu.room_id.clone(),
                 UInt::try_from(member_count as u64).unwrap_or_default(),
@@ -131,40 +146,6 @@ impl Push {
         }
     }
 
-    async fn power_levels_ctx(&self, room_id: &RoomId, rules: &RoomVersionRules) -> Result<Option<PushConditionPowerLevelsCtx>> {
-        let content = |kind: &'static str| {
-            let db = self.db.clone();
-            let room_id = room_id.to_owned();
-            async move {
-                let Some(id) = state_repo::current_entries(db.pool(), room_id.as_str(), kind, "").await? else {
-                    return Ok::<_, crate::error::MatrixError>(None);
-                };
-                Ok(crate::storage::events::get_json(db.pool(), &id).await?.and_then(|j| serde_json::from_str::<Value>(&j).ok()))
-            }
-        };
-        let Some(power) = content("m.room.power_levels").await? else { return Ok(None) };
-        let create = content("m.room.create").await?;
-        let users = power["content"]["users"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(u, l)| Some((UserId::parse(u.as_str()).ok()?, Int::new(l.as_i64()?)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let users_default = Int::new(power["content"]["users_default"].as_i64().unwrap_or(0)).unwrap_or_default();
-        let notifications = serde_json::from_value(power["content"]["notifications"].clone()).unwrap_or_default();
-        let mut creators: Vec<OwnedUserId> = Vec::new();
-        if let Some(create) = &create {
-            creators.extend(create["sender"].as_str().and_then(|s| UserId::parse(s).ok()));
-            if let Some(extra) = create["content"]["additional_creators"].as_array() {
-                creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
-            }
-        }
-        let power_rules = ruma::room_version_rules::RoomPowerLevelsRules::new(&rules.authorization, creators);
-        Ok(Some(PushConditionPowerLevelsCtx::new(users, users_default, notifications, power_rules)))
-    }
-
     /// Unread counts in a room: (notifications, highlights) for the main timeline (all threads
     /// folded in unless `per_thread`), and per thread root when `per_thread`.
     pub async fn unread(&self, user: &UserId, room_id: &RoomId, per_thread: bool) -> Result<(Value, Option<Value>)> {
@@ -192,4 +173,41 @@ pub fn thread_of(pdu: &Pdu) -> String {
         (Some("m.thread"), Some(root)) => root.to_owned(),
         _ => "main".to_owned(),
     }
+}
+
+/// Only the display name of a member event is read.
+#[derive(serde::Deserialize)]
+struct MemberEvent {
+    content: MemberContent,
+}
+
+#[derive(serde::Deserialize)]
+struct MemberContent {
+    displayname: Option<String>,
+}
+
+/// The power-levels context of push conditions, from the state an event was authorised
+/// against.
+fn power_levels_ctx(state: &HashMap<(String, String), Pdu>, rules: &RoomVersionRules) -> Option<PushConditionPowerLevelsCtx> {
+    let content = |kind: &str| state.get(&(kind.to_owned(), String::new()));
+    let power = content("m.room.power_levels")?.content_value();
+    let users = power["users"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(u, l)| Some((UserId::parse(u.as_str()).ok()?, Int::new(l.as_i64()?)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let users_default = Int::new(power["users_default"].as_i64().unwrap_or(0)).unwrap_or_default();
+    let notifications = serde_json::from_value(power["notifications"].clone()).unwrap_or_default();
+    let mut creators: Vec<OwnedUserId> = Vec::new();
+    if let Some(create) = content("m.room.create") {
+        creators.push(create.fields.sender.clone());
+        if let Some(extra) = create.content_value()["additional_creators"].as_array() {
+            creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
+        }
+    }
+    let power_rules = ruma::room_version_rules::RoomPowerLevelsRules::new(&rules.authorization, creators);
+    Some(PushConditionPowerLevelsCtx::new(users, users_default, notifications, power_rules))
 }

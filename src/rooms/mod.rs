@@ -1,6 +1,7 @@
 //! Rooms: building, authorizing and persisting events — the one path every event takes —
 //! and reading them back with history visibility applied.
 
+pub mod cache;
 pub mod create;
 pub mod directory;
 pub mod hierarchy;
@@ -108,6 +109,7 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// One writer per room at a time; rooms never wait on each other.
     room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
+    caches: Arc<cache::RoomCaches>,
 }
 
 /// Room versions this server creates and accepts.
@@ -132,7 +134,7 @@ impl Rooms {
         outbound: OutboxSignal,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default() }
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default() }
     }
 
     pub fn keys(&self) -> &ServerKeys {
@@ -194,18 +196,43 @@ impl Rooms {
 
     /// The room's version; `M_NOT_FOUND` for rooms this server does not know.
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        let room_id = room_id.to_owned();
+        if let Some(version) = self.caches.version(&room_id) {
+            return Ok(version);
+        }
         let version = room_repo::room_version(self.db.pool(), room_id.as_str())
             .await?
             .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
-        RoomVersionId::try_from(version).map_err(|e| MatrixError::internal(e.to_string()))
+        let version = RoomVersionId::try_from(version).map_err(|e| MatrixError::internal(e.to_string()))?;
+        self.caches.remember_version(room_id, version.clone());
+        Ok(version)
     }
 
     /// Loads a stored event (from the timeline, or an outlier).
     pub async fn pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        let event_id = event_id.to_owned();
+        if let Some(pdu) = self.caches.event(&event_id) {
+            return Ok(Some(pdu));
+        }
+        let generation = self.caches.event_generation();
         match event_repo::get(self.db.pool(), event_id.as_str()).await? {
-            Some(row) => Ok(Some(pdu_from_row(&row.event_id, &row.room_id, &row.json)?)),
+            Some(row) => {
+                let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
+                self.caches.remember_event(&pdu, generation);
+                Ok(Some(pdu))
+            }
             None => Ok(None),
         }
+    }
+
+    /// (type, state_key) in a state group; state groups never change, so answers are cached.
+    async fn lookup_in_group(&self, group: i64, kind: &str, state_key: &str) -> Result<Option<String>> {
+        if let Some(answer) = self.caches.state_lookup(group, kind, state_key) {
+            return Ok(answer);
+        }
+        let answer = state_repo::lookup_in_group(self.db.pool(), group, kind, state_key).await?;
+        self.caches.remember_state_lookup(group, kind, state_key, answer.clone());
+        Ok(answer)
     }
 
     /// The current state event for (type, state_key).
@@ -269,7 +296,7 @@ impl Rooms {
         let mut auth_events = Vec::new();
         if let Some(group) = state_group {
             for (kind, state_key) in &auth_types {
-                if let Some(id) = state_repo::lookup_in_group(self.db.pool(), group, &kind.to_string(), state_key).await? {
+                if let Some(id) = self.lookup_in_group(group, &kind.to_string(), state_key).await? {
                     // v12: the create event is referenced by the room id, not in auth_events.
                     if rules.authorization.room_create_event_id_as_room_id && *kind == StateEventType::RoomCreate {
                         continue;
@@ -488,11 +515,11 @@ impl Rooms {
 
         // Push rules of every local recipient, decided before the write and stored with it.
         let client_event = Value::Object(pdu.to_client_event());
-        let push_actions = self.push.evaluate(&pdu, &client_event, &rules).await?;
+        let push_actions = self.push.evaluate(&pdu, &client_event, &rules, &state_before).await?;
 
         // Everything below is one transaction.
         let mut tx = self.db.begin_write().await?;
-        if *pdu.kind() == TimelineEventType::RoomCreate || (remote && room_repo::room_version(&mut *tx, room_id).await?.is_none()) {
+        if *pdu.kind() == TimelineEventType::RoomCreate || (remote && room_repo::room_version(&mut **tx, room_id).await?.is_none()) {
             room_repo::insert_room(&mut tx, room_id, version.as_str(), pdu.fields.sender.as_str()).await?;
         }
         let state_group = match (&before, pdu.state_key()) {
@@ -559,6 +586,9 @@ impl Rooms {
             self.queue_for_other_servers(&mut tx, &pdu, &json_text).await?;
         }
         tx.commit().await?;
+        if let Some(target) = pdu.redacts_target() {
+            self.caches.forget_event(&target.to_owned());
+        }
         tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
         let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
         if *pdu.kind() == TimelineEventType::RoomMember {
@@ -693,7 +723,7 @@ impl Rooms {
             let kind = kind.to_string();
             let id = match before {
                 StateBefore::Empty => None,
-                StateBefore::Group(group) => state_repo::lookup_in_group(self.db.pool(), *group, &kind, &key).await?,
+                StateBefore::Group(group) => self.lookup_in_group(*group, &kind, &key).await?,
                 StateBefore::Resolved(map) => map.get(&(kind.clone(), key.clone())).cloned(),
                 StateBefore::Current => state_repo::current_entries(self.db.pool(), pdu.room_id.as_str(), &kind, &key).await?,
             };

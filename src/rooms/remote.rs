@@ -294,7 +294,7 @@ impl Rooms {
         let membership = pdu.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
         let json = serde_json::to_string(&pdu.json)?;
         let mut tx = self.db().begin_write().await?;
-        let stream = match event_repo::get_timeline(&mut *tx, pdu.event_id.as_str()).await? {
+        let stream = match event_repo::get_timeline(&mut **tx, pdu.event_id.as_str()).await? {
             Some(row) => row.stream_ordering,
             None => {
                 event_repo::insert(

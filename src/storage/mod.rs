@@ -20,7 +20,7 @@ pub mod server_keys;
 pub mod state;
 pub mod to_device;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -33,6 +33,34 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite has one writer at a time; writers queue here rather than in SQLite's busy
+    /// handler, which sleeps (up to 100 ms a try) instead of waking the next writer.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the process's write turn until it commits or drops.
+pub struct WriteTx {
+    tx: Tx,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = Tx;
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
 }
 
 impl Db {
@@ -63,7 +91,7 @@ impl Db {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, write_lock: Arc::default() })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -72,8 +100,9 @@ impl Db {
 
     /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so two
     /// writers never deadlock upgrading read locks.
-    pub async fn begin_write(&self) -> sqlx::Result<Tx> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    pub async fn begin_write(&self) -> sqlx::Result<WriteTx> {
+        let turn = self.write_lock.clone().lock_owned().await;
+        Ok(WriteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: turn })
     }
 
     pub async fn close(&self) {

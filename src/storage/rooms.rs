@@ -175,3 +175,16 @@ pub async fn memberships_in_room<'c>(db: impl Executor<'c, Database = Any>, room
     let rows = sqlx::query("SELECT user_id FROM room_memberships WHERE room_id = $1").bind(room_id).fetch_all(db).await?;
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
+
+/// Joined members of a room with the JSON of their member events (for display names).
+pub async fn joined_members_with_events<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<(String, Option<String>)>> {
+    let rows = sqlx::query(
+        "SELECT m.user_id, COALESCE(e.json, o.json) FROM room_memberships m \
+         LEFT JOIN events e ON e.event_id = m.event_id LEFT JOIN outlier_events o ON o.event_id = m.event_id \
+         WHERE m.room_id = $1 AND m.membership = 'join'",
+    )
+    .bind(room_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
