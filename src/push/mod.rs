@@ -118,23 +118,22 @@ impl Push {
     /// Stores the decided actions in the event's own transaction.
     pub async fn store(&self, tx: &mut Tx, pdu: &Pdu, stream_ordering: i64, decided: &[RecipientActions]) -> Result<()> {
         let thread_id = thread_of(pdu);
-        for recipient in decided {
-            let actions = serde_json::to_string(&recipient.actions)?;
-            repo::insert_action(
-                tx,
-                &NewPushAction {
-                    user_id: recipient.user_id.as_str(),
-                    event_id: pdu.event_id.as_str(),
-                    room_id: pdu.room_id.as_str(),
-                    stream_ordering,
-                    thread_id: &thread_id,
-                    notify: recipient.notify,
-                    highlight: recipient.highlight,
-                    actions: &actions,
-                },
-            )
-            .await?;
-        }
+        let actions: Vec<String> = decided.iter().map(|r| serde_json::to_string(&r.actions)).collect::<serde_json::Result<_>>()?;
+        let rows: Vec<NewPushAction> = decided
+            .iter()
+            .zip(&actions)
+            .map(|(recipient, actions)| NewPushAction {
+                user_id: recipient.user_id.as_str(),
+                event_id: pdu.event_id.as_str(),
+                room_id: pdu.room_id.as_str(),
+                stream_ordering,
+                thread_id: &thread_id,
+                notify: recipient.notify,
+                highlight: recipient.highlight,
+                actions,
+            })
+            .collect();
+        repo::insert_actions(tx, &rows).await?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod hierarchy;
 pub mod membership;
 pub mod pdu;
+pub mod persist;
 pub mod read;
 pub mod relations;
 pub mod remote;
@@ -427,179 +428,13 @@ impl Rooms {
         explicit_state: Option<StateMap>,
         remote: bool,
     ) -> Result<Persisted> {
-        let rules = rules_for(version)?;
-        ruma::state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(|e| {
-            if e.contains("bytes") || e.contains("too large") || e.contains("size") {
-                MatrixError::too_large(e)
-            } else {
-                MatrixError::bad_json(e)
-            }
-        })?;
-        let json_text = serde_json::to_string(&pdu.json).map_err(|e| MatrixError::internal(e.to_string()))?;
-        if json_text.len() > MAX_PDU_BYTES {
-            return Err(MatrixError::too_large("Event is larger than 65536 bytes"));
-        }
-
-        // Auth events, and the state before the event (the state after its prev events).
-        let mut auth_events: HashMap<OwnedEventId, Pdu> = HashMap::new();
-        for id in &pdu.auth_events {
-            if let Some(event) = self.pdu(id).await? {
-                auth_events.insert(id.clone(), event);
-            }
-        }
-        if rules.authorization.room_create_event_id_as_room_id && *pdu.kind() != TimelineEventType::RoomCreate {
-            let create_id = EventId::parse(format!("${}", &pdu.room_id.as_str()[1..]))?;
-            if let Some(event) = self.pdu(&create_id).await? {
-                auth_events.insert(create_id, event);
-            }
-        }
-        let before = match explicit_state {
-            Some(state) => StateBefore::Resolved(state),
-            None => self.state_before(&pdu, &rules).await?,
+        let Some(prepared) = self.prepare(pdu, version, txn, explicit_state, remote, None).await? else {
+            return Ok(Persisted::SoftFailed);
         };
-        let state_before = self.auth_state(&before, &pdu, &rules).await?;
-
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| {
-            auth_events.get(id).cloned()
-        })
-        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
-        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind: &StateEventType, key: &str| {
-            state_before.get(&(kind.to_string(), key.to_owned())).cloned()
-        })
-        .map_err(|e| MatrixError::forbidden(auth_error_message(&e)))?;
-
-        let room_id = pdu.room_id.as_str();
-        let extremities = event_repo::forward_extremities(self.db.pool(), room_id).await?;
-        if remote && !extremities.is_empty() {
-            // Soft failure: allowed by its own history, but not by the room as it is now.
-            let current = self.auth_state(&StateBefore::Current, &pdu, &rules).await?;
-            let allowed_now = ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind: &StateEventType, key: &str| {
-                current.get(&(kind.to_string(), key.to_owned())).cloned()
-            });
-            if let Err(reason) = allowed_now {
-                tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed remote event");
-                federation_repo::insert_outlier(self.db.pool(), pdu.event_id.as_str(), room_id, &json_text, true).await?;
-                return Ok(Persisted::SoftFailed);
-            }
-        }
-
-        // The room's current state after this event: the state after it when it becomes the
-        // only forward extremity on top of the current state (the common, local case, which
-        // only touches the event's own key); otherwise resolved over all extremities.
-        let extremity_ids: Vec<&str> = extremities.iter().map(|(id, _, _)| id.as_str()).collect();
-        let on_top = matches!(before, StateBefore::Group(_) | StateBefore::Empty)
-            && extremity_ids.len() <= 1
-            && pdu.prev_events.iter().map(|p| p.as_str()).collect::<Vec<_>>() == extremity_ids;
-        let new_current: Option<StateMap> = if on_top {
-            None
-        } else {
-            let mut after = self.full_state(&before).await?;
-            if let Some(key) = pdu.state_key() {
-                after.insert((pdu.kind().to_string(), key.to_owned()), pdu.event_id.to_string());
-            }
-            let others: Vec<i64> = extremities
-                .iter()
-                .filter(|(id, _, _)| !pdu.prev_events.iter().any(|p| p.as_str() == id))
-                .map(|(_, _, group)| *group)
-                .collect();
-            if others.is_empty() {
-                Some(after)
-            } else {
-                let mut states = vec![after];
-                for group in others {
-                    states.push(state_repo::load_group(self.db.pool(), group).await?);
-                }
-                Some(self.resolve_states(states, &rules, Some(&pdu)).await?)
-            }
-        };
-
-        // Push rules of every local recipient, decided before the write and stored with it.
-        let client_event = Value::Object(pdu.to_client_event());
-        let push_actions = self.push.evaluate(&pdu, &client_event, &rules, &state_before).await?;
-
-        // Everything below is one transaction.
         let mut tx = self.db.begin_write().await?;
-        if *pdu.kind() == TimelineEventType::RoomCreate || (remote && room_repo::room_version(&mut **tx, room_id).await?.is_none()) {
-            room_repo::insert_room(&mut tx, room_id, version.as_str(), pdu.fields.sender.as_str()).await?;
-        }
-        let state_group = match (&before, pdu.state_key()) {
-            (StateBefore::Group(group), Some(state_key)) => {
-                let change = [(pdu.kind().to_string(), state_key.to_owned(), pdu.event_id.to_string())];
-                state_repo::create_group(&mut tx, room_id, Some(*group), &change).await?
-            }
-            (StateBefore::Group(group), None) => *group,
-            (StateBefore::Empty, _) | (StateBefore::Current, _) | (StateBefore::Resolved(_), _) => {
-                let mut entries: Vec<(String, String, String)> = match &before {
-                    StateBefore::Resolved(map) => map.iter().map(|((t, k), id)| (t.clone(), k.clone(), id.clone())).collect(),
-                    _ => Vec::new(),
-                };
-                if let Some(state_key) = pdu.state_key() {
-                    entries.retain(|(t, k, _)| !(t == &pdu.kind().to_string() && k == state_key));
-                    entries.push((pdu.kind().to_string(), state_key.to_owned(), pdu.event_id.to_string()));
-                }
-                state_repo::create_group(&mut tx, room_id, None, &entries).await?
-            }
-        };
-        let stream = event_repo::insert(
-            &mut tx,
-            &event_repo::NewEvent {
-                event_id: pdu.event_id.as_str(),
-                room_id,
-                event_type: &pdu.kind().to_string(),
-                state_key: pdu.state_key(),
-                sender: pdu.fields.sender.as_str(),
-                origin_server_ts: u64::from(pdu.fields.origin_server_ts.0) as i64,
-                depth: pdu.fields.depth as i64,
-                json: &json_text,
-                state_group,
-                txn: txn.map(|(_, device, txn_id)| (device, txn_id)),
-            },
-        )
-        .await?;
-        let prevs: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
-        let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
-        event_repo::insert_edges(&mut tx, pdu.event_id.as_str(), &prevs, &auths).await?;
-        event_repo::advance_extremities(&mut tx, room_id, pdu.event_id.as_str(), &prevs).await?;
-        match new_current {
-            None => {
-                if let Some(state_key) = pdu.state_key() {
-                    state_repo::set_current(&mut tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
-                    if *pdu.kind() == TimelineEventType::RoomMember {
-                        let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("leave").to_owned();
-                        room_repo::set_membership(&mut tx, room_id, state_key, &membership, pdu.event_id.as_str(), stream).await?;
-                    }
-                }
-            }
-            Some(target) => self.replace_current_state(&mut tx, room_id, &target, &pdu, &json_text, stream).await?,
-        }
-        if let Some((rel_type, target)) = relation_of(&pdu) {
-            event_repo::insert_relation(&mut tx, pdu.event_id.as_str(), &target, &rel_type, room_id).await?;
-        }
-        if let Some((user, device, txn_id)) = txn {
-            event_repo::insert_txn(&mut tx, user, device, room_id, txn_id, pdu.event_id.as_str()).await?;
-        }
-        if let Some(target) = pdu.redacts_target() {
-            self.apply_redaction(&mut tx, &pdu, target, &rules, &state_before).await?;
-        }
-        self.push.store(&mut tx, &pdu, stream, &push_actions).await?;
-        if !remote {
-            self.queue_for_other_servers(&mut tx, &pdu, &json_text).await?;
-        }
+        let stream = self.write(&mut tx, &prepared).await?;
         tx.commit().await?;
-        if let Some(target) = pdu.redacts_target() {
-            self.caches.forget_event(&target.to_owned());
-        }
-        tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
-        let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
-        if *pdu.kind() == TimelineEventType::RoomMember {
-            // A kicked, banned or leaving user sees their own leave.
-            concerned.extend(pdu.state_key().map(str::to_owned));
-        }
-        self.notifier.wake(&concerned);
-        if !remote {
-            self.outbound.wake();
-        }
-        self.push.deliver(&pdu, client_event, push_actions);
+        self.announce(prepared, stream).await?;
         Ok(Persisted::Stored(stream))
     }
 

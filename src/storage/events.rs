@@ -75,31 +75,33 @@ pub async fn insert(tx: &mut Tx, event: &NewEvent<'_>) -> sqlx::Result<i64> {
 }
 
 pub async fn insert_edges(tx: &mut Tx, event_id: &str, prev_events: &[String], auth_events: &[String]) -> sqlx::Result<()> {
-    for prev in prev_events {
-        sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .bind(prev)
-            .execute(&mut **tx)
-            .await?;
-    }
-    for auth in auth_events {
-        sqlx::query("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .bind(auth)
-            .execute(&mut **tx)
-            .await?;
+    for (table, column, targets) in [("event_edges", "prev_event_id", prev_events), ("event_auth", "auth_event_id", auth_events)] {
+        if targets.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
+            super::values_list(targets.len(), 2, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for target in targets {
+            query = query.bind(event_id).bind(target);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
 /// The new event replaces its prev events as a forward extremity of the room.
 pub async fn advance_extremities(tx: &mut Tx, room_id: &str, event_id: &str, prev_events: &[String]) -> sqlx::Result<()> {
-    for prev in prev_events {
-        sqlx::query("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2")
-            .bind(room_id)
-            .bind(prev)
-            .execute(&mut **tx)
-            .await?;
+    if !prev_events.is_empty() {
+        let placeholders: Vec<String> = (0..prev_events.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query(&sql).bind(room_id);
+        for prev in prev_events {
+            query = query.bind(prev);
+        }
+        query.execute(&mut **tx).await?;
     }
     sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
         .bind(room_id)

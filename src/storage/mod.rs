@@ -130,10 +130,32 @@ pub async fn current_position<'c>(db: impl Executor<'c, Database = sqlx::Any>, s
     Ok(row.map(|r| r.get(0)).unwrap_or(0))
 }
 
+/// Placeholders for a multi-row `VALUES` list: `rows` groups of `columns` numbered from
+/// `$first`, e.g. `($1, $2), ($3, $4)`. One statement instead of one per row: every statement
+/// is a round trip to the database thread.
+pub fn values_list(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let numbers: Vec<String> = (0..columns).map(|col| format!("${}", first + row * columns + col)).collect();
+            format!("({})", numbers.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_lists_number_their_placeholders() {
+        assert_eq!(super::values_list(2, 2, 1), "($1, $2), ($3, $4)");
+        assert_eq!(super::values_list(1, 3, 2), "($2, $3, $4)");
+    }
 }

@@ -15,22 +15,30 @@ pub struct NewPushAction<'a> {
     pub actions: &'a str,
 }
 
-pub async fn insert_action(tx: &mut Tx, action: &NewPushAction<'_>) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, notify, highlight, actions, ts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-    )
-    .bind(action.user_id)
-    .bind(action.event_id)
-    .bind(action.room_id)
-    .bind(action.stream_ordering)
-    .bind(action.thread_id)
-    .bind(action.notify as i64)
-    .bind(action.highlight as i64)
-    .bind(action.actions)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
+/// Stores the push actions of one event for its recipients, in one statement per 100.
+pub async fn insert_actions(tx: &mut Tx, actions: &[NewPushAction<'_>]) -> sqlx::Result<()> {
+    let now = now_ms();
+    for chunk in actions.chunks(100) {
+        let sql = format!(
+            "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, notify, highlight, actions, ts) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            super::values_list(chunk.len(), 9, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for action in chunk {
+            query = query
+                .bind(action.user_id)
+                .bind(action.event_id)
+                .bind(action.room_id)
+                .bind(action.stream_ordering)
+                .bind(action.thread_id)
+                .bind(action.notify as i64)
+                .bind(action.highlight as i64)
+                .bind(action.actions)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
