@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::{Map, Value};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MatrixError {
     pub status: StatusCode,
     pub errcode: &'static str,

@@ -406,3 +406,75 @@ async fn missing_fields_are_reported() {
         .err(400, "M_BAD_JSON");
     server.stop().await;
 }
+
+/// Messages sent to a room at the same moment share transactions (rooms/batch.rs): each is
+/// stored once, retries of a transaction id get the first event, a sender who may not send
+/// gets their error without failing the others, and the room's history stays one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_to_one_room() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let (_, mallory) = server.register("mallory").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&bob), json!({})).await.ok();
+
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let token = if n % 2 == 0 { alice.clone() } else { bob.clone() };
+        // Every tenth send is a retry of the one before it (same txn id, same user).
+        let txn = if n % 10 == 9 { n - 2 } else { n };
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/c{txn}", enc(&room));
+        let base = server.base.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = reqwest::Client::new()
+                .put(format!("{base}{path}"))
+                .bearer_auth(&token)
+                .json(&json!({ "msgtype": "m.text", "body": format!("c{txn}") }))
+                .send()
+                .await
+                .unwrap();
+            (txn, reply.status().as_u16(), reply.json::<Value>().await.unwrap())
+        }));
+    }
+    let outsider = server
+        .put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/x", enc(&room)), Some(&mallory), json!({ "msgtype": "m.text", "body": "no" }))
+        .await;
+    outsider.err(403, "M_FORBIDDEN");
+    let mut by_txn: std::collections::HashMap<i32, String> = std::collections::HashMap::new();
+    for task in tasks {
+        let (txn, status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let id = body["event_id"].as_str().unwrap().to_owned();
+        if let Some(first) = by_txn.get(&txn) {
+            assert_eq!(first, &id, "a retried txn id answers with the first event");
+        }
+        by_txn.insert(txn, id);
+    }
+    assert_eq!(by_txn.len(), 36);
+
+    let history = server.messages(&alice, &room, "dir=b&limit=100").await;
+    let sent: Vec<&Value> = history["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").collect();
+    assert_eq!(sent.len(), 36, "each message stored once");
+    // One line of history: a single forward extremity, and every message has exactly one
+    // prev event, which no other message shares.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data_dir().join("weft.db").display())).await.unwrap();
+    let extremities: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM room_forward_extremities WHERE room_id = ?").bind(&room).fetch_one(&db).await.unwrap();
+    assert_eq!(extremities, 1);
+    let forks: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT prev_event_id FROM event_edges e JOIN events v ON v.event_id = e.event_id \
+         WHERE v.room_id = ? GROUP BY prev_event_id HAVING COUNT(*) > 1)",
+    )
+    .bind(&room)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(forks, 0, "no two events share a prev event");
+    db.close().await;
+    let ids: Vec<&str> = sent.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+    server.stop().await;
+}

@@ -182,7 +182,7 @@ impl Rooms {
         let lock_id = room_id.clone().unwrap_or_else(|| RoomId::parse(format!("!creating{}", crate::accounts::random_string(16))).expect("valid"));
         let lock = self.room_lock(&lock_id);
         let _guard = lock.lock().await;
-        let pdu = self.build_local(&lock_id, version, creator, template).await?;
+        let pdu = self.build_local(&lock_id, version, creator, template, None).await?;
         let room_id = pdu.room_id.clone();
         self.persist(pdu, version, None).await?;
         Ok(room_id)

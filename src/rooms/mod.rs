@@ -1,6 +1,7 @@
 //! Rooms: building, authorizing and persisting events — the one path every event takes —
 //! and reading them back with history visibility applied.
 
+pub mod batch;
 pub mod cache;
 pub mod create;
 pub mod directory;
@@ -111,6 +112,7 @@ pub struct Rooms {
     /// One writer per room at a time; rooms never wait on each other.
     room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
     caches: Arc<cache::RoomCaches>,
+    pending_sends: Arc<batch::PendingSends>,
 }
 
 /// Room versions this server creates and accepts.
@@ -135,7 +137,7 @@ impl Rooms {
         outbound: OutboxSignal,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default() }
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default() }
     }
 
     pub fn keys(&self) -> &ServerKeys {
@@ -250,7 +252,23 @@ impl Rooms {
     }
 
     /// Builds, signs, authorizes and persists a local user's event. Returns the event id.
+    /// Messages (not state, not redactions) go through the room's batch, sharing a commit
+    /// with whatever else is being sent to the room at the same moment.
     pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: ClientTxn<'_>,
+    ) -> Result<OwnedEventId> {
+        if template.state_key.is_none() && template.kind != TimelineEventType::RoomRedaction {
+            return self.send_batched(room_id, sender, template, txn).await;
+        }
+        self.send_alone(room_id, sender, template, txn).await
+    }
+
+    /// One event, persisted in its own transaction under the room's lock.
+    async fn send_alone(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -259,28 +277,45 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
+        let version = self.room_version(room_id).await?;
+        self.send_locked(room_id, &version, sender, template, txn).await
+    }
+
+    /// Sends one event; the caller holds the room's lock.
+    async fn send_locked(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: ClientTxn<'_>,
+    ) -> Result<OwnedEventId> {
         if let Some((device, txn_id)) = txn {
             if let Some(existing) = event_repo::txn_event(self.db.pool(), sender.as_str(), device, room_id.as_str(), txn_id).await? {
                 return Ok(EventId::parse(existing)?);
             }
         }
-        let version = self.room_version(room_id).await?;
-        let pdu = self.build_local(room_id, &version, sender, template).await?;
+        let pdu = self.build_local(room_id, version, sender, template, None).await?;
         let event_id = pdu.event_id.clone();
-        self.persist(pdu, &version, txn.map(|(d, t)| (sender.as_str(), d, t))).await?;
+        self.persist(pdu, version, txn.map(|(d, t)| (sender.as_str(), d, t))).await?;
         Ok(event_id)
     }
 
-    /// Builds and signs a local event on top of the room's forward extremities.
+    /// Builds and signs a local event on top of the room's forward extremities, or of `head`
+    /// (the previous event of a batch).
     async fn build_local(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
         sender: &UserId,
         template: EventTemplate,
+        head: Option<&persist::Head>,
     ) -> Result<Pdu> {
         let rules = rules_for(version)?;
-        let extremities = event_repo::forward_extremities(self.db.pool(), room_id.as_str()).await?;
+        let extremities = match head {
+            Some(head) => vec![(head.prev.to_string(), head.depth, head.state_group)],
+            None => event_repo::forward_extremities(self.db.pool(), room_id.as_str()).await?,
+        };
         let depth = extremities.iter().map(|(_, depth, _)| *depth).max().unwrap_or(0) + 1;
         let prev_events: Vec<String> = extremities.iter().take(20).map(|(id, _, _)| id.clone()).collect();
         let state_group = extremities.first().map(|(_, _, group)| *group);

@@ -276,7 +276,7 @@ impl Rooms {
     /// need the invitee's server's signature first).
     pub async fn build_event(&self, room_id: &RoomId, sender: &UserId, template: super::EventTemplate) -> Result<(Pdu, RoomVersionId)> {
         let version = self.room_version(room_id).await?;
-        let pdu = self.build_local(room_id, &version, sender, template).await?;
+        let pdu = self.build_local(room_id, &version, sender, template, None).await?;
         Ok((pdu, version))
     }
 
