@@ -445,6 +445,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let services = Services::build(config).await?;
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // Responses go out in more than one write; with Nagle's algorithm on, the second waits
+    // for the client's delayed ACK (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     services.presence.spawn_timeouts();
     services.media.spawn_remote_expiry();

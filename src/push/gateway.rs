@@ -48,19 +48,32 @@ impl Gateway {
     pub fn notify(&self, pdu: Pdu, event: Value, recipients: Vec<RecipientActions>) {
         let this = self.clone();
         tokio::spawn(async move {
-            for recipient in recipients {
-                if let Err(error) = this.notify_user(&pdu, &event, &recipient).await {
+            // One query for every recipient's pushers: most recipients have none.
+            let users: Vec<&str> = recipients.iter().map(|r| r.user_id.as_str()).collect();
+            let all = match repo::pushers_of_users(this.db.pool(), &users).await {
+                Ok(all) => all,
+                Err(error) => {
+                    tracing::warn!(%error, "reading pushers failed");
+                    return;
+                }
+            };
+            for recipient in &recipients {
+                let pushers: Vec<(String, i64)> = all
+                    .iter()
+                    .filter(|(user, _, _)| user == recipient.user_id.as_str())
+                    .map(|(_, pusher, ts)| (pusher.clone(), *ts))
+                    .collect();
+                if pushers.is_empty() {
+                    continue;
+                }
+                if let Err(error) = this.notify_user(&pdu, &event, recipient, pushers).await {
                     tracing::warn!(user = %recipient.user_id, %error, "push delivery failed");
                 }
             }
         });
     }
 
-    async fn notify_user(&self, pdu: &Pdu, event: &Value, recipient: &RecipientActions) -> anyhow::Result<()> {
-        let pushers = repo::pushers(self.db.pool(), recipient.user_id.as_str()).await?;
-        if pushers.is_empty() {
-            return Ok(());
-        }
+    async fn notify_user(&self, pdu: &Pdu, event: &Value, recipient: &RecipientActions, pushers: Vec<(String, i64)>) -> anyhow::Result<()> {
         let unread = repo::rooms_with_unread(self.db.pool(), recipient.user_id.as_str()).await?;
         let tweaks: Vec<_> = recipient
             .actions

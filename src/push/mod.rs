@@ -56,17 +56,23 @@ impl Push {
     /// Runs every local recipient's push rules on an event about to be persisted (the event
     /// in client format). Recipients: local joined members but the sender, and an invitee.
     /// `auth_state` is the state the event was authorised against (its power levels and create
-    /// event feed the sender-notification-permission condition).
+    /// event feed the sender-notification-permission condition); `joined`, the room's joined
+    /// members with their member events when the caller has them.
     pub async fn evaluate(
         &self,
         pdu: &Pdu,
         client_event: &Value,
         rules: &RoomVersionRules,
         auth_state: &HashMap<(String, String), Pdu>,
+        joined: Option<&[(String, Option<String>)]>,
     ) -> Result<Vec<RecipientActions>> {
         let room_id = pdu.room_id.as_str();
-        // One query for every joined member and their member event (for display names).
-        let joined = room_repo::joined_members_with_events(self.db.pool(), room_id).await?;
+        // One query for every joined member and their member event (for display names),
+        // unless the caller (a batch) read them already.
+        let joined = match joined {
+            Some(joined) => joined.to_vec(),
+            None => room_repo::joined_members_with_events(self.db.pool(), room_id).await?,
+        };
         let member_count = joined.len();
         let mut recipients: Vec<(String, Option<String>)> = joined
             .into_iter()

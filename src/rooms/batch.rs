@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::{persist::Head, ClientTxn, EventTemplate, Rooms};
 use crate::{
     error::{MatrixError, Result},
-    storage::events as event_repo,
+    storage::{events as event_repo, rooms as room_repo},
 };
 
 /// Most events in one transaction.
@@ -33,13 +33,18 @@ pub struct PendingSend {
 
 impl Rooms {
     pub(super) async fn send_batched(&self, room_id: &RoomId, sender: &UserId, template: EventTemplate, txn: ClientTxn<'_>) -> Result<OwnedEventId> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let pending = PendingSend { sender: sender.to_owned(), template, txn: txn.map(|(d, t)| (d.to_owned(), t.to_owned())), reply };
         self.pending_sends.lock().unwrap_or_else(|p| p.into_inner()).entry(room_id.to_owned()).or_default().push(pending);
-        let guard = self.room_lock(room_id).lock_owned().await;
+        // Either a batch run by someone else answers first, or this send gets the lock and
+        // runs the batch (with everything queued meanwhile) itself.
+        let guard = tokio::select! {
+            answered = &mut answer => return answered.map_err(|_| MatrixError::internal("the send was dropped"))?,
+            guard = self.room_lock(room_id).lock_owned() => guard,
+        };
         let batch = self.take_pending(room_id);
         if batch.is_empty() {
-            // An earlier holder of the lock took (and answered) this send.
+            // A batch that ended just now took (and answered) this send.
             drop(guard);
         } else {
             let (this, room_id) = (self.clone(), room_id.to_owned());
@@ -65,11 +70,14 @@ impl Rooms {
 
     /// Builds, checks and writes a batch under the room's lock; answers every send.
     async fn run_batch(&self, room_id: &RoomId, batch: Vec<PendingSend>) {
+        let started = std::time::Instant::now();
+        let size = batch.len();
         let mut replies = Vec::new();
         self.write_batch(room_id, batch, &mut replies).await;
         for (reply, answer) in replies {
             let _ = reply.send(answer);
         }
+        tracing::debug!(%room_id, size, took = ?started.elapsed(), "batch of sends");
     }
 
     /// Everything but answering: `replies` gets every send's answer.
@@ -115,10 +123,20 @@ impl Rooms {
         }
 
         let extremities = event_repo::forward_extremities(self.db.pool(), room_id.as_str()).await.map_err(MatrixError::from);
-        let mut head = match extremities.as_deref() {
-            Ok([(id, depth, group)]) if ruma::EventId::parse(id.as_str()).is_ok() => {
-                Head { prev: ruma::EventId::parse(id.as_str()).expect("checked"), depth: *depth, state_group: *group }
+        let facts = match self.room_facts(room_id).await {
+            Ok(facts) => std::sync::Arc::new(facts),
+            Err(error) => {
+                replies.extend(fresh.into_iter().map(|p| (p.reply, Err(error.clone()))));
+                return;
             }
+        };
+        let mut head = match extremities.as_deref() {
+            Ok([(id, depth, group)]) if ruma::EventId::parse(id.as_str()).is_ok() => Head {
+                prev: ruma::EventId::parse(id.as_str()).expect("checked"),
+                depth: *depth,
+                state_group: *group,
+                facts: facts.clone(),
+            },
             Err(error) => {
                 replies.extend(fresh.into_iter().map(|p| (p.reply, Err(error.clone()))));
                 return;
@@ -146,7 +164,12 @@ impl Rooms {
             match built {
                 Ok(Some(ready)) => {
                     // Messages keep the state of the event before them.
-                    head = Head { prev: ready.pdu.event_id.clone(), depth: ready.pdu.fields.depth as i64, state_group: head.state_group };
+                    head = Head {
+                        prev: ready.pdu.event_id.clone(),
+                        depth: ready.pdu.fields.depth as i64,
+                        state_group: head.state_group,
+                        facts: facts.clone(),
+                    };
                     outcomes.push(Ok(ready.pdu.event_id.clone()));
                     prepared.push(ready);
                 }
@@ -176,6 +199,21 @@ impl Rooms {
             replies.push((reply, answers[index].clone()));
         }
         replies.extend(senders.into_iter().zip(answers));
+    }
+
+    /// The room's memberships as a batch of messages needs them.
+    async fn room_facts(&self, room_id: &RoomId) -> Result<super::persist::RoomFacts> {
+        let joined = room_repo::joined_members_with_events(self.db.pool(), room_id.as_str()).await?;
+        let interested = room_repo::interested_users(self.db.pool(), room_id.as_str()).await?;
+        let mut remote_servers: Vec<String> = joined
+            .iter()
+            .filter_map(|(user, _)| UserId::parse(user.as_str()).ok())
+            .map(|user| user.server_name().to_string())
+            .filter(|server| server != self.server_name().as_str())
+            .collect();
+        remote_servers.sort();
+        remote_servers.dedup();
+        Ok(super::persist::RoomFacts { joined, interested, remote_servers })
     }
 
     /// One transaction for the whole batch; the stream position of each event.

@@ -160,8 +160,11 @@ impl Rooms {
 
     /// Queues a local event for every other server in the room (and the server of a remote
     /// user whose membership it changes), in the event's own transaction.
-    async fn queue_for_other_servers(&self, tx: &mut crate::storage::Tx, pdu: &Pdu, json: &str) -> Result<()> {
-        let mut servers = self.remote_servers(&mut **tx, pdu.room_id.as_str()).await?;
+    async fn queue_for_other_servers(&self, tx: &mut crate::storage::Tx, pdu: &Pdu, json: &str, known: Option<&[String]>) -> Result<()> {
+        let mut servers = match known {
+            Some(servers) => servers.to_vec(),
+            None => self.remote_servers(&mut **tx, pdu.room_id.as_str()).await?,
+        };
         if *pdu.kind() == TimelineEventType::RoomMember {
             if let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok()) {
                 let server = target.server_name().to_string();

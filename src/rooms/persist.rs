@@ -4,7 +4,7 @@
 //! indexes, inside the caller's transaction: one event, or a batch of a room's events under
 //! one commit), and `announce` (wake syncs, the federation sender and push gateways).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
     events::{StateEventType, TimelineEventType},
@@ -31,6 +31,19 @@ pub struct Head {
     pub prev: OwnedEventId,
     pub depth: i64,
     pub state_group: i64,
+    /// What a batch of messages reads once for all its events (messages change no membership).
+    pub facts: Arc<RoomFacts>,
+}
+
+/// Memberships of a room, read once per batch.
+#[derive(Debug)]
+pub struct RoomFacts {
+    /// Joined members with the JSON of their member events (display names for push rules).
+    pub joined: Vec<(String, Option<String>)>,
+    /// Users a new event concerns (joined, invited, knocking): whose syncs wake.
+    pub interested: Vec<String>,
+    /// Other servers with joined members: where the events go.
+    pub remote_servers: Vec<String>,
 }
 
 /// An event that passed every check, with what its write and announcement need.
@@ -47,6 +60,7 @@ pub struct Prepared {
     client_event: Value,
     push_actions: Vec<RecipientActions>,
     remote: bool,
+    facts: Option<Arc<RoomFacts>>,
 }
 
 impl Rooms {
@@ -153,7 +167,7 @@ impl Rooms {
 
         // Push rules of every local recipient, decided before the write and stored with it.
         let client_event = Value::Object(pdu.to_client_event());
-        let push_actions = self.push.evaluate(&pdu, &client_event, &rules, &state_before).await?;
+        let push_actions = self.push.evaluate(&pdu, &client_event, &rules, &state_before, head.map(|h| h.facts.joined.as_slice())).await?;
         Ok(Some(Prepared {
             pdu,
             version: version.clone(),
@@ -166,12 +180,13 @@ impl Rooms {
             client_event,
             push_actions,
             remote,
+            facts: head.map(|h| h.facts.clone()),
         }))
     }
 
     /// Writes a prepared event with all its indexes; returns its stream position.
     pub(super) async fn write(&self, tx: &mut Tx, prepared: &Prepared) -> Result<i64> {
-        let Prepared { pdu, version, rules, json_text, txn, before, state_before, new_current, push_actions, remote, .. } = prepared;
+        let Prepared { pdu, version, rules, json_text, txn, before, state_before, new_current, push_actions, remote, facts, .. } = prepared;
         let room_id = pdu.room_id.as_str();
         if *pdu.kind() == TimelineEventType::RoomCreate || (*remote && room_repo::room_version(&mut **tx, room_id).await?.is_none()) {
             room_repo::insert_room(tx, room_id, version.as_str(), pdu.fields.sender.as_str()).await?;
@@ -237,20 +252,23 @@ impl Rooms {
         }
         self.push.store(tx, &pdu, stream, &push_actions).await?;
         if !*remote {
-            self.queue_for_other_servers(tx, &pdu, &json_text).await?;
+            self.queue_for_other_servers(tx, &pdu, &json_text, facts.as_deref().map(|f| f.remote_servers.as_slice())).await?;
         }
         Ok(stream)
     }
 
     /// After the commit: caches, syncs, the federation sender and push gateways learn of it.
     pub(super) async fn announce(&self, prepared: Prepared, stream: i64) -> Result<()> {
-        let Prepared { pdu, client_event, push_actions, remote, .. } = prepared;
+        let Prepared { pdu, client_event, push_actions, remote, facts, .. } = prepared;
         let room_id = pdu.room_id.as_str();
         if let Some(target) = pdu.redacts_target() {
             self.caches.forget_event(&target.to_owned());
         }
         tracing::debug!(event_id = %pdu.event_id, room_id, stream, "persisted event");
-        let mut concerned = room_repo::interested_users(self.db.pool(), room_id).await?;
+        let mut concerned = match &facts {
+            Some(facts) => facts.interested.clone(),
+            None => room_repo::interested_users(self.db.pool(), room_id).await?,
+        };
         if *pdu.kind() == TimelineEventType::RoomMember {
             // A kicked, banned or leaving user sees their own leave.
             concerned.extend(pdu.state_key().map(str::to_owned));

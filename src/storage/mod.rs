@@ -80,9 +80,11 @@ impl Db {
                 Box::pin(async move {
                     // WAL: readers never block the writer. synchronous=FULL: a commit is on
                     // disk before the client hears about it, even across power loss.
+                    // temp_store in memory: sorts and groupings never create temp files.
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                         PRAGMA temp_store = MEMORY;",
                     )
                     .await?;
                     Ok(())

@@ -167,6 +167,24 @@ pub async fn delete_pusher<'c>(db: impl Executor<'c, Database = Any>, user_id: &
 }
 
 /// (pusher JSON, pushkey_ts) of a user's pushers.
+/// The pushers of several users in one query: (user_id, pusher JSON, pushkey_ts).
+pub async fn pushers_of_users<'c>(db: impl Executor<'c, Database = Any>, user_ids: &[&str]) -> sqlx::Result<Vec<(String, String, i64)>> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=user_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT user_id, pusher, pushkey_ts FROM pushers WHERE user_id IN ({}) ORDER BY user_id, app_id, pushkey",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for user in user_ids {
+        query = query.bind(*user);
+    }
+    let rows = query.fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
+}
+
 pub async fn pushers<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
     let rows = sqlx::query("SELECT pusher, pushkey_ts FROM pushers WHERE user_id = $1 ORDER BY app_id, pushkey")
         .bind(user_id)
