@@ -6,12 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/interop/synapse-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import synapse' 2>/dev/null; then
-    echo "== installing matrix-synapse into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-synapse==1.163.2'
-fi
+venv=$(scripts/install-synapse.sh)
 nio_venv=target/interop/nio-venv
 if [ ! -x "$nio_venv/bin/python" ] || ! "$nio_venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
     echo "== installing matrix-nio (with its vodozemac E2EE support) into $nio_venv"

@@ -171,7 +171,7 @@ impl Services {
     }
 
     fn state(&self) -> ClientApiState {
-        ClientApiState {
+        ClientApiState::new(crate::client_api::Services {
             config: self.config.clone(),
             accounts: self.accounts.clone(),
             rooms: self.rooms.clone(),
@@ -187,7 +187,7 @@ impl Services {
             media: self.media.clone(),
             url_previews: self.url_previews.clone(),
             federation: self.federation.clone(),
-        }
+        })
     }
 
     /// The client API (and our signing keys, which clients' servers may fetch from it too).

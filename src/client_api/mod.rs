@@ -33,8 +33,11 @@ use crate::{
 use rate_limit::RateLimiter;
 
 /// What the client API handlers may depend on; each handler extracts only the parts it uses.
-#[derive(Clone, FromRef)]
-pub struct ClientApiState {
+/// Shared behind one `Arc`: axum clones the state into every request.
+#[derive(Clone)]
+pub struct ClientApiState(Arc<Services>);
+
+pub struct Services {
     pub config: Arc<Config>,
     pub accounts: Accounts,
     pub rooms: Rooms,
@@ -51,3 +54,38 @@ pub struct ClientApiState {
     pub url_previews: crate::media::preview::UrlPreviews,
     pub federation: crate::federation::Federation,
 }
+
+impl ClientApiState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+/// `State<T>` extraction for each part of the state.
+macro_rules! parts {
+    ($($field:ident: $ty:ty),* $(,)?) => {$(
+        impl FromRef<ClientApiState> for $ty {
+            fn from_ref(state: &ClientApiState) -> Self {
+                state.0.$field.clone()
+            }
+        }
+    )*};
+}
+
+parts!(
+    config: Arc<Config>,
+    accounts: Accounts,
+    rooms: Rooms,
+    rate_limiter: RateLimiter,
+    shared_secret: session::SharedSecretNonces,
+    sync: Sync,
+    typing: Typing,
+    receipts: Receipts,
+    presence: Presence,
+    to_device: ToDevice,
+    push: Push,
+    e2ee: E2ee,
+    media: crate::media::Media,
+    url_previews: crate::media::preview::UrlPreviews,
+    federation: crate::federation::Federation,
+);

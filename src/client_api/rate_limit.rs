@@ -13,7 +13,8 @@ use crate::{
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    config: RateLimitConfig,
+    /// Shared: the limiter is cloned into every request.
+    config: Arc<RateLimitConfig>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
@@ -24,7 +25,7 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
-        Self { config, buckets: Arc::default() }
+        Self { config: Arc::new(config), buckets: Arc::default() }
     }
 
     /// Whether `action` has a limit of its own.
