@@ -147,6 +147,17 @@ async fn relations_threads_and_bundles() {
     assert_eq!(bundle["m.thread"]["latest_event"]["event_id"], reply2);
     assert_eq!(bundle["m.thread"]["current_user_participated"], true);
     assert_eq!(bundle["m.replace"]["event_id"], edit);
+    // The same bundles on the paths that look relations up once per page: /messages and /sync.
+    let page = server.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room)), Some(&bob)).await.ok();
+    let in_page = |id: &str| page["chunk"].as_array().unwrap().iter().find(|e| e["event_id"] == id).cloned().unwrap();
+    assert_eq!(in_page(&root)["unsigned"]["m.relations"]["m.thread"]["count"], 2);
+    assert_eq!(in_page(&root)["unsigned"]["m.relations"]["m.replace"]["event_id"], edit);
+    assert!(in_page(&reply1)["unsigned"].get("m.relations").is_none(), "reply1 has no relations");
+    let filter = enc(r#"{"room":{"timeline":{"limit":50}}}"#);
+    let sync = server.get(&format!("/_matrix/client/v3/sync?filter={filter}"), Some(&bob)).await.ok();
+    let timeline = sync["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let root_in_sync = timeline.iter().find(|e| e["event_id"] == root).unwrap();
+    assert_eq!(root_in_sync["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"], reply2);
 
     // /threads lists the root; participated filters by the viewer.
     let threads = server.get(&format!("/_matrix/client/v1/rooms/{}/threads", enc(&room)), Some(&bob)).await.ok();

@@ -70,7 +70,7 @@ pub async fn send_join(
         "members_omitted": false,
         "state": state,
         "auth_chain": auth_chain,
-        "event": pdu.json,
+        "event": pdu.json(),
         "servers_in_room": servers_in_room,
     })))
 }
@@ -199,7 +199,7 @@ pub async fn receive_invite(
     }
     require_origin(request.origin.as_ref(), &pdu.fields.sender)?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
-    let mut object = pdu.json.clone();
+    let mut object = pdu.json().clone();
     signatures::sign_event(federation.server_name().as_str(), &*federation.keys.keypair, &mut object, &rules.redaction)
         .map_err(|e| MatrixError::internal(e.to_string()))?;
     let signed = crate::rooms::Pdu::from_json(pdu.event_id.clone(), pdu.room_id.clone(), object).map_err(MatrixError::bad_json)?;
@@ -223,7 +223,7 @@ pub async fn receive_invite(
     } else {
         federation.rooms.record_out_of_room_membership(&signed, Some(&stripped)).await?;
     }
-    Ok(Json(json!({ "event": signed.json })))
+    Ok(Json(json!({ "event": signed.json() })))
 }
 
 /// GET /make_leave.
@@ -275,11 +275,11 @@ impl Federation {
         let mut stripped_raw = Vec::new();
         for kind in crate::rooms::remote::STRIPPED_STATE {
             if let Some(state) = self.rooms.current_state_event(room_id, kind, "").await? {
-                let raw = to_raw_value(&state.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+                let raw = to_raw_value(&state.json()).map_err(|e| MatrixError::internal(e.to_string()))?;
                 stripped_raw.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
             }
         }
-        let raw = to_raw_value(&pdu.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let raw = to_raw_value(&pdu.json()).map_err(|e| MatrixError::internal(e.to_string()))?;
         let request = ruma::api::federation::membership::create_invite::v2::Request::new(
             room_id.to_owned(),
             pdu.event_id.clone(),
@@ -353,7 +353,7 @@ pub async fn send_knock(
     let mut state = Vec::new();
     for kind in crate::rooms::remote::STRIPPED_STATE {
         if let Some(event) = federation.rooms.current_state_event(&b.room_id, kind, "").await? {
-            state.push(serde_json::to_value(&event.json)?);
+            state.push(serde_json::to_value(&event.json())?);
         }
     }
     Ok(Json(json!({ "knock_room_state": state })))

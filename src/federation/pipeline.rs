@@ -52,12 +52,12 @@ impl Federation {
     /// Checks the PDU's signatures (and content hash: a mismatch means the event is stored
     /// redacted). Returns the PDU as it must be kept.
     pub async fn verify_pdu(&self, pdu: Pdu, rules: &RoomVersionRules) -> Result<Pdu> {
-        let servers = signatures::required_server_signatures_to_verify_event(&pdu.json, &rules.signatures)
+        let servers = signatures::required_server_signatures_to_verify_event(&pdu.json(), &rules.signatures)
             .map_err(|e| MatrixError::forbidden(format!("cannot verify {}: {e}", pdu.event_id)))?;
         let ts = u64::from(pdu.fields.origin_server_ts.0) as i64;
         let mut keys: PublicKeyMap = BTreeMap::new();
         for server in servers {
-            let key_ids: Vec<String> = match pdu.json.get("signatures") {
+            let key_ids: Vec<String> = match pdu.json().get("signatures") {
                 Some(CanonicalJsonValue::Object(signatures)) => match signatures.get(server.as_str()) {
                     Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().cloned().collect(),
                     _ => Vec::new(),
@@ -74,11 +74,11 @@ impl Federation {
             }
             keys.insert(server.to_string(), server_keys);
         }
-        match signatures::verify_event(&keys, &pdu.json, rules) {
+        match signatures::verify_event(&keys, &pdu.json(), rules) {
             Ok(Verified::All) => Ok(pdu),
             Ok(Verified::Signatures) => {
                 tracing::info!(event_id = %pdu.event_id, "content hash mismatch: keeping the event redacted");
-                let redacted = redact(pdu.json.clone(), &rules.redaction, None).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+                let redacted = redact(pdu.json().clone(), &rules.redaction, None).map_err(|e| MatrixError::bad_json(e.to_string()))?;
                 Pdu::from_json(pdu.event_id, pdu.room_id, redacted).map_err(MatrixError::bad_json)
             }
             Err(error) => Err(MatrixError::forbidden(format!("bad signatures on {}: {error}", pdu.event_id))),
@@ -115,7 +115,7 @@ impl Federation {
     }
 
     pub(crate) async fn keep_outlier(&self, pdu: &Pdu) -> Result<()> {
-        let json = serde_json::to_string(&pdu.json)?;
+        let json = serde_json::to_string(&pdu.json())?;
         federation_repo::insert_outlier(self.db.pool(), pdu.event_id.as_str(), pdu.room_id.as_str(), &json, false).await?;
         Ok(())
     }

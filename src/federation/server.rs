@@ -113,7 +113,7 @@ pub async fn get_event(
     Ok(Json(json!({
         "origin": federation.server_name(),
         "origin_server_ts": crate::storage::now_ms(),
-        "pdus": [pdu.json],
+        "pdus": [pdu.json()],
     })))
 }
 
@@ -157,7 +157,7 @@ pub async fn missing_events(
         found.push(pdu);
     }
     found.sort_by_key(|p| p.fields.depth);
-    Ok(Json(json!({ "events": found.iter().map(|p| &p.json).collect::<Vec<_>>() })))
+    Ok(Json(json!({ "events": found.iter().map(|p| p.json()).collect::<Vec<_>>() })))
 }
 
 pub async fn backfill(
@@ -171,7 +171,7 @@ pub async fn backfill(
     Ok(Json(json!({
         "origin": federation.server_name(),
         "origin_server_ts": crate::storage::now_ms(),
-        "pdus": events.iter().map(|p| &p.json).collect::<Vec<_>>(),
+        "pdus": events.iter().map(|p| p.json()).collect::<Vec<_>>(),
     })))
 }
 

@@ -232,7 +232,7 @@ impl Rooms {
     }
 
     /// (type, state_key) in a state group; state groups never change, so answers are cached.
-    async fn lookup_in_group(&self, group: i64, kind: &str, state_key: &str) -> Result<Option<String>> {
+    pub(crate) async fn lookup_in_group(&self, group: i64, kind: &str, state_key: &str) -> Result<Option<String>> {
         if let Some(answer) = self.caches.state_lookup(group, kind, state_key) {
             return Ok(answer);
         }
@@ -632,7 +632,7 @@ impl Rooms {
         if !allowed {
             return Ok(());
         }
-        let redacted = redact(original.json, &rules.redaction, None).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let redacted = redact(original.json().clone(), &rules.redaction, None).map_err(|e| MatrixError::internal(e.to_string()))?;
         let text = serde_json::to_string(&redacted).map_err(|e| MatrixError::internal(e.to_string()))?;
         event_repo::mark_redacted(tx, target.as_str(), &text, redaction.event_id.as_str()).await?;
         Ok(())
@@ -649,8 +649,8 @@ fn relation_of(pdu: &Pdu) -> Option<(String, String)> {
 }
 
 pub fn pdu_from_row(event_id: &str, room_id: &str, json: &str) -> Result<Pdu> {
-    let object: CanonicalJsonObject = serde_json::from_str(json).map_err(|e| MatrixError::internal(format!("stored event unreadable: {e}")))?;
-    Pdu::from_json(EventId::parse(event_id)?, RoomId::parse(room_id)?, object).map_err(MatrixError::internal)
+    Pdu::from_text(EventId::parse(event_id)?, RoomId::parse(room_id)?, json)
+        .map_err(|e| MatrixError::internal(format!("stored event unreadable: {e}")))
 }
 
 /// Auth failures say what rule failed, in terms a client can act on.

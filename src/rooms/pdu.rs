@@ -4,6 +4,8 @@ use ruma::{
     events::TimelineEventType, CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
     OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
+use std::sync::{Arc, OnceLock};
+
 use serde::Deserialize;
 use serde_json::{value::RawValue, Map, Value};
 
@@ -37,8 +39,11 @@ pub struct Pdu {
     pub fields: PduFields,
     pub prev_events: Vec<OwnedEventId>,
     pub auth_events: Vec<OwnedEventId>,
-    /// The signed JSON as stored (event_id included only for v1/v2 rooms).
-    pub json: CanonicalJsonObject,
+    /// The signed JSON as stored (event_id included only for v1/v2 rooms); see `json()`.
+    json: OnceLock<CanonicalJsonObject>,
+    /// The stored text, when read from the database: parsed into `json` on first use, as
+    /// read paths (sync, /messages) never need the canonical object.
+    text: Option<Arc<str>>,
     pub rejected: bool,
     /// For redactions: the redacted event (top-level `redacts` before v11, in content since).
     pub redacts_id: Option<OwnedEventId>,
@@ -49,6 +54,23 @@ impl Pdu {
     pub fn from_json(event_id: OwnedEventId, room_id: OwnedRoomId, json: CanonicalJsonObject) -> Result<Self, String> {
         let value = serde_json::to_value(&json).map_err(|e| e.to_string())?;
         let fields: PduFields = serde_json::from_value(value).map_err(|e| format!("malformed PDU: {e}"))?;
+        Self::assemble(event_id, room_id, fields, OnceLock::from(json), None)
+    }
+
+    /// Reads a stored PDU from its JSON text: the fields straight from the text, which is
+    /// cheaper than going through the canonical object (every read path does this).
+    pub fn from_text(event_id: OwnedEventId, room_id: OwnedRoomId, text: &str) -> Result<Self, String> {
+        let fields: PduFields = serde_json::from_str(text).map_err(|e| format!("malformed PDU: {e}"))?;
+        Self::assemble(event_id, room_id, fields, OnceLock::new(), Some(Arc::from(text)))
+    }
+
+    fn assemble(
+        event_id: OwnedEventId,
+        room_id: OwnedRoomId,
+        fields: PduFields,
+        json: OnceLock<CanonicalJsonObject>,
+        text: Option<Arc<str>>,
+    ) -> Result<Self, String> {
         // v1/v2 reference events as [event_id, {hashes}] pairs; later versions as plain ids.
         let ids = |refs: &[Value]| -> Result<Vec<OwnedEventId>, String> {
             refs.iter()
@@ -71,7 +93,19 @@ impl Pdu {
             }
             serde_json::from_str::<RedactsInContent>(fields.content.get()).ok().and_then(|c| c.redacts)
         });
-        Ok(Self { event_id, room_id, fields, prev_events, auth_events, json, rejected: false, redacts_id })
+        Ok(Self { event_id, room_id, fields, prev_events, auth_events, json, text, rejected: false, redacts_id })
+    }
+
+    /// The signed JSON as a canonical object.
+    pub fn json(&self) -> &CanonicalJsonObject {
+        self.json.get_or_init(|| {
+            let text = self.text.as_deref().unwrap_or("{}");
+            // The text was written from a canonical object, so this only fails on a damaged store.
+            serde_json::from_str(text).unwrap_or_else(|error| {
+                tracing::error!(event_id = %self.event_id, %error, "stored event is not canonical JSON");
+                CanonicalJsonObject::new()
+            })
+        })
     }
 
     pub fn kind(&self) -> &TimelineEventType {

@@ -76,14 +76,14 @@ impl Rooms {
         head: Option<&Head>,
     ) -> Result<Option<Prepared>> {
         let rules = rules_for(version)?;
-        ruma::state_res::check_pdu_format(&pdu.json, &rules.event_format).map_err(|e| {
+        ruma::state_res::check_pdu_format(&pdu.json(), &rules.event_format).map_err(|e| {
             if e.contains("bytes") || e.contains("too large") || e.contains("size") {
                 MatrixError::too_large(e)
             } else {
                 MatrixError::bad_json(e)
             }
         })?;
-        let json_text = serde_json::to_string(&pdu.json).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let json_text = serde_json::to_string(&pdu.json()).map_err(|e| MatrixError::internal(e.to_string()))?;
         if json_text.len() > MAX_PDU_BYTES {
             return Err(MatrixError::too_large("Event is larger than 65536 bytes"));
         }

@@ -119,6 +119,41 @@ impl Rooms {
         Ok(event)
     }
 
+    /// `client_event` for a list (a page, a timeline): one query finds which events have
+    /// relations at all, so the others skip the bundle lookup.
+    pub async fn client_events(&self, items: &[(EventRow, Pdu)], viewer: Option<Viewer<'_>>) -> Result<Vec<Value>> {
+        let mut events = Vec::with_capacity(items.len());
+        for (row, pdu) in items {
+            events.push(self.client_event_plain(row, pdu, viewer).await?);
+        }
+        self.attach_bundles(items.iter().map(|(row, pdu)| (row, pdu)), &mut events, viewer).await?;
+        Ok(events)
+    }
+
+    /// Adds `unsigned.m.relations` to events built by `client_event_plain` (same order as
+    /// `items`), with one query for the whole list.
+    pub async fn attach_bundles<'e>(
+        &self,
+        items: impl Iterator<Item = (&'e EventRow, &'e Pdu)> + Clone,
+        events: &mut [Value],
+        viewer: Option<Viewer<'_>>,
+    ) -> Result<()> {
+        let unredacted: Vec<&str> =
+            items.clone().filter(|(row, _)| row.redacted_by.is_none()).map(|(_, pdu)| pdu.event_id.as_str()).collect();
+        let related = event_repo::with_relations(self.db.pool(), &unredacted).await?;
+        if related.is_empty() {
+            return Ok(());
+        }
+        for ((row, pdu), event) in items.zip(events.iter_mut()) {
+            if row.redacted_by.is_none() && related.contains(pdu.event_id.as_str()) {
+                if let Some(bundle) = self.bundled_relations(pdu, viewer).await? {
+                    event["unsigned"]["m.relations"] = bundle;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The client format without bundled relations.
     pub async fn client_event_plain(&self, row: &EventRow, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
         let mut event = pdu.to_client_event();
@@ -247,7 +282,7 @@ impl Rooms {
             .filter(|row| row.room_id == room_id.as_str())
             .ok_or_else(|| MatrixError::not_found("Event not found"))?;
         let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
-        let mut checker = VisibilityChecker::new(&self.db, user, joined);
+        let mut checker = VisibilityChecker::new(self, user, joined);
         if !checker.can_see(&row, &pdu).await? {
             return Err(MatrixError::not_found("Event not found"));
         }
@@ -317,7 +352,7 @@ impl Rooms {
     /// The event closest to a timestamp that the user may see.
     pub async fn event_near_ts(&self, room_id: &RoomId, user: &UserId, ts: i64, dir: Direction) -> Result<(String, i64)> {
         let joined = self.check_can_read(room_id, user).await?;
-        let mut checker = VisibilityChecker::new(&self.db, user, joined);
+        let mut checker = VisibilityChecker::new(self, user, joined);
         let mut cursor = ts;
         // Walk past events the user cannot see, a bounded number of steps.
         for _ in 0..100 {
@@ -350,24 +385,23 @@ impl Rooms {
         filter: &RoomEventFilter,
     ) -> Result<Page> {
         let joined = self.check_can_read(room_id, viewer.user_id).await?;
-        let mut checker = VisibilityChecker::new(&self.db, viewer.user_id, joined);
-        let mut events = Vec::new();
-        let mut senders = Vec::new();
+        let mut checker = VisibilityChecker::new(self, viewer.user_id, joined);
+        let mut picked = Vec::new();
         let mut cursor = from;
         let mut exhausted = false;
-        let batch = (limit * 2).clamp(20, 500) as i64;
-        while events.len() < limit {
+        // Most pages are fully visible: fetch about one page, and more only if some were hidden.
+        let batch = limit.clamp(20, 500) as i64;
+        while picked.len() < limit {
             let rows = event_repo::page(self.db.pool(), room_id.as_str(), cursor, to, dir, batch).await?;
             if (rows.len() as i64) < batch {
                 exhausted = true;
             }
-            for row in &rows {
+            for row in rows {
                 cursor = Boundary::Topological { depth: row.depth, stream: row.stream_ordering };
                 let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
-                if filter_allows(filter, &pdu) && checker.can_see(row, &pdu).await? {
-                    senders.push(pdu.fields.sender.to_string());
-                    events.push(self.client_event(row, &pdu, Some(viewer)).await?);
-                    if events.len() >= limit {
+                if filter_allows(filter, &pdu) && checker.can_see(&row, &pdu).await? {
+                    picked.push((row, pdu));
+                    if picked.len() >= limit {
                         break;
                     }
                 }
@@ -376,6 +410,8 @@ impl Rooms {
                 break;
             }
         }
+        let senders = picked.iter().map(|(_, pdu)| pdu.fields.sender.to_string()).collect();
+        let events = self.client_events(&picked, Some(viewer)).await?;
         let end = if exhausted && events.len() < limit {
             None
         } else {

@@ -85,7 +85,7 @@ impl Rooms {
         // The parent must be visible to the user.
         self.visible_event(room_id, target, viewer.user_id).await?;
         let joined = self.membership_of(room_id, viewer.user_id).await?.as_deref() == Some("join");
-        let mut checker = VisibilityChecker::new(&self.db, viewer.user_id, joined);
+        let mut checker = VisibilityChecker::new(self, viewer.user_id, joined);
         let max_depth = if recurse { 3 } else { 1 };
         // Breadth-first over relation levels; each level sorted like the first.
         let mut rows: Vec<EventRow> = Vec::new();
@@ -158,7 +158,7 @@ impl Rooms {
         limit: usize,
     ) -> Result<(Vec<Value>, Option<String>)> {
         let joined = self.check_can_read(room_id, viewer.user_id).await?;
-        let mut checker = VisibilityChecker::new(&self.db, viewer.user_id, joined);
+        let mut checker = VisibilityChecker::new(self, viewer.user_id, joined);
         let mut events = Vec::new();
         let mut cursor = from;
         loop {

@@ -110,7 +110,7 @@ impl Rooms {
         for id in &state_ids {
             if let Some(pdu) = self.pdu(&EventId::parse(id.as_str())?).await? {
                 wanted.extend(pdu.auth_events.iter().cloned());
-                state.push(serde_json::to_value(&pdu.json)?);
+                state.push(serde_json::to_value(&pdu.json())?);
             }
         }
         wanted.extend(event.auth_events.iter().cloned());
@@ -127,7 +127,7 @@ impl Rooms {
             }
             if let Some(pdu) = self.pdu(&id).await? {
                 wanted.extend(pdu.auth_events.iter().cloned());
-                auth_chain.push(serde_json::to_value(&pdu.json)?);
+                auth_chain.push(serde_json::to_value(&pdu.json())?);
             }
         }
         Ok(auth_chain)
@@ -188,7 +188,7 @@ impl Rooms {
             .map_err(|e| MatrixError::forbidden(format!("Backfilled event not allowed: {e}")))?;
         // Its state: that of the earliest event we had (an approximation good for reading).
         let state_group = event_repo::earliest(self.db().pool(), pdu.room_id.as_str()).await?.map(|(_, g)| g).unwrap_or(-1);
-        let json = serde_json::to_string(&pdu.json)?;
+        let json = serde_json::to_string(&pdu.json())?;
         let mut tx = self.db().begin_write().await?;
         event_repo::insert_backfilled(
             &mut tx,
@@ -292,7 +292,7 @@ impl Rooms {
     pub async fn record_out_of_room_membership(&self, pdu: &Pdu, stripped_state: Option<&[Value]>) -> Result<()> {
         let user = pdu.state_key().ok_or_else(|| MatrixError::bad_json("Not a membership event"))?.to_owned();
         let membership = pdu.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
-        let json = serde_json::to_string(&pdu.json)?;
+        let json = serde_json::to_string(&pdu.json())?;
         let mut tx = self.db().begin_write().await?;
         let stream = match event_repo::get_timeline(&mut **tx, pdu.event_id.as_str()).await? {
             Some(row) => row.stream_ordering,

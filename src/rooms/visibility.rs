@@ -2,14 +2,11 @@
 
 use std::collections::HashMap;
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{EventId, OwnedUserId, UserId};
 use serde_json::Value;
 
-use super::Pdu;
-use crate::{
-    error::Result,
-    storage::{events::EventRow, state as state_repo, Db},
-};
+use super::{Pdu, Rooms};
+use crate::{error::Result, storage::events::EventRow};
 
 /// The parts of m.room.power_levels the server's own checks need.
 #[derive(Debug, Clone)]
@@ -93,9 +90,10 @@ impl PowerLevels {
     }
 }
 
-/// Decides, per event, whether a user may see it, caching per state group.
+/// Decides, per event, whether a user may see it, caching per state group (the lookups
+/// themselves go through the rooms' caches: state groups never change).
 pub struct VisibilityChecker<'a> {
-    db: &'a Db,
+    rooms: &'a Rooms,
     user: &'a UserId,
     currently_joined: bool,
     cache: HashMap<i64, (String, Option<String>)>,
@@ -103,8 +101,8 @@ pub struct VisibilityChecker<'a> {
 
 impl<'a> VisibilityChecker<'a> {
     /// `currently_joined`: the user's membership in the room now is `join`.
-    pub fn new(db: &'a Db, user: &'a UserId, currently_joined: bool) -> Self {
-        Self { db, user, currently_joined, cache: HashMap::new() }
+    pub fn new(rooms: &'a Rooms, user: &'a UserId, currently_joined: bool) -> Self {
+        Self { rooms, user, currently_joined, cache: HashMap::new() }
     }
 
     /// The spec's rules: world_readable; joined at the event; `shared` and joined now;
@@ -129,13 +127,12 @@ impl<'a> VisibilityChecker<'a> {
         if let Some(hit) = self.cache.get(&group) {
             return Ok(hit.clone());
         }
-        let db = self.db.pool();
-        let history = match state_repo::lookup_in_group(db, group, "m.room.history_visibility", "").await? {
-            Some(id) => content_field(self.db, &id, "history_visibility").await?.unwrap_or_else(|| "shared".into()),
+        let history = match self.rooms.lookup_in_group(group, "m.room.history_visibility", "").await? {
+            Some(id) => content_field(self.rooms, &id, "history_visibility").await?.unwrap_or_else(|| "shared".into()),
             None => "shared".to_owned(),
         };
-        let membership = match state_repo::lookup_in_group(db, group, "m.room.member", self.user.as_str()).await? {
-            Some(id) => content_field(self.db, &id, "membership").await?,
+        let membership = match self.rooms.lookup_in_group(group, "m.room.member", self.user.as_str()).await? {
+            Some(id) => content_field(self.rooms, &id, "membership").await?,
             None => None,
         };
         self.cache.insert(group, (history.clone(), membership.clone()));
@@ -143,10 +140,10 @@ impl<'a> VisibilityChecker<'a> {
     }
 }
 
-async fn content_field(db: &Db, event_id: &str, field: &str) -> Result<Option<String>> {
-    let Some(json) = crate::storage::events::get_json(db.pool(), event_id).await? else {
+/// A string field of an event's content (both fields read here survive redaction).
+async fn content_field(rooms: &Rooms, event_id: &str, field: &str) -> Result<Option<String>> {
+    let Some(pdu) = rooms.pdu(&EventId::parse(event_id)?).await? else {
         return Ok(None);
     };
-    let value: Value = serde_json::from_str(&json)?;
-    Ok(value.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned))
+    Ok(pdu.content_value().get(field).and_then(Value::as_str).map(str::to_owned))
 }

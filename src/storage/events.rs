@@ -303,6 +303,25 @@ pub async fn relations<'c>(
     Ok(rows.into_iter().map(event_from_row).collect())
 }
 
+/// Which of these events are the target of at least one relation: one query for a whole
+/// page, so only those events pay for building their bundled relations.
+pub async fn with_relations<'c>(
+    db: impl Executor<'c, Database = Any>,
+    targets: &[&str],
+) -> sqlx::Result<std::collections::HashSet<String>> {
+    if targets.is_empty() {
+        return Ok(Default::default());
+    }
+    let placeholders: Vec<String> = (1..=targets.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({})", placeholders.join(", "));
+    let mut query = sqlx::query(&sql);
+    for target in targets {
+        query = query.bind(*target);
+    }
+    let rows = query.fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| row.get::<String, _>(0)).collect())
+}
+
 /// Thread roots of a room (events with at least one m.thread relation), newest activity first.
 pub async fn thread_roots<'c>(
     db: impl Executor<'c, Database = Any>,

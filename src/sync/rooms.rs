@@ -9,7 +9,7 @@ use super::{filter, parse_object, token::SyncToken, Memberships, Sync, SyncReque
 use crate::rooms::remote::stripped;
 use crate::{
     error::Result,
-    rooms::{pdu_from_row, read::Viewer, visibility::VisibilityChecker},
+    rooms::{pdu_from_row, read::Viewer, visibility::VisibilityChecker, Pdu},
     storage::{
         account_data,
         events::{self as event_repo, EventRow},
@@ -239,8 +239,8 @@ impl Sync {
         filter: &RoomEventFilter,
         viewer: Viewer<'_>,
     ) -> Result<Timeline> {
-        let mut checker = VisibilityChecker::new(self.rooms.db(), user, joined);
-        let mut picked: Vec<(EventRow, Value)> = Vec::new();
+        let mut checker = VisibilityChecker::new(&self.rooms, user, joined);
+        let mut picked: Vec<(EventRow, Pdu, Value)> = Vec::new();
         let mut cursor = up_to;
         let mut limited = false;
         let batch = (limit as i64 * 2).max(20);
@@ -257,9 +257,9 @@ impl Sync {
                 if !checker.can_see(&row, &pdu).await? {
                     continue;
                 }
-                let event = without_room_id(self.rooms.client_event(&row, &pdu, Some(viewer)).await?);
+                let event = without_room_id(self.rooms.client_event_plain(&row, &pdu, Some(viewer)).await?);
                 if filter::room_event_allowed(filter, &event) {
-                    picked.push((row, event));
+                    picked.push((row, pdu, event));
                 }
             }
             if exhausted {
@@ -267,12 +267,15 @@ impl Sync {
             }
         }
         picked.reverse();
-        let (prev_batch, start) = match picked.first() {
+        let (items, mut events): (Vec<(EventRow, Pdu)>, Vec<Value>) =
+            picked.into_iter().map(|(row, pdu, event)| ((row, pdu), event)).unzip();
+        self.rooms.attach_bundles(items.iter().map(|(row, pdu)| (row, pdu)), &mut events, Some(viewer)).await?;
+        let (prev_batch, start) = match items.first() {
             Some((row, _)) => (format!("t{}_{}", row.depth, row.stream_ordering), row.stream_ordering - 1),
             None => (format!("s{up_to}"), up_to),
         };
-        let senders = picked.iter().filter_map(|(_, e)| e["sender"].as_str().map(str::to_owned)).collect();
-        Ok(Timeline { events: picked.into_iter().map(|(_, e)| e).collect(), limited, prev_batch, start, senders })
+        let senders = items.iter().map(|(_, pdu)| pdu.fields.sender.to_string()).collect();
+        Ok(Timeline { events, limited, prev_batch, start, senders })
     }
 
     /// The room's state after the last event at or before a stream position.
