@@ -361,6 +361,31 @@ pub async fn txn_event<'c>(
     Ok(row.map(|row| row.get(0)))
 }
 
+/// Of several (user, device, txn id) in a room, the ones already sent, with their events:
+/// one query for a whole batch of sends.
+pub async fn txn_events<'c>(
+    db: impl Executor<'c, Database = Any>,
+    room_id: &str,
+    txns: &[(&str, &str, &str)],
+) -> sqlx::Result<Vec<(String, String, String, String)>> {
+    if txns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let terms: Vec<String> = (0..txns.len())
+        .map(|i| {
+            let first = 2 + i * 3;
+            format!("(user_id = ${first} AND device_id = ${} AND room_id = $1 AND txn_id = ${})", first + 1, first + 2)
+        })
+        .collect();
+    let sql = format!("SELECT user_id, device_id, txn_id, event_id FROM event_txn_ids WHERE {}", terms.join(" OR "));
+    let mut query = sqlx::query(&sql).bind(room_id);
+    for (user, device, txn_id) in txns {
+        query = query.bind(*user).bind(*device).bind(*txn_id);
+    }
+    let rows = query.fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))).collect())
+}
+
 pub async fn insert_txn(
     tx: &mut Tx,
     user_id: &str,

@@ -76,6 +76,9 @@ impl Db {
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // An embedded database cannot drop a connection: the default ping before every
+            // acquire would double the round trips to SQLite's threads for nothing.
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL: readers never block the writer. synchronous=FULL: a commit is on
