@@ -57,6 +57,8 @@ async fn initial_then_incremental() {
     assert_eq!(section["timeline"]["limited"], false);
     assert_eq!(section["state"]["events"], json!([]));
     assert_eq!(section["timeline"]["events"][0]["unsigned"]["transaction_id"], "t5");
+    assert!(section.get("summary").is_none(), "an unchanged summary is left out: {section}");
+    let after_m5 = incremental["next_batch"].as_str().unwrap().to_owned();
 
     // prev_batch continues into /messages.
     let prev = section["timeline"]["prev_batch"].as_str().unwrap();
@@ -66,6 +68,13 @@ async fn initial_then_incremental() {
     // full_state brings the state back.
     let full = sync(&server, &alice, &format!("since={next}&full_state=true")).await;
     assert!(state_types(&full["rooms"]["join"][&room]).contains(&"m.room.name".to_owned()));
+
+    // A membership change brings the summary back.
+    let (bob_id, bob) = server.register("bob").await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": bob_id })).await.ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    let joined = sync(&server, &alice, &format!("since={after_m5}")).await;
+    assert_eq!(joined["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 2, "{joined}");
     let _ = alice_id;
     server.stop().await;
 }
@@ -298,6 +307,12 @@ async fn receipts_and_read_markers() {
     let by_type = &receipt["content"][&event];
     assert!(by_type["m.read"][&bob_id]["ts"].is_u64());
     assert!(by_type.get("m.read.private").is_none(), "private receipts stay private");
+    // A later message with no new receipts: receipts are not sent again.
+    let after_receipts = response["next_batch"].as_str().unwrap().to_owned();
+    server.send_text(&alice, &room, "m2", "no receipts").await;
+    let later = sync(&server, &alice, &format!("since={after_receipts}")).await;
+    let ephemeral = later["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap();
+    assert!(ephemeral.iter().all(|e| e["type"] != "m.receipt"), "{later}");
     // Bob sees his own private receipt.
     let own = sync(&server, &bob, "").await;
     let own_receipts = own["rooms"]["join"][&room]["ephemeral"]["events"]

@@ -220,15 +220,10 @@ impl E2ee {
 
     /// For /sync: unclaimed one-time keys per algorithm and unused fallback key types.
     pub async fn device_key_state(&self, user: &UserId, device: &str) -> Result<(Value, Value)> {
-        let counts: Map<String, Value> = repo::one_time_key_counts(self.db.pool(), user.as_str(), device)
-            .await?
-            .into_iter()
-            .map(|(algorithm, count)| (algorithm, count.into()))
-            .collect();
-        let mut counts = counts;
+        let (counts, fallback) = repo::key_state(self.db.pool(), user.as_str(), device).await?;
+        let mut counts: Map<String, Value> = counts.into_iter().map(|(algorithm, count)| (algorithm, count.into())).collect();
         // The spec's example always carries the signed_curve25519 count, zero included.
         counts.entry("signed_curve25519".to_owned()).or_insert(0.into());
-        let fallback = repo::unused_fallback_algorithms(self.db.pool(), user.as_str(), device).await?;
         Ok((Value::Object(counts), json!(fallback)))
     }
 

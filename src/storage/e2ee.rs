@@ -85,6 +85,31 @@ pub async fn one_time_key_counts<'c>(db: impl Executor<'c, Database = Any>, user
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
+/// A device's one-time key counts per algorithm and its unused fallback key algorithms, in
+/// one statement (every sync response carries both).
+pub async fn key_state<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<(Vec<(String, i64)>, Vec<String>)> {
+    let rows = sqlx::query(
+        "SELECT 'otk', algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm          UNION ALL SELECT 'fallback', algorithm, 0 FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_all(db)
+    .await?;
+    let (mut counts, mut fallback) = (Vec::new(), Vec::new());
+    for row in rows {
+        match row.get::<String, _>(0).as_str() {
+            "otk" => counts.push((row.get(1), row.get(2))),
+            _ => fallback.push(row.get(1)),
+        }
+    }
+    fallback.sort();
+    Ok((counts, fallback))
+}
+
 /// Takes one one-time key of the algorithm (removing it), in the caller's write transaction:
 /// each key is handed out exactly once.
 pub async fn take_one_time_key(tx: &mut Tx, user_id: &str, device_id: &str, algorithm: &str) -> sqlx::Result<Option<(String, String)>> {
@@ -133,16 +158,6 @@ pub async fn use_fallback_key(tx: &mut Tx, user_id: &str, device_id: &str, algor
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
-}
-
-/// Algorithms with a fallback key that has not been used.
-pub async fn unused_fallback_algorithms<'c>(db: impl Executor<'c, Database = Any>, user_id: &str, device_id: &str) -> sqlx::Result<Vec<String>> {
-    let rows = sqlx::query("SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm")
-        .bind(user_id)
-        .bind(device_id)
-        .fetch_all(db)
-        .await?;
-    Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
 pub async fn set_cross_signing_key(tx: &mut Tx, user_id: &str, key_type: &str, key_json: &str) -> sqlx::Result<()> {

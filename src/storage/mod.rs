@@ -128,11 +128,31 @@ pub async fn next_position(tx: &mut Tx, stream: &str) -> sqlx::Result<i64> {
     Ok(row.get(0))
 }
 
-/// The current position of a server-wide stream counter (0 before its first use).
-pub async fn current_position<'c>(db: impl Executor<'c, Database = sqlx::Any>, stream: &str) -> sqlx::Result<i64> {
+/// The newest position of each sync stream kept in the database, read in one statement (a
+/// sync reads them all every time it wakes).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamHeads {
+    pub events: i64,
+    pub account_data: i64,
+    pub receipts: i64,
+    pub presence: i64,
+    pub device_lists: i64,
+}
+
+pub async fn stream_heads<'c>(db: impl Executor<'c, Database = sqlx::Any>) -> sqlx::Result<StreamHeads> {
     use sqlx::Row;
-    let row = sqlx::query("SELECT position FROM stream_positions WHERE stream = $1").bind(stream).fetch_optional(db).await?;
-    Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    let row = sqlx::query(
+        "SELECT (SELECT COALESCE(MAX(stream_ordering), 0) FROM events),          (SELECT COALESCE(MAX(position), 0) FROM stream_positions WHERE stream = 'account_data'),          (SELECT COALESCE(MAX(position), 0) FROM stream_positions WHERE stream = 'receipts'),          (SELECT COALESCE(MAX(position), 0) FROM stream_positions WHERE stream = 'presence'),          (SELECT COALESCE(MAX(stream_ordering), 0) FROM device_list_changes)",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(StreamHeads {
+        events: row.get(0),
+        account_data: row.get(1),
+        receipts: row.get(2),
+        presence: row.get(3),
+        device_lists: row.get(4),
+    })
 }
 
 /// Placeholders for a multi-row `VALUES` list: `rows` groups of `columns` numbered from

@@ -5,7 +5,10 @@ pub mod notifier;
 pub mod rooms;
 pub mod token;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use ruma::{api::client::filter::FilterDefinition, DeviceId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Map, Value};
@@ -17,7 +20,7 @@ use crate::{
     error::Result,
     push::{rules::PUSH_RULES, Push},
     rooms::Rooms,
-    storage::{account_data, current_position, events as event_repo, rooms as room_repo, Db},
+    storage::{account_data, events as event_repo, rooms as room_repo, stream_heads, Db},
 };
 
 /// Longest long-poll honoured, so proxies and clients do not time out first.
@@ -65,15 +68,15 @@ impl Sync {
 
     /// The positions of every stream now.
     async fn current(&self) -> Result<SyncToken> {
-        let pool = self.db.pool();
+        let heads = stream_heads(self.db.pool()).await?;
         Ok(SyncToken {
-            events: event_repo::max_stream_ordering(pool).await?,
-            account_data: current_position(pool, "account_data").await?,
-            receipts: current_position(pool, "receipts").await?,
+            events: heads.events,
+            account_data: heads.account_data,
+            receipts: heads.receipts,
             typing: self.typing.current_serial(),
-            presence: current_position(pool, "presence").await?,
+            presence: heads.presence,
             to_device: 0,
-            device_lists: self.e2ee.device_list_position().await?,
+            device_lists: heads.device_lists,
         })
     }
 
@@ -106,8 +109,20 @@ impl Sync {
         let mut next = current;
         let mut has_news = false;
 
+        // Account data changes, global and per room, in one read.
+        let mut global_account_data = Vec::new();
+        let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
+        for (room, kind, content) in account_data::changed_since(self.db.pool(), user.as_str(), from.account_data).await? {
+            let event = json!({ "type": kind, "content": parse_object(&content) });
+            if room.is_empty() {
+                global_account_data.push(event);
+            } else {
+                room_account_data.entry(room).or_default().push(event);
+            }
+        }
+
         // Rooms.
-        let room_sections = self.room_sections(request, since, &current).await?;
+        let room_sections = self.room_sections(request, since, &current, &room_account_data).await?;
         has_news |= !room_sections.is_empty();
         let mut response = Map::new();
         if !room_sections.is_empty() {
@@ -116,12 +131,7 @@ impl Sync {
 
         // Global account data.
         let filter = &request.filter;
-        let mut global: Vec<Value> = account_data::changed_since(self.db.pool(), user.as_str(), from.account_data)
-            .await?
-            .into_iter()
-            .filter(|(room, ..)| room.is_empty())
-            .map(|(_, kind, content)| json!({ "type": kind, "content": parse_object(&content) }))
-            .collect();
+        let mut global = global_account_data;
         // Clients learn their push rules from account data: an initial sync always has them.
         if since.is_none() && !global.iter().any(|e| e["type"] == PUSH_RULES) {
             global.push(self.push.rules_event(user).await?);

@@ -5,13 +5,12 @@ use std::collections::{HashMap, HashSet};
 use ruma::{api::client::filter::RoomEventFilter, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{filter, parse_object, token::SyncToken, Memberships, Sync, SyncRequest};
+use super::{filter, token::SyncToken, Memberships, Sync, SyncRequest};
 use crate::rooms::remote::stripped;
 use crate::{
     error::Result,
     rooms::{pdu_from_row, read::Viewer, visibility::VisibilityChecker, Pdu},
     storage::{
-        account_data,
         events::{self as event_repo, EventRow},
         receipts as receipt_repo,
         rooms as room_repo,
@@ -36,6 +35,7 @@ impl Sync {
         request: &SyncRequest<'_>,
         since: Option<SyncToken>,
         current: &SyncToken,
+        account_data: &HashMap<String, Vec<Value>>,
     ) -> Result<Map<String, Value>> {
         let user = request.user;
         let room_filter = &request.filter.room;
@@ -43,13 +43,12 @@ impl Sync {
         let from = since.unwrap_or_default();
 
         // Which rooms have anything new: events, receipts, account data, typing.
-        let (active, receipt_rooms, account_data) = match since {
+        let (active, receipt_rooms): (HashSet<String>, HashSet<String>) = match since {
             Some(since) => (
                 event_repo::rooms_with_events_between(self.db.pool(), since.events, current.events).await?.into_iter().collect(),
                 receipt_repo::rooms_changed_since(self.db.pool(), since.receipts).await?.into_iter().collect(),
-                self.room_account_data(user, since.account_data).await?,
             ),
-            None => (HashSet::new(), HashSet::new(), self.room_account_data(user, 0).await?),
+            None => (HashSet::new(), HashSet::new()),
         };
 
         let mut join = Map::new();
@@ -75,7 +74,7 @@ impl Sync {
                         continue;
                     }
                     let section = self
-                        .room_section(request, room_id, since, current.events, newly_joined, &account_data, true)
+                        .room_section(request, room_id, since, current.events, newly_joined, account_data, true, receipt_rooms.contains(room_id.as_str()))
                         .await?;
                     if let Some(section) = section {
                         join.insert(room_id.to_string(), section);
@@ -91,7 +90,7 @@ impl Sync {
                 }
                 "leave" | "ban" if (since.is_some() && changed_since) || (since.is_none() && room_filter.include_leave) => {
                     let section = self
-                        .room_section(request, room_id, since, *membership_stream, false, &account_data, false)
+                        .room_section(request, room_id, since, *membership_stream, false, account_data, false, false)
                         .await?;
                     if let Some(section) = section {
                         leave.insert(room_id.to_string(), section);
@@ -109,16 +108,6 @@ impl Sync {
         Ok(rooms)
     }
 
-    async fn room_account_data(&self, user: &UserId, since: i64) -> Result<HashMap<String, Vec<Value>>> {
-        let mut by_room: HashMap<String, Vec<Value>> = HashMap::new();
-        for (room, kind, content) in account_data::changed_since(self.db.pool(), user.as_str(), since).await? {
-            if !room.is_empty() {
-                by_room.entry(room).or_default().push(json!({ "type": kind, "content": parse_object(&content) }));
-            }
-        }
-        Ok(by_room)
-    }
-
     /// A joined (or left) room's section; None when nothing in it is new.
     #[allow(clippy::too_many_arguments)]
     async fn room_section(
@@ -130,6 +119,7 @@ impl Sync {
         newly_joined: bool,
         account_data: &HashMap<String, Vec<Value>>,
         joined: bool,
+        new_receipts: bool,
     ) -> Result<Option<Value>> {
         let user = request.user;
         let room_filter = &request.filter.room;
@@ -149,20 +139,22 @@ impl Sync {
         let full = since.is_none() || newly_joined || request.full_state;
         let state_filter = &room_filter.state;
         let lazy = !state_filter.lazy_load_options.is_disabled();
-        let state_before = self.state_at(room_id, timeline.start).await?;
         let state_ids: Vec<String> = if full {
-            state_before.values().cloned().collect()
+            self.state_at(room_id, timeline.start).await?.into_values().collect()
         } else if timeline.limited {
+            let state_before = self.state_at(room_id, timeline.start).await?;
             let at_since = self.state_at(room_id, from.events).await?;
             state_before.iter().filter(|(key, id)| at_since.get(*key) != Some(*id)).map(|(_, id)| id.clone()).collect()
         } else if lazy {
             // Members of this timeline's senders, so names resolve without a full state.
+            let state_before = self.state_at(room_id, timeline.start).await?;
             timeline
                 .senders
                 .iter()
                 .filter_map(|sender| state_before.get(&("m.room.member".to_owned(), sender.clone())).cloned())
                 .collect()
         } else {
+            // An incremental sync without a gap: the timeline carries every state change.
             Vec::new()
         };
         let mut state = Vec::new();
@@ -192,8 +184,11 @@ impl Sync {
                 if let Some(users) = self.typing.changed_since(room_id, if since.is_none() { 0 } else { from.typing }) {
                     ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
                 }
-                if let Some(receipts) = self.receipts.event_since(room_id, user, from.receipts).await? {
-                    ephemeral.push(receipts);
+                // Receipts: all of them for a new view, else only if the room has new ones.
+                if since.is_none() || newly_joined || new_receipts {
+                    if let Some(receipts) = self.receipts.event_since(room_id, user, from.receipts).await? {
+                        ephemeral.push(receipts);
+                    }
                 }
                 ephemeral.retain(|e| filter::room_event_allowed(ephemeral_filter, e));
             }
@@ -215,7 +210,12 @@ impl Sync {
         });
         if joined {
             section["ephemeral"] = json!({ "events": ephemeral });
-            section["summary"] = self.summary(room_id, user).await?;
+            // The spec lets an unchanged summary be left out: it is sent for a new view of
+            // the room and whenever membership changed in what this sync returns.
+            let is_member_event = |e: &Value| e["type"] == "m.room.member";
+            if full || timeline.events.iter().any(is_member_event) || state.iter().any(is_member_event) {
+                section["summary"] = self.summary(room_id, user).await?;
+            }
             let per_thread = room_filter.timeline.unread_thread_notifications;
             let (main, threads) = self.push.unread(user, room_id, per_thread).await?;
             section["unread_notifications"] = main;
