@@ -159,6 +159,22 @@ where
     type Rejection = MatrixError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Boxed: extraction's state (body reading, token lookup) is freed before the handler
+        // runs, instead of sizing every handler future, parked long-polls included.
+        Box::pin(Self::extract(request, state)).await
+    }
+}
+
+impl<T> Ruma<T>
+where
+    T: IncomingRequest + Send,
+{
+    async fn extract<S>(request: Request, state: &S) -> Result<Self, MatrixError>
+    where
+        S: Send + Sync,
+        T::Authentication: Authenticate<S>,
+        RateLimiter: FromRef<S>,
+    {
         let (mut parts, body) = request.into_parts();
         // Percent-decoded path parameters, in path order (routes without any have none).
         let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, state).await {

@@ -86,12 +86,14 @@ impl Sync {
         // Subscribe before reading any position: a write in between still wakes us.
         let mut signal = self.notifier.subscribe(request.user.as_str());
         signal.borrow_and_update();
-        let _presence = self.presence.sync_started(request.user, request.set_presence).await?;
+        let _presence = Box::pin(self.presence.sync_started(request.user, request.set_presence)).await?;
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         loop {
             let current = self.current().await?;
             let since = request.since.map(|s| s.clamp_to(&current));
-            let (response, has_news) = self.build(&request, since, current).await?;
+            // Boxed: the builder's state lives on the heap only while it runs, so a parked
+            // long-poll (thousands of them) keeps a small future.
+            let (response, has_news) = Box::pin(self.build(&request, since, current)).await?;
             if has_news || since.is_none() || request.full_state {
                 return Ok(response);
             }
