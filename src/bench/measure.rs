@@ -48,6 +48,26 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     Some(ProcSample { cpu: Duration::from_millis(ticks * 10), rss_kb })
 }
 
+/// Waits until the server is quiet (under 5% of a core over a quarter second, at most 15 s)
+/// so one scenario's aftermath (e.g. thousands of connections closing) is not measured as
+/// part of the next. Without a pid to watch, waits one second.
+pub async fn settle(server_pid: Option<u32>) {
+    let Some(pid) = server_pid else {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return;
+    };
+    let window = Duration::from_millis(250);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let Some(before) = sample(pid) else { return };
+        tokio::time::sleep(window).await;
+        let Some(after) = sample(pid) else { return };
+        if after.cpu.saturating_sub(before.cpu).as_secs_f64() < window.as_secs_f64() * 0.05 {
+            return;
+        }
+    }
+}
+
 /// CPU use of the server and of the tool over one scenario, in percent of one core.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuUse {

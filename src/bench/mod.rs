@@ -58,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub idle: usize,
     /// Passes over the room in the pagination scenario.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 10)]
     pub passes: usize,
     /// Upper bound on each scenario's measured phase, in seconds.
     #[arg(long, default_value_t = 60)]
@@ -209,6 +209,7 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
     }
     let mut paginate = None;
     if wanted(&args, "send_one_room") || wanted(&args, "pagination") {
+        measure::settle(ctx.server_pid).await;
         let (report, room, user) = scenarios::send_one_room(&ctx, args.senders, args.messages).await?;
         let sent = report.operations as usize;
         note_peak(&report);
@@ -218,21 +219,25 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         paginate = Some((room, user, sent));
     }
     if wanted(&args, "send_direct_rooms") {
+        measure::settle(ctx.server_pid).await;
         let report = scenarios::send_direct_rooms(&ctx, args.senders, args.messages).await?;
         note_peak(&report);
         reports.push(report);
     }
     if wanted(&args, "delivery") {
+        measure::settle(ctx.server_pid).await;
         let report = scenarios::delivery(&ctx, args.receivers, args.deliveries).await?;
         note_peak(&report);
         reports.push(report);
     }
     if wanted(&args, "idle_long_polls") {
+        measure::settle(ctx.server_pid).await;
         let report = scenarios::idle_long_polls(&ctx, args.idle, 20).await?;
         note_peak(&report);
         reports.push(report);
     }
     if let (true, Some((room, user, sent))) = (wanted(&args, "pagination"), paginate) {
+        measure::settle(ctx.server_pid).await;
         let report = scenarios::pagination(&ctx, &user, &room, sent, args.passes).await?;
         note_peak(&report);
         reports.push(report);
