@@ -96,21 +96,7 @@ impl Rooms {
         };
         // Retried transactions: already sent (answered with the first event), or twice in
         // this batch (answered with the first copy's event).
-        let mut first_of_txn: HashMap<(OwnedUserId, String, String), usize> = HashMap::new();
-        let mut duplicates: Vec<(usize, oneshot::Sender<Result<OwnedEventId>>)> = Vec::new();
-        let mut candidates = Vec::new();
-        for pending in batch {
-            if let Some((device, txn_id)) = &pending.txn {
-                let key = (pending.sender.clone(), device.clone(), txn_id.clone());
-                if let Some(&index) = first_of_txn.get(&key) {
-                    duplicates.push((index, pending.reply));
-                    continue;
-                }
-                first_of_txn.insert(key, candidates.len());
-            }
-            candidates.push(pending);
-        }
-        let keys: Vec<(&str, &str, &str)> = candidates
+        let keys: Vec<(&str, &str, &str)> = batch
             .iter()
             .filter_map(|p| p.txn.as_ref().map(|(device, txn_id)| (p.sender.as_str(), device.as_str(), txn_id.as_str())))
             .collect();
@@ -118,44 +104,28 @@ impl Rooms {
             Ok(rows) => rows.into_iter().map(|(user, device, txn_id, event_id)| ((user, device, txn_id), event_id)).collect(),
             Err(error) => {
                 let error = MatrixError::from(error);
-                replies.extend(candidates.into_iter().map(|p| (p.reply, Err(error.clone()))));
-                for (_, reply) in duplicates {
-                    replies.push((reply, Err(error.clone())));
-                }
+                replies.extend(batch.into_iter().map(|p| (p.reply, Err(error.clone()))));
                 return;
             }
         };
-        // Renumber duplicates onto `fresh` (sends already stored answer at once, and so do
-        // their duplicates in this batch).
+        let mut first_of_txn: HashMap<(OwnedUserId, String, String), usize> = HashMap::new();
+        let mut duplicates: Vec<(usize, oneshot::Sender<Result<OwnedEventId>>)> = Vec::new();
         let mut fresh = Vec::new();
-        let mut fresh_index: HashMap<usize, usize> = HashMap::new();
-        let mut stored_answer: HashMap<usize, Result<OwnedEventId>> = HashMap::new();
-        for (index, pending) in candidates.into_iter().enumerate() {
-            let existing = pending
-                .txn
-                .as_ref()
-                .and_then(|(device, txn_id)| sent.get(&(pending.sender.to_string(), device.clone(), txn_id.clone())));
-            match existing {
-                Some(event_id) => {
-                    let answer = ruma::EventId::parse(event_id.as_str()).map_err(MatrixError::from);
-                    stored_answer.insert(index, answer.clone());
-                    replies.push((pending.reply, answer));
+        for pending in batch {
+            if let Some((device, txn_id)) = &pending.txn {
+                if let Some(event_id) = sent.get(&(pending.sender.to_string(), device.clone(), txn_id.clone())) {
+                    replies.push((pending.reply, ruma::EventId::parse(event_id.as_str()).map_err(Into::into)));
+                    continue;
                 }
-                None => {
-                    fresh_index.insert(index, fresh.len());
-                    fresh.push(pending);
+                let key = (pending.sender.clone(), device.clone(), txn_id.clone());
+                if let Some(&index) = first_of_txn.get(&key) {
+                    duplicates.push((index, pending.reply));
+                    continue;
                 }
+                first_of_txn.insert(key, fresh.len());
             }
+            fresh.push(pending);
         }
-        let mut later_duplicates = Vec::new();
-        for (index, reply) in duplicates {
-            match (stored_answer.get(&index), fresh_index.get(&index)) {
-                (Some(answer), _) => replies.push((reply, answer.clone())),
-                (None, Some(&position)) => later_duplicates.push((position, reply)),
-                (None, None) => replies.push((reply, Err(MatrixError::internal("lost track of a duplicate send")))),
-            }
-        }
-        let duplicates = later_duplicates;
 
         let extremities = event_repo::forward_extremities(self.db.pool(), room_id.as_str()).await.map_err(MatrixError::from);
         let facts = match self.room_facts(room_id).await {

@@ -95,8 +95,7 @@ pub async fn insert_edges(tx: &mut Tx, event_id: &str, prev_events: &[String], a
 /// The new event replaces its prev events as a forward extremity of the room.
 pub async fn advance_extremities(tx: &mut Tx, room_id: &str, event_id: &str, prev_events: &[String]) -> sqlx::Result<()> {
     if !prev_events.is_empty() {
-        let placeholders: Vec<String> = (0..prev_events.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})", placeholders.join(", "));
+        let sql = format!("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})", super::in_list(prev_events.len(), 2));
         let mut query = sqlx::query(&sql).bind(room_id);
         for prev in prev_events {
             query = query.bind(prev);
@@ -312,8 +311,7 @@ pub async fn with_relations<'c>(
     if targets.is_empty() {
         return Ok(Default::default());
     }
-    let placeholders: Vec<String> = (1..=targets.len()).map(|i| format!("${i}")).collect();
-    let sql = format!("SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({})", placeholders.join(", "));
+    let sql = format!("SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({})", super::in_list(targets.len(), 1));
     let mut query = sqlx::query(&sql);
     for target in targets {
         query = query.bind(*target);

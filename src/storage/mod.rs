@@ -155,6 +155,11 @@ pub async fn stream_heads<'c>(db: impl Executor<'c, Database = sqlx::Any>) -> sq
     })
 }
 
+/// Placeholders for an `IN (...)` list of `count` values numbered from `$first`: `$1, $2`.
+pub fn in_list(count: usize, first: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Placeholders for a multi-row `VALUES` list: `rows` groups of `columns` numbered from
 /// `$first`, e.g. `($1, $2), ($3, $4)`. One statement instead of one per row: every statement
 /// is a round trip to the database thread.
@@ -182,5 +187,6 @@ mod tests {
     fn values_lists_number_their_placeholders() {
         assert_eq!(super::values_list(2, 2, 1), "($1, $2), ($3, $4)");
         assert_eq!(super::values_list(1, 3, 2), "($2, $3, $4)");
+        assert_eq!(super::in_list(3, 2), "$2, $3, $4");
     }
 }

@@ -172,10 +172,9 @@ pub async fn pushers_of_users<'c>(db: impl Executor<'c, Database = Any>, user_id
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=user_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT user_id, pusher, pushkey_ts FROM pushers WHERE user_id IN ({}) ORDER BY user_id, app_id, pushkey",
-        placeholders.join(", ")
+        super::in_list(user_ids.len(), 1)
     );
     let mut query = sqlx::query(&sql);
     for user in user_ids {
