@@ -4,6 +4,8 @@
 mod common;
 
 use common::{enc, federating_server};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 fn insecure_client() -> reqwest::Client {
@@ -633,4 +635,89 @@ async fn event_auth_is_served_to_servers_in_the_room() {
     a.stop().await;
     b.stop().await;
     outsider.stop().await;
+}
+
+/// A PDU for a room the receiver is not in has no event id the receiver can know: it is left
+/// out of the results (never keyed by a placeholder that the sender cannot parse).
+#[tokio::test]
+async fn send_answers_without_placeholder_keys_for_unknown_rooms() {
+    let a = federating_server().await;
+    let b = federating_server().await;
+    let pdu = json!({
+        "room_id": "!nowhere:example.org", "type": "m.room.message", "sender": "@x:example.org",
+        "content": { "body": "hi" }, "origin_server_ts": 1, "depth": 3, "prev_events": [], "auth_events": [],
+        "hashes": { "sha256": "AAAA" }, "signatures": {},
+    });
+    let no_room = json!({ "type": "m.room.message", "content": {} });
+    let mut request = ruma::api::federation::transactions::send_transaction_message::v1::Request::new(
+        "t1".into(),
+        a.server_name().as_str().try_into().unwrap(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    request.pdus = vec![
+        serde_json::value::to_raw_value(&pdu).unwrap(),
+        serde_json::value::to_raw_value(&no_room).unwrap(),
+    ];
+    let reply = a.federation_request(&b, request).await.ok();
+    assert_eq!(reply["pdus"], json!({}), "no result can be keyed for these PDUs: {reply}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A destination that answers a transaction with a 2xx but not the spec's body (SyTest answers
+/// `{}`) has taken it: the queue moves on, the transaction is not sent again.
+#[tokio::test]
+async fn a_malformed_transaction_response_does_not_wedge_the_queue() {
+    use std::sync::{Arc, Mutex};
+    weft::federation::tls::install_crypto_provider();
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let port = common::free_port();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        certified.cert.pem().into_bytes(),
+        certified.signing_key.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let sink = received.clone();
+    let fake = axum::Router::new().route(
+        "/_matrix/federation/v1/send/{txn}",
+        axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let handle = axum_server::Handle::new();
+    tokio::spawn(axum_server::bind_rustls(address, tls).handle(handle.clone()).serve(fake.into_make_service()));
+
+    let a = federating_server().await;
+    let (_, token) = a.register("alice").await;
+    let remote_user = format!("@bob:127.0.0.1:{port}");
+    let bodies_seen = |received: &Arc<Mutex<Vec<Value>>>| -> Vec<String> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|txn| txn["edus"].as_array().cloned().unwrap_or_default())
+            .filter_map(|edu| edu["content"]["messages"][&remote_user]["DEV"]["n"].as_str().map(str::to_owned))
+            .collect()
+    };
+    for (txn, n) in [("d1", "first"), ("d2", "second")] {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.test/{txn}");
+        a.put(&path, Some(&token), json!({ "messages": { &remote_user: { "DEV": { "n": n } } } })).await.ok();
+        common::eventually(Duration::from_secs(20), || {
+            let seen = bodies_seen(&received);
+            async move { seen.iter().any(|b| b == n) }
+        })
+        .await;
+    }
+    // Give a wrongly retried first transaction time to show up again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(bodies_seen(&received), vec!["first".to_owned(), "second".to_owned()]);
+    handle.shutdown();
+    a.stop().await;
 }

@@ -69,6 +69,20 @@ auth_input!(signed:
 impl Federation {
     /// Sends a request to another server and parses its answer.
     pub async fn send<T: FederationAuth>(&self, destination: &ServerName, request: T) -> Result<T::IncomingResponse> {
+        let (parts, body) = self.send_http(destination, request).await?.into_parts();
+        let status = parts.status;
+        T::IncomingResponse::try_from_http_response(http::Response::from_parts(parts, &body[..])).map_err(|error| {
+            let message = format!("{destination}: {error}");
+            if status == http::StatusCode::NOT_FOUND {
+                MatrixError::not_found(message)
+            } else {
+                MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
+            }
+        })
+    }
+
+    /// Sends a request to another server and returns its answer unparsed, whatever its status.
+    pub async fn send_http<T: FederationAuth>(&self, destination: &ServerName, request: T) -> Result<http::Response<Vec<u8>>> {
         if self.is_local(destination) {
             return Err(MatrixError::internal("refusing to federate with ourselves"));
         }
@@ -92,15 +106,7 @@ impl Federation {
         for (name, value) in &headers {
             builder = builder.header(name, value);
         }
-        let http_response = builder.body(&bytes[..]).map_err(|e| MatrixError::internal(e.to_string()))?;
-        T::IncomingResponse::try_from_http_response(http_response).map_err(|error| {
-            let message = format!("{destination}: {error}");
-            if status == http::StatusCode::NOT_FOUND {
-                MatrixError::not_found(message)
-            } else {
-                MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
-            }
-        })
+        builder.body(bytes).map_err(|e| MatrixError::internal(e.to_string()))
     }
 }
 

@@ -42,7 +42,9 @@ pub async fn receive(
     }
     let mut results = Map::new();
     for pdu in &b.pdus {
-        let (event_id, outcome) = federation.receive_from(&origin, pdu).await;
+        // A PDU whose event id cannot be known (no room id, a room this server is not in,
+        // unparseable) is left out of the results, as Synapse does: the map is keyed by id.
+        let Some((event_id, outcome)) = federation.receive_from(&origin, pdu).await else { continue };
         let entry = match outcome {
             Ok(()) => json!({}),
             Err(error) => json!({ "error": error }),
@@ -62,31 +64,35 @@ pub async fn receive(
 }
 
 impl Federation {
-    /// One PDU of a transaction: (its id or a placeholder, the outcome).
-    async fn receive_from(&self, origin: &ServerName, raw: &RawValue) -> (String, std::result::Result<(), String>) {
+    /// One PDU of a transaction: its id and the outcome, or None when its id cannot be known.
+    async fn receive_from(&self, origin: &ServerName, raw: &RawValue) -> Option<(String, std::result::Result<(), String>)> {
         let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
         let Some(room_id) = value["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()) else {
-            return ("unknown".into(), Err("PDU without a room id".into()));
+            tracing::info!(%origin, "ignored a PDU without a room id");
+            return None;
         };
-        let version = match self.rooms.room_version(&room_id).await {
-            Ok(version) => version,
-            Err(_) => return ("unknown".into(), Err(format!("This server is not in {room_id}"))),
+        let Ok(version) = self.rooms.room_version(&room_id).await else {
+            tracing::info!(%origin, %room_id, "ignored a PDU for a room this server is not in");
+            return None;
         };
         let id_hint = match crate::federation::pipeline::parse_pdu(raw, &version) {
             Ok((pdu, _)) => pdu.event_id.to_string(),
-            Err(error) => return ("unknown".into(), Err(error.message)),
+            Err(error) => {
+                tracing::info!(%origin, %room_id, error = %error.message, "ignored an unparseable PDU");
+                return None;
+            }
         };
         if let Err(message) = self.check_origin_in_room(origin, &room_id, &value).await {
-            return (id_hint, Err(message));
+            return Some((id_hint, Err(message)));
         }
         if let Err(error) = self.check_acl(&room_id, origin).await {
-            return (id_hint, Err(error.message));
+            return Some((id_hint, Err(error.message)));
         }
         match self.receive_pdu(origin, raw, &version).await {
-            Ok(_) => (id_hint, Ok(())),
+            Ok(_) => Some((id_hint, Ok(()))),
             Err(error) => {
                 tracing::info!(%origin, event_id = %id_hint, %error, "rejected PDU");
-                (id_hint, Err(error.message))
+                Some((id_hint, Err(error.message)))
             }
         }
     }
@@ -189,22 +195,38 @@ impl Federation {
             let mut request = send_transaction_message::v1::Request::new(txn_id, self.server_name().to_owned(), MilliSecondsSinceUnixEpoch::now());
             request.pdus = pdus;
             request.edus = edus;
-            match self.send(&server, request).await {
-                Ok(response) => {
-                    for (event_id, result) in response.pdus {
-                        if let Err(error) = result {
-                            tracing::info!(%destination, %event_id, %error, "destination rejected a PDU");
-                        }
-                    }
+            match self.send_http(&server, request).await {
+                // A 2xx answer means the destination took the transaction, whatever its body
+                // says: a malformed body is logged, never retried (that would wedge the queue).
+                Ok(response) if response.status().is_success() => {
+                    log_pdu_results(destination, response.body());
                     if repo::dequeue_up_to(self.db.pool(), destination, last_id).await.is_err() {
                         return false;
                     }
+                }
+                Ok(response) => {
+                    tracing::debug!(%destination, status = %response.status(), "transaction refused");
+                    return false;
                 }
                 Err(error) => {
                     tracing::debug!(%destination, %error, "transaction failed");
                     return false;
                 }
             }
+        }
+    }
+}
+
+/// Logs the PDUs a destination rejected; a body that is not the spec's shape is logged too.
+fn log_pdu_results(destination: &str, body: &[u8]) {
+    let results = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("pdus").and_then(Value::as_object).cloned());
+    let Some(results) = results else {
+        tracing::info!(%destination, "destination accepted a transaction with a malformed response");
+        return;
+    };
+    for (event_id, result) in results {
+        if let Some(error) = result.get("error") {
+            tracing::info!(%destination, %event_id, %error, "destination rejected a PDU");
         }
     }
 }

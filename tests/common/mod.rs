@@ -253,3 +253,26 @@ impl TestServer {
         Reply { status, body, headers }
     }
 }
+
+/// Polls `check` until it holds, panicking after `limit`: for what arrives asynchronously
+/// (federation, background delivery), instead of fixed sleeps.
+#[track_caller]
+pub fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> impl std::future::Future<Output = ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if check().await {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("condition at {caller} did not hold within {limit:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
