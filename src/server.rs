@@ -68,7 +68,7 @@ use crate::{
     client_api::{
         account, account_data, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
-        push, session, sync, ClientApiState,
+        push, session, sliding_sync, sync, ClientApiState,
     },
     config::Config,
     crypto::ServerKeys,
@@ -341,6 +341,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<report_content::v3::Request, _, _>(account_data::report_event)
         .ruma::<report_room::v3::Request, _, _>(account_data::report_room)
         .ruma::<sync_events::v3::Request, _, _>(sync::sync)
+        .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sliding_sync)
         .ruma::<create_filter::v3::Request, _, _>(sync::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(sync::get_filter)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)

@@ -1,6 +1,6 @@
 //! /versions, /.well-known/matrix/client, /capabilities.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::extract::State;
 use ruma::api::client::discovery::{
@@ -15,9 +15,33 @@ use crate::{config::Config, error::Result, rooms::supported_room_versions};
 /// Spec versions whose client features weft implements.
 pub const SPEC_VERSIONS: &[&str] = &["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"];
 
+/// Unstable features weft implements (or, `false`, says it does not do), each named by its
+/// MSC flag as clients check for it. docs/versions.md says what stands behind each.
+pub const UNSTABLE_FEATURES: &[(&str, bool)] = &[
+    // Simplified sliding sync (MSC4186): Element X and matrix-rust-sdk need it.
+    ("org.matrix.simplified_msc3575", true),
+    ("org.matrix.e2e_cross_signing", true),
+    // /rooms/{roomId}/aliases.
+    ("org.matrix.msc2432", true),
+    // Private read receipts, room types in the directory, threads, threaded receipts and
+    // notifications, recursive relations.
+    ("org.matrix.msc2285.stable", true),
+    ("org.matrix.msc3827.stable", true),
+    ("org.matrix.msc3440.stable", true),
+    ("org.matrix.msc3771", true),
+    ("org.matrix.msc3773", true),
+    ("org.matrix.msc3981", true),
+    // Authenticated media (also part of v1.11), for clients that check the flag.
+    ("org.matrix.msc3916.stable", true),
+    // weft never forces encryption on new rooms.
+    ("io.element.e2ee_forced.public", false),
+    ("io.element.e2ee_forced.private", false),
+    ("io.element.e2ee_forced.trusted_private", false),
+];
+
 pub async fn versions(_: Ruma<get_supported_versions::Request>) -> Result<RumaResponse<get_supported_versions::Response>> {
     let mut response = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| v.to_string()).collect());
-    response.unstable_features = BTreeMap::new();
+    response.unstable_features = UNSTABLE_FEATURES.iter().map(|(name, on)| (name.to_string(), *on)).collect();
     Ok(RumaResponse(response))
 }
 

@@ -165,11 +165,39 @@ where
     }
 }
 
+/// A parsed ruma request with its JSON body as sent, for the fields ruma's types drop
+/// (sliding sync's `filters.spaces`).
+pub struct WithRawBody<T>(pub Ruma<T>, pub bytes::Bytes);
+
+impl<S, T> FromRequest<S> for WithRawBody<T>
+where
+    S: Send + Sync,
+    T: IncomingRequest + Send,
+    T::Authentication: Authenticate<S>,
+    RateLimiter: FromRef<S>,
+{
+    type Rejection = MatrixError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (ruma, bytes) = Box::pin(Ruma::<T>::extract_with_body(request, state)).await?;
+        Ok(WithRawBody(ruma, bytes))
+    }
+}
+
 impl<T> Ruma<T>
 where
     T: IncomingRequest + Send,
 {
     async fn extract<S>(request: Request, state: &S) -> Result<Self, MatrixError>
+    where
+        S: Send + Sync,
+        T::Authentication: Authenticate<S>,
+        RateLimiter: FromRef<S>,
+    {
+        Ok(Self::extract_with_body(request, state).await?.0)
+    }
+
+    async fn extract_with_body<S>(request: Request, state: &S) -> Result<(Self, bytes::Bytes), MatrixError>
     where
         S: Send + Sync,
         T::Authentication: Authenticate<S>,
@@ -231,7 +259,7 @@ where
         let http_request = http::Request::from_parts(parts, body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(http_request, &args).map_err(map_parse_error)?;
-        Ok(Ruma { body, requester, origin, client_ip })
+        Ok((Ruma { body, requester, origin, client_ip }, bytes))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod relations;
 pub mod room_events;
 pub mod router;
 pub mod session;
+pub mod sliding_sync;
 pub mod spaces;
 pub mod sync;
 

@@ -116,6 +116,11 @@ pub struct Rooms {
 }
 
 /// Room versions this server creates and accepts.
+/// Event types that move a room up a recency-sorted room list (sliding sync's `bump_stamp`),
+/// as Synapse's defaults: what people see as activity, not every state change or reaction.
+pub const BUMP_EVENT_TYPES: [&str; 7] =
+    ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
+
 pub fn supported_room_versions() -> Vec<RoomVersionId> {
     use RoomVersionId::*;
     vec![V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12]

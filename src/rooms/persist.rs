@@ -225,6 +225,9 @@ impl Rooms {
             },
         )
         .await?;
+        if super::BUMP_EVENT_TYPES.contains(&pdu.kind().to_string().as_str()) {
+            crate::storage::sliding::set_bump_stamp(tx, room_id, stream).await?;
+        }
         let prevs: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
         let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
         event_repo::insert_edges(tx, pdu.event_id.as_str(), &prevs, &auths).await?;

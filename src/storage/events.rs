@@ -138,6 +138,24 @@ pub async fn get<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> s
     Ok(row.map(event_from_row))
 }
 
+/// Several events (timeline or outlier) by id, in no particular order; unknown ids are skipped.
+pub async fn get_many<'c>(db: impl Executor<'c, Database = Any>, event_ids: &[String]) -> sqlx::Result<Vec<EventRow>> {
+    if event_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = super::in_list(event_ids.len(), 1);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({list}) UNION ALL \
+         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE event_id IN ({list}) \
+         AND event_id NOT IN (SELECT event_id FROM events WHERE event_id IN ({list}))"
+    );
+    let mut query = sqlx::query(&sql);
+    for id in event_ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(db).await?.into_iter().map(event_from_row).collect())
+}
+
 /// An event of the timeline only.
 pub async fn get_timeline<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
     let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))

@@ -17,6 +17,7 @@ pub mod receipts;
 pub mod reports;
 pub mod rooms;
 pub mod server_keys;
+pub mod sliding;
 pub mod state;
 pub mod to_device;
 

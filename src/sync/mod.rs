@@ -3,6 +3,7 @@
 pub mod filter;
 pub mod notifier;
 pub mod rooms;
+pub mod sliding;
 pub mod token;
 
 use std::{
@@ -38,6 +39,8 @@ pub struct Sync {
     to_device: ToDevice,
     push: Push,
     e2ee: E2ee,
+    /// Sliding sync connections and what each was sent.
+    connections: sliding::connection::Connections,
 }
 
 /// One /sync request.
@@ -63,7 +66,7 @@ impl Sync {
         push: Push,
         e2ee: E2ee,
     ) -> Self {
-        Self { db, rooms, notifier, typing, receipts, presence, to_device, push, e2ee }
+        Self { db, rooms, notifier, typing, receipts, presence, to_device, push, e2ee, connections: Default::default() }
     }
 
     /// The positions of every stream now.

@@ -20,13 +20,13 @@ use crate::{
 
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-struct Timeline {
-    events: Vec<Value>,
-    limited: bool,
-    prev_batch: String,
+pub(super) struct Timeline {
+    pub events: Vec<Value>,
+    pub limited: bool,
+    pub prev_batch: String,
     /// Stream position just before the first event returned (state is taken there).
-    start: i64,
-    senders: HashSet<String>,
+    pub start: i64,
+    pub senders: HashSet<String>,
 }
 
 impl Sync {
@@ -228,7 +228,7 @@ impl Sync {
 
     /// The newest `limit` visible, filter-matching events in `(after, up_to]`, oldest first.
     #[allow(clippy::too_many_arguments)]
-    async fn timeline(
+    pub(super) async fn timeline(
         &self,
         room_id: &RoomId,
         user: &UserId,
@@ -279,7 +279,7 @@ impl Sync {
     }
 
     /// The room's state after the last event at or before a stream position.
-    async fn state_at(&self, room_id: &RoomId, position: i64) -> Result<StateMap> {
+    pub(super) async fn state_at(&self, room_id: &RoomId, position: i64) -> Result<StateMap> {
         match event_repo::latest_at(self.db.pool(), room_id.as_str(), position).await? {
             Some(row) => Ok(state_repo::load_group(self.db.pool(), row.state_group).await?),
             None => Ok(StateMap::new()),
@@ -287,7 +287,7 @@ impl Sync {
     }
 
     /// Stripped state for an invite or knock, plus the membership event itself.
-    async fn stripped_state(&self, room_id: &RoomId, user: &UserId, membership_event: &str) -> Result<Vec<Value>> {
+    pub(super) async fn stripped_state(&self, room_id: &RoomId, user: &UserId, membership_event: &str) -> Result<Vec<Value>> {
         let mut events = self.rooms.stripped_room_state(room_id, user).await?;
         if let Some(row) = event_repo::get(self.db.pool(), membership_event).await? {
             let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
@@ -315,7 +315,7 @@ impl Sync {
     }
 }
 
-fn without_room_id(mut event: Value) -> Value {
+pub(super) fn without_room_id(mut event: Value) -> Value {
     if let Some(map) = event.as_object_mut() {
         map.remove("room_id");
     }

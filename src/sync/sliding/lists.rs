@@ -1,0 +1,267 @@
+//! The rooms a sliding sync can show: the user's memberships with their recency, list
+//! filters, sorting by `bump_stamp`, and picking a list's `ranges`.
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{api::client::sync::sync_events::v5::request::ListFilters, directory::RoomTypeFilter, OwnedRoomId, RoomId, UInt, UserId};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{connection::Snapshot, Span};
+use crate::{
+    error::Result,
+    storage::{account_data, events as event_repo, receipts as receipt_repo, sliding as repo},
+    sync::Sync,
+};
+
+/// One room the user may see in a list.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub room_id: OwnedRoomId,
+    pub membership: String,
+    pub membership_event_id: String,
+    pub membership_stream: i64,
+    /// Recency: the newest bump event the user may see (for a room left, not past the leave).
+    pub bump_stamp: i64,
+}
+
+impl Candidate {
+    pub fn joined(&self) -> bool {
+        self.membership == "join"
+    }
+
+    /// Whether the room has a timeline for the user (joined, or left / banned: up to then).
+    pub fn has_timeline(&self) -> bool {
+        matches!(self.membership.as_str(), "join" | "leave" | "ban")
+    }
+
+    /// The newest stream position the user sees of the room.
+    pub fn up_to(&self, now: i64) -> i64 {
+        if self.joined() {
+            now
+        } else {
+            self.membership_stream.min(now)
+        }
+    }
+}
+
+/// The user's rooms, with the facts filters need loaded on first use.
+pub(crate) struct Candidates {
+    rooms: Vec<Candidate>,
+    by_id: HashMap<OwnedRoomId, usize>,
+    user: String,
+    direct: OnceCell<HashSet<String>>,
+    encrypted: OnceCell<HashSet<String>>,
+    room_types: OnceCell<HashMap<String, Option<String>>>,
+}
+
+impl Candidates {
+    pub async fn load(sync: &Sync, user: &UserId, span: Span, previous: Option<&Snapshot>) -> Result<Self> {
+        let mut rooms = Vec::new();
+        for row in repo::user_rooms(sync.db.pool(), user.as_str()).await? {
+            let Ok(room_id) = RoomId::parse(&row.room_id) else { continue };
+            // Rooms left or banned from are shown only to a connection that learns of it
+            // now: it saw the room before, or the leave is newer than its position.
+            if matches!(row.membership.as_str(), "leave" | "ban") {
+                let seen_before = previous.is_some_and(|p| p.rooms.contains_key(&room_id));
+                let news = span.from.is_some_and(|from| row.membership_stream > from.events);
+                if !(seen_before || news) {
+                    continue;
+                }
+            }
+            let bump_stamp = match row.membership.as_str() {
+                "join" => row.bump_stamp.unwrap_or(row.membership_stream),
+                "invite" | "knock" => row.membership_stream,
+                _ => row.bump_stamp.map_or(row.membership_stream, |b| b.min(row.membership_stream)),
+            };
+            rooms.push(Candidate {
+                room_id,
+                membership: row.membership,
+                membership_event_id: row.membership_event_id,
+                membership_stream: row.membership_stream,
+                bump_stamp,
+            });
+        }
+        let by_id = rooms.iter().enumerate().map(|(i, c)| (c.room_id.clone(), i)).collect();
+        Ok(Self {
+            rooms,
+            by_id,
+            user: user.to_string(),
+            direct: OnceCell::new(),
+            encrypted: OnceCell::new(),
+            room_types: OnceCell::new(),
+        })
+    }
+
+    pub fn contains(&self, room_id: &RoomId) -> bool {
+        self.by_id.contains_key(room_id)
+    }
+
+    pub fn get(&self, room_id: &RoomId) -> Option<&Candidate> {
+        self.by_id.get(room_id).map(|i| &self.rooms[*i])
+    }
+
+    /// Rooms with events or with own receipts (unread counts) in the span: the only rooms an
+    /// incremental response may have news of, besides rooms newly wanted.
+    pub async fn changed_rooms(&self, sync: &Sync, span: Span) -> Result<HashSet<String>> {
+        let Some(from) = span.from else { return Ok(HashSet::new()) };
+        let mut changed: HashSet<String> = HashSet::new();
+        if span.to.events > from.events {
+            changed.extend(event_repo::rooms_with_events_between(sync.db.pool(), from.events, span.to.events).await?);
+        }
+        if span.to.receipts > from.receipts {
+            changed.extend(receipt_repo::rooms_changed_since(sync.db.pool(), from.receipts).await?);
+        }
+        Ok(changed)
+    }
+
+    /// Rooms in `m.direct` (global account data): the user's DMs.
+    pub async fn is_dm(&self, sync: &Sync, room_id: &RoomId) -> Result<bool> {
+        Ok(self.direct(sync).await?.contains(room_id.as_str()))
+    }
+
+    async fn direct(&self, sync: &Sync) -> Result<&HashSet<String>> {
+        self.direct
+            .get_or_try_init(|| async {
+                let content = account_data::get(sync.db.pool(), &self.user, "", "m.direct").await?;
+                let mut rooms = HashSet::new();
+                if let Some(Value::Object(by_user)) = content.and_then(|c| serde_json::from_str::<Value>(&c).ok()) {
+                    for ids in by_user.values() {
+                        rooms.extend(ids.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned));
+                    }
+                }
+                Ok::<_, crate::error::MatrixError>(rooms)
+            })
+            .await
+    }
+
+    async fn encrypted(&self, sync: &Sync) -> Result<&HashSet<String>> {
+        self.encrypted
+            .get_or_try_init(|| async { Ok::<_, crate::error::MatrixError>(repo::encrypted_rooms(sync.db.pool(), &self.user).await?) })
+            .await
+    }
+
+    async fn room_types(&self, sync: &Sync) -> Result<&HashMap<String, Option<String>>> {
+        self.room_types
+            .get_or_try_init(|| async {
+                let creates = repo::create_events(sync.db.pool(), &self.user).await?;
+                Ok::<_, crate::error::MatrixError>(
+                    creates
+                        .into_iter()
+                        .map(|(room, json)| {
+                            let kind = serde_json::from_str::<Value>(&json)
+                                .ok()
+                                .and_then(|e| e["content"]["type"].as_str().map(str::to_owned));
+                            (room, kind)
+                        })
+                        .collect(),
+                )
+            })
+            .await
+    }
+
+    /// The rooms passing a list's filters, most recent first.
+    pub async fn filtered_sorted(&self, sync: &Sync, filters: Option<&ListFilters>, spaces: &[OwnedRoomId]) -> Result<Vec<OwnedRoomId>> {
+        let mut picked: Vec<&Candidate> = Vec::with_capacity(self.rooms.len());
+        let in_spaces = if spaces.is_empty() { None } else { Some(space_children(sync, spaces).await?) };
+        for candidate in &self.rooms {
+            if let Some(children) = &in_spaces {
+                if !children.contains(candidate.room_id.as_str()) {
+                    continue;
+                }
+            }
+            if let Some(filters) = filters {
+                if !self.passes(sync, candidate, filters).await? {
+                    continue;
+                }
+            }
+            picked.push(candidate);
+        }
+        picked.sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id)));
+        Ok(picked.into_iter().map(|c| c.room_id.clone()).collect())
+    }
+
+    async fn passes(&self, sync: &Sync, candidate: &Candidate, filters: &ListFilters) -> Result<bool> {
+        let room = candidate.room_id.as_str();
+        if let Some(wanted) = filters.is_invite {
+            if (candidate.membership == "invite") != wanted {
+                return Ok(false);
+            }
+        }
+        if let Some(wanted) = filters.is_dm {
+            if self.direct(sync).await?.contains(room) != wanted {
+                return Ok(false);
+            }
+        }
+        if let Some(wanted) = filters.is_encrypted {
+            if self.encrypted(sync).await?.contains(room) != wanted {
+                return Ok(false);
+            }
+        }
+        if !filters.room_types.is_empty() || !filters.not_room_types.is_empty() {
+            let kind = self.room_types(sync).await?.get(room).cloned().flatten();
+            let matches = |filter: &RoomTypeFilter| match filter {
+                RoomTypeFilter::Default => kind.is_none(),
+                other => other.as_str() == kind.as_deref(),
+            };
+            if filters.not_room_types.iter().any(matches) {
+                return Ok(false);
+            }
+            if !filters.room_types.is_empty() && !filters.room_types.iter().any(matches) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Rooms that are children (`m.space.child` with `via`) of any of the spaces.
+async fn space_children(sync: &Sync, spaces: &[OwnedRoomId]) -> Result<HashSet<String>> {
+    let mut children = HashSet::new();
+    for space in spaces {
+        for (child, json) in repo::space_children(sync.db.pool(), space.as_str()).await? {
+            let has_via = serde_json::from_str::<Value>(&json)
+                .ok()
+                .is_some_and(|e| e["content"]["via"].as_array().is_some_and(|v| !v.is_empty()));
+            if has_via {
+                children.insert(child);
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// The rooms at the (inclusive) index ranges of a sorted list.
+pub(crate) fn in_ranges(sorted: &[OwnedRoomId], ranges: &[(UInt, UInt)]) -> Vec<OwnedRoomId> {
+    let mut picked = Vec::new();
+    let mut seen = HashSet::new();
+    for (start, end) in ranges {
+        let start = usize::try_from(u64::from(*start)).unwrap_or(usize::MAX);
+        let end = usize::try_from(u64::from(*end)).unwrap_or(usize::MAX);
+        if start >= sorted.len() || start > end {
+            continue;
+        }
+        for room in &sorted[start..=end.min(sorted.len() - 1)] {
+            if seen.insert(room.clone()) {
+                picked.push(room.clone());
+            }
+        }
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_inclusive_and_clamped() {
+        let rooms: Vec<OwnedRoomId> = (0..5).map(|i| format!("!r{i}:x").try_into().unwrap()).collect();
+        let r = |a: u32, b: u32| (UInt::from(a), UInt::from(b));
+        assert_eq!(in_ranges(&rooms, &[r(0, 1)]).len(), 2);
+        assert_eq!(in_ranges(&rooms, &[r(3, 99)]).len(), 2);
+        assert_eq!(in_ranges(&rooms, &[r(0, 1), r(1, 2)]).len(), 3);
+        assert!(in_ranges(&rooms, &[r(7, 9)]).is_empty());
+        assert!(in_ranges(&[], &[r(0, 0)]).is_empty());
+    }
+}
