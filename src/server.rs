@@ -66,7 +66,7 @@ use tracing::Level;
 use crate::{
     accounts::Accounts,
     client_api::{
-        account, account_data, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events,
+        account, account_data, appservice, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events,
         router::{method_not_allowed, unrecognized, RumaRouter},
         push, session, sliding_sync, sync, ClientApiState,
     },
@@ -342,6 +342,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<report_room::v3::Request, _, _>(account_data::report_room)
         .ruma::<sync_events::v3::Request, _, _>(sync::sync)
         .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sliding_sync)
+        .ruma::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservice::ping)
         .ruma::<create_filter::v3::Request, _, _>(sync::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(sync::get_filter)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)

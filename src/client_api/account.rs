@@ -62,6 +62,9 @@ pub async fn deactivate(
         }
     }
     accounts.deactivate(&user.user_id).await?;
+    if request.body.erase {
+        rooms.erase_user(&user.user_id).await?;
+    }
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
 }
 

@@ -158,7 +158,11 @@ pub async fn report_event(
 ) -> Result<RumaResponse<report_content::v3::Response>> {
     let user = request.user().clone();
     let b = &request.body;
-    // Only events the reporter can see may be reported; others look absent.
+    // Only members of the room may report its events (spec v1.8), and only events they can
+    // see; anything else looks absent.
+    if rooms.membership_of(&b.room_id, &user.user_id).await?.as_deref() != Some("join") {
+        return Err(MatrixError::not_found("Event not found or you are not joined to its room"));
+    }
     rooms.visible_event(&b.room_id, &b.event_id, &user.user_id).await?;
     save_report(&rooms, &user.user_id, b.room_id.as_str(), Some(b.event_id.as_str()), b.reason.as_deref()).await?;
     Ok(RumaResponse(report_content::v3::Response::new()))

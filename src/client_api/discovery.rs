@@ -12,8 +12,10 @@ use ruma::api::client::discovery::{
 use super::extract::{Ruma, RumaResponse};
 use crate::{config::Config, error::Result, rooms::supported_room_versions};
 
-/// Spec versions whose client features weft implements.
-pub const SPEC_VERSIONS: &[&str] = &["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"];
+/// Spec versions whose client features weft implements: contiguous (versions are cumulative
+/// and clients test for exact strings). docs/versions.md lists, per version, what is there.
+pub const SPEC_VERSIONS: &[&str] =
+    &["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
 
 /// Unstable features weft implements (or, `false`, says it does not do), each named by its
 /// MSC flag as clients check for it. docs/versions.md says what stands behind each.

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod appservice;
 pub mod directory;
 pub mod discovery;
 pub mod extract;

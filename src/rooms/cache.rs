@@ -20,6 +20,8 @@ pub struct RoomCaches {
     versions: RwLock<HashMap<OwnedRoomId, RoomVersionId>>,
     state_lookups: Mutex<LruCache<(i64, String, String), Option<String>>>,
     events: Mutex<Events>,
+    /// Users deactivated with erasure (loaded on first use; they only ever grow).
+    erased: RwLock<Option<std::collections::HashSet<String>>>,
 }
 
 struct Events {
@@ -35,11 +37,22 @@ impl Default for RoomCaches {
             versions: RwLock::default(),
             state_lookups: Mutex::new(LruCache::new(size(STATE_LOOKUPS))),
             events: Mutex::new(Events { lru: LruCache::new(size(EVENTS)), generation: 0 }),
+            erased: RwLock::default(),
         }
     }
 }
 
 impl RoomCaches {
+    /// Whether the user is erased; None until the set is loaded.
+    pub fn is_erased(&self, user: &str) -> Option<bool> {
+        self.erased.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|set| set.contains(user))
+    }
+
+    pub fn set_erased(&self, users: impl IntoIterator<Item = String>) {
+        let mut erased = self.erased.write().unwrap_or_else(|p| p.into_inner());
+        erased.get_or_insert_with(Default::default).extend(users);
+    }
+
     pub fn version(&self, room_id: &OwnedRoomId) -> Option<RoomVersionId> {
         self.versions.read().unwrap_or_else(|p| p.into_inner()).get(room_id).cloned()
     }

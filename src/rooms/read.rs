@@ -156,6 +156,8 @@ impl Rooms {
 
     /// The client format without bundled relations.
     pub async fn client_event_plain(&self, row: &EventRow, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let erased_copy = if self.is_erased(pdu.fields.sender.as_str()).await? { Some(self.redacted_copy(pdu).await?) } else { None };
+        let pdu = erased_copy.as_ref().unwrap_or(pdu);
         let mut event = pdu.to_client_event();
         let mut unsigned = Map::new();
         let ts = u64::from(pdu.fields.origin_server_ts.0) as i64;
@@ -173,6 +175,33 @@ impl Rooms {
         }
         event.insert("unsigned".into(), Value::Object(unsigned));
         Ok(Value::Object(event))
+    }
+
+    /// Whether the user deactivated their account with erasure (then their events are
+    /// served redacted, as Synapse does, to everyone).
+    pub async fn is_erased(&self, user: &str) -> Result<bool> {
+        if let Some(erased) = self.caches.is_erased(user) {
+            return Ok(erased);
+        }
+        self.caches.set_erased(crate::storage::accounts::erased_users(self.db.pool()).await?);
+        Ok(self.caches.is_erased(user).unwrap_or(false))
+    }
+
+    /// Records an erasure: from now on the user's events are served redacted.
+    pub async fn erase_user(&self, user: &UserId) -> Result<()> {
+        crate::storage::accounts::mark_erased(self.db.pool(), user.as_str()).await?;
+        self.is_erased(user.as_str()).await?;
+        self.caches.set_erased([user.to_string()]);
+        Ok(())
+    }
+
+    /// The event as its room version's redaction algorithm leaves it.
+    async fn redacted_copy(&self, pdu: &Pdu) -> Result<Pdu> {
+        let rules = super::rules_for(&self.room_version(&pdu.room_id).await?)?;
+        let redacted = ruma::canonical_json::redact(pdu.json().clone(), &rules.redaction, None)
+            .map_err(|e| MatrixError::internal(e.to_string()))?;
+        let text = serde_json::to_string(&redacted)?;
+        Pdu::from_text(pdu.event_id.clone(), pdu.room_id.clone(), &text).map_err(|e| MatrixError::internal(e.to_string()))
     }
 
     /// Whether the user is joined now, and may read the room's history at all

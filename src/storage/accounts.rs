@@ -339,3 +339,18 @@ pub async fn delete_uia_session<'c>(db: impl Executor<'c, Database = Any>, sessi
     sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1").bind(session_id).execute(db).await?;
     Ok(())
 }
+
+/// Marks a user as erased (deactivated with `erase: true`).
+pub async fn mark_erased<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO erased_users (user_id, erased_ts) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn erased_users<'c>(db: impl Executor<'c, Database = Any>) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT user_id FROM erased_users").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
