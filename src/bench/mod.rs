@@ -19,7 +19,7 @@ use serde::Serialize;
 use self::{client::Client, scenarios::ScenarioReport};
 
 /// The scenarios, by name (for `--only`).
-pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination"];
+pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -60,6 +60,12 @@ pub struct BenchArgs {
     /// Passes over the room in the pagination scenario.
     #[arg(long, default_value_t = 10)]
     pub passes: usize,
+    /// Rooms the sliding sync scenario's user is in.
+    #[arg(long, default_value_t = 1000)]
+    pub sliding_rooms: usize,
+    /// Requests measured in each sliding sync phase.
+    #[arg(long, default_value_t = 100)]
+    pub sliding_rounds: usize,
     /// Upper bound on each scenario's measured phase, in seconds.
     #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
@@ -241,6 +247,14 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         let report = scenarios::pagination(&ctx, &user, &room, sent, args.passes).await?;
         note_peak(&report);
         reports.push(report);
+    }
+    if wanted(&args, "sliding_sync") {
+        measure::settle(ctx.server_pid).await;
+        let (first, incremental) = scenarios::sliding_sync(&ctx, args.sliding_rooms, args.sliding_rounds).await?;
+        note_peak(&first);
+        note_peak(&incremental);
+        reports.push(first);
+        reports.push(incremental);
     }
     drop(spawned);
     let report = Report { label: args.label.clone(), url: args.url.clone(), startup_ms, idle_rss_kb, peak_rss_kb: peak, scenarios: reports };

@@ -504,3 +504,87 @@ pub async fn pagination(ctx: &Ctx, user: &User, room: &str, expected: usize, pas
     }
     Ok(report)
 }
+
+const SLIDING_PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+/// The room list Element X asks for (matrix-sdk-ui 0.18's `all_rooms`): the first page.
+fn room_list_request() -> Value {
+    json!({
+        "conn_id": "room-list",
+        "lists": { "all_rooms": {
+            "ranges": [[0, 19]],
+            "timeline_limit": 1,
+            "required_state": [
+                ["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"],
+                ["m.room.topic", ""], ["m.room.avatar", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""],
+                ["org.matrix.msc3401.call.member", "*"], ["m.room.join_rules", ""], ["m.room.tombstone", ""],
+                ["m.room.create", ""], ["m.room.history_visibility", ""], ["io.element.functional_members", ""],
+                ["m.space.parent", "*"], ["m.space.child", "*"], ["org.matrix.msc3672.beacon_info", "*"]
+            ],
+        }},
+        "extensions": { "account_data": { "enabled": true }, "receipts": { "enabled": true, "rooms": ["*"] }, "typing": { "enabled": true } },
+    })
+}
+
+/// Sliding sync for a user in `rooms` rooms: the first page of a new connection (20 rooms,
+/// timeline_limit 1), then incremental responses carrying one new event each.
+pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(ScenarioReport, ScenarioReport)> {
+    let user = ctx.users("ss", 1).await?.remove(0);
+    let mut room_ids = Vec::with_capacity(rooms);
+    for i in 0..rooms {
+        let room = ctx.client.create_room(&user, json!({ "name": format!("bench room {i}") })).await?;
+        ctx.client.send_text(&user, &room, &format!("{}s{i}", ctx.run_id), "hello").await?;
+        room_ids.push(room);
+    }
+    let body = room_list_request();
+    super::measure::settle(ctx.server_pid).await;
+
+    // First pages: each request starts a new connection.
+    let meter = CpuMeter::start(ctx.server_pid);
+    let started = Instant::now();
+    let mut first = ScenarioReport::new("sliding_sync_first_page", format!("new connection, first 20 of {rooms} rooms, timeline_limit 1"), "req/s");
+    let mut latencies = Vec::new();
+    let mut pos = String::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let response = ctx.client.post(&format!("{SLIDING_PATH}?timeout=0"), Some(&user.token), &body).await?;
+        latencies.push(t.elapsed());
+        first.operations += 1;
+        let returned = response["rooms"].as_object().map(Map::len).unwrap_or(0);
+        if returned != rooms.min(20) || response["lists"]["all_rooms"]["count"] != json!(rooms) {
+            first.errors += 1;
+        }
+        pos = response["pos"].as_str().unwrap_or_default().to_owned();
+    }
+    first.latency = Percentiles::of(&mut latencies);
+    let mut first = first.finish(started, &meter);
+    if first.errors > 0 {
+        first.failure = Some(format!("{} first pages without 20 rooms and the count", first.errors));
+    }
+
+    // Incremental: one new event, then the response that carries it.
+    let meter = CpuMeter::start(ctx.server_pid);
+    let started = Instant::now();
+    let mut incremental = ScenarioReport::new("sliding_sync_incremental", format!("one new event in one of {rooms} rooms, then the next response"), "req/s");
+    let mut latencies = Vec::new();
+    for round in 0..rounds {
+        let room = &room_ids[round % room_ids.len().min(20)];
+        ctx.client.send_text(&user, room, &format!("{}i{round}", ctx.run_id), "news").await?;
+        let t = Instant::now();
+        let url = format!("{SLIDING_PATH}?timeout=0&pos={}", enc(&pos));
+        let response = ctx.client.post(&url, Some(&user.token), &body).await?;
+        latencies.push(t.elapsed());
+        incremental.operations += 1;
+        let carried = response["rooms"][room.as_str()]["timeline"].as_array().is_some_and(|t| t.iter().any(|e| e["content"]["body"] == "news"));
+        if !carried {
+            incremental.errors += 1;
+        }
+        pos = response["pos"].as_str().unwrap_or_default().to_owned();
+    }
+    incremental.latency = Percentiles::of(&mut latencies);
+    let mut incremental = incremental.finish(started, &meter);
+    if incremental.errors > 0 {
+        incremental.failure = Some(format!("{} responses missed the new event", incremental.errors));
+    }
+    Ok((first, incremental))
+}
