@@ -161,7 +161,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         // Boxed: extraction's state (body reading, token lookup) is freed before the handler
         // runs, instead of sizing every handler future, parked long-polls included.
-        Box::pin(Self::extract(request, state)).await
+        Ok(Box::pin(Self::extract_with_body(request, state)).await?.0)
     }
 }
 
@@ -188,15 +188,6 @@ impl<T> Ruma<T>
 where
     T: IncomingRequest + Send,
 {
-    async fn extract<S>(request: Request, state: &S) -> Result<Self, MatrixError>
-    where
-        S: Send + Sync,
-        T::Authentication: Authenticate<S>,
-        RateLimiter: FromRef<S>,
-    {
-        Ok(Self::extract_with_body(request, state).await?.0)
-    }
-
     async fn extract_with_body<S>(request: Request, state: &S) -> Result<(Self, bytes::Bytes), MatrixError>
     where
         S: Send + Sync,
