@@ -106,30 +106,20 @@ impl Sync {
 
         if enabled(asked.account_data.enabled) {
             let from = span.from.map(|f| f.account_data).unwrap_or(0);
-            let mut global = Vec::new();
-            let mut by_room: HashMap<String, Vec<Value>> = HashMap::new();
-            for (room, kind, content) in account_data::changed_since(self.db.pool(), user.as_str(), from).await? {
-                let event = json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) });
-                if room.is_empty() {
-                    global.push(event);
-                } else {
-                    by_room.entry(room).or_default().push(event);
-                }
-            }
+            let (mut global, mut by_room) = account_data_by_room(account_data::changed_since(self.db.pool(), user.as_str(), from).await?);
             // Clients learn their push rules here: a new connection always has them.
             if span.from.is_none() && !global.iter().any(|e| e["type"] == PUSH_RULES) {
                 global.push(self.push.rules_event(user).await?);
             }
             out.account_data.global = global.iter().map(raw).collect();
+            // Rooms new to an existing connection get all their account data: read once.
+            let mut all_by_room: Option<HashMap<String, Vec<Value>>> = None;
             for room_id in scope.rooms(asked.account_data.lists.as_ref(), asked.account_data.rooms.as_ref()) {
                 let events = if span.from.is_some() && scope.initial_rooms.contains_key(&room_id) {
-                    // A room new to the connection gets all its account data.
-                    account_data::changed_since(self.db.pool(), user.as_str(), 0)
-                        .await?
-                        .into_iter()
-                        .filter(|(room, ..)| room == room_id.as_str())
-                        .map(|(_, kind, content)| json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) }))
-                        .collect()
+                    if all_by_room.is_none() {
+                        all_by_room = Some(account_data_by_room(account_data::changed_since(self.db.pool(), user.as_str(), 0).await?).1);
+                    }
+                    all_by_room.as_mut().and_then(|all| all.remove(room_id.as_str())).unwrap_or_default()
                 } else {
                     by_room.remove(room_id.as_str()).unwrap_or_default()
                 };
@@ -179,6 +169,21 @@ impl Sync {
         }
         Ok(news)
     }
+}
+
+/// Account data rows (room or "", type, content) as events: (global, by room).
+fn account_data_by_room(rows: Vec<(String, String, String)>) -> (Vec<Value>, HashMap<String, Vec<Value>>) {
+    let mut global = Vec::new();
+    let mut by_room: HashMap<String, Vec<Value>> = HashMap::new();
+    for (room, kind, content) in rows {
+        let event = json!({ "type": kind, "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})) });
+        if room.is_empty() {
+            global.push(event);
+        } else {
+            by_room.entry(room).or_default().push(event);
+        }
+    }
+    (global, by_room)
 }
 
 /// Keeps the receipts for the given events and the viewer's own receipts.
