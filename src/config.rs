@@ -29,6 +29,9 @@ pub struct Config {
     pub default_room_version: RoomVersionId,
     /// Largest accepted request body, in bytes.
     pub max_request_bytes: usize,
+    /// Lifetime of access tokens issued with a refresh token (login or registration with
+    /// `refresh_token: true`), in seconds. Other access tokens do not expire.
+    pub refreshable_access_token_lifetime_secs: u64,
     pub database: DatabaseConfig,
     pub registration: RegistrationConfig,
     pub rate_limits: RateLimitConfig,
@@ -183,6 +186,7 @@ impl Default for Config {
             log: "info".to_owned(),
             default_room_version: RoomVersionId::V12,
             max_request_bytes: 50 * 1024 * 1024,
+            refreshable_access_token_lifetime_secs: 300,
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
             rate_limits: RateLimitConfig::default(),
@@ -284,6 +288,10 @@ default_room_version = "12"
 
 # Largest request body accepted, in bytes (M_TOO_LARGE beyond).
 max_request_bytes = 52428800
+
+# Lifetime in seconds of access tokens issued with a refresh token (clients that ask for
+# `refresh_token: true`); other access tokens do not expire.
+refreshable_access_token_lifetime_secs = 300
 
 [database]
 # Empty: SQLite at <data_dir>/weft.db.

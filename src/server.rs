@@ -52,7 +52,7 @@ use ruma::api::client::{
     message::{get_message_events, send_message_event},
     profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
     room::{aliases, create_room, get_event_by_timestamp, get_room_event, report_content, report_room},
-    session::{get_login_types, login, logout, logout_all},
+    session::{get_login_types, login, logout, logout_all, refresh_token},
     state::{get_state_event_for_key, get_state_events, send_state_event},
 };
 use tokio::net::TcpListener;
@@ -109,7 +109,8 @@ impl Services {
         crate::federation::tls::install_crypto_provider();
 
         let notifier = Notifier::new();
-        let accounts = Accounts::new(db.clone(), config.server_name.clone());
+        let accounts = Accounts::new(db.clone(), config.server_name.clone())
+            .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)));
         let dns = crate::outbound::GuardedDns::new(config.federation.ip_range_blocklist.clone());
         let push = Push::new(db.clone(), config.server_name.clone(), Gateway::new(db.clone(), dns.clone()));
         let outbox_signal = crate::rooms::OutboxSignal::default();
@@ -280,6 +281,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<login::v3::Request, _, _>(session::login)
         .ruma::<logout::v3::Request, _, _>(session::logout)
         .ruma::<logout_all::v3::Request, _, _>(session::logout_all)
+        .ruma::<refresh_token::v3::Request, _, _>(session::refresh)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<register::v3::Request, _, _>(session::register)
         .ruma::<get_username_availability::v3::Request, _, _>(session::username_available)

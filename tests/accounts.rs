@@ -451,3 +451,53 @@ async fn rate_limits_answer_with_retry_after() {
     send("c").await.err(429, "M_LIMIT_EXCEEDED");
     server.stop().await;
 }
+
+/// Refresh tokens (spec v1.3): asked for with `refresh_token: true`, the access token
+/// expires (a soft logout) and `/refresh` trades the refresh token for a new pair; the old
+/// refresh token works until the new pair is used.
+#[tokio::test]
+async fn refresh_tokens_rotate_and_expire() {
+    let server = TestServer::start_with(|c| c.refreshable_access_token_lifetime_secs = 1).await;
+    server.register("alice").await;
+    let login = |refresh: bool| {
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "password", "refresh_token": refresh })
+    };
+    // Without asking: no refresh token, no expiry.
+    let plain = server.post("/_matrix/client/v3/login", None, login(false)).await.ok();
+    assert!(plain.get("refresh_token").is_none() && plain.get("expires_in_ms").is_none());
+
+    let session = server.post("/_matrix/client/v3/login", None, login(true)).await.ok();
+    assert_eq!(session["expires_in_ms"], 1000);
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    server.get("/_matrix/client/v3/account/whoami", Some(&access)).await.ok();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let expired = server.get("/_matrix/client/v3/account/whoami", Some(&access)).await;
+    expired.err(401, "M_UNKNOWN_TOKEN");
+    assert_eq!(expired.body["soft_logout"], true);
+
+    // Refresh; a retry with the same token (the answer was lost) still works.
+    let first = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh })).await.ok();
+    let again = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh })).await.ok();
+    assert_ne!(first["access_token"], again["access_token"]);
+    // The retried answer replaced the first one's pair.
+    server.get("/_matrix/client/v3/account/whoami", Some(first["access_token"].as_str().unwrap())).await.err(401, "M_UNKNOWN_TOKEN");
+    let new_access = again["access_token"].as_str().unwrap();
+    let whoami = server.get("/_matrix/client/v3/account/whoami", Some(new_access)).await.ok();
+    assert_eq!(whoami["device_id"], session["device_id"]);
+    // The new pair is in use: the old refresh token is gone, the new one works.
+    server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh })).await.err(401, "M_UNKNOWN_TOKEN");
+    let next = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": again["refresh_token"] })).await.ok();
+    assert!(next["refresh_token"].is_string());
+    server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": "nonsense" })).await.err(401, "M_UNKNOWN_TOKEN");
+
+    // Registration can ask for one too; logging out ends the refresh token with the device.
+    let registered = server
+        .post("/_matrix/client/v3/register", None, json!({ "username": "bob", "password": "password", "refresh_token": true, "auth": { "type": "m.login.dummy" } }))
+        .await
+        .ok();
+    let bob_refresh = registered["refresh_token"].as_str().unwrap().to_owned();
+    server.post("/_matrix/client/v3/logout", Some(registered["access_token"].as_str().unwrap()), json!({})).await.ok();
+    server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": bob_refresh })).await.err(401, "M_UNKNOWN_TOKEN");
+    server.stop().await;
+}

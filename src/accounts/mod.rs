@@ -3,6 +3,8 @@
 pub mod password;
 pub mod uia;
 
+use std::time::Duration;
+
 use rand::{distributions::Alphanumeric, Rng};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
@@ -32,17 +34,27 @@ pub struct Accounts {
     db: Db,
     server_name: OwnedServerName,
     passwords: password::Passwords,
+    /// How long an access token issued with a refresh token lives.
+    refreshable_lifetime: Duration,
 }
 
-/// A fresh login: the token is shown to the client once and stored only hashed.
+/// A fresh login: the tokens are shown to the client once and stored only hashed.
 pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
+    /// With `refresh_token: true`: the refresh token, and when the access token expires.
+    pub refresh: Option<(String, Duration)>,
 }
+
+const DEFAULT_REFRESHABLE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 pub fn random_string(len: usize) -> String {
     rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+fn new_access_token() -> String {
+    format!("wft_{}", random_string(40))
 }
 
 fn hash_token(token: &str) -> String {
@@ -51,7 +63,13 @@ fn hash_token(token: &str) -> String {
 
 impl Accounts {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, passwords: password::Passwords::default() }
+        Self { db, server_name, passwords: password::Passwords::default(), refreshable_lifetime: DEFAULT_REFRESHABLE_LIFETIME }
+    }
+
+    /// Lifetime of access tokens issued with refresh tokens.
+    pub fn with_refreshable_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refreshable_lifetime = lifetime;
+        self
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -70,6 +88,15 @@ impl Accounts {
             .ok_or_else(|| MatrixError::unknown_token("Unknown access token").with("soft_logout", false.into()))?;
         if owner.deactivated {
             return Err(MatrixError::unknown_token("Account deactivated"));
+        }
+        if owner.expires_ts.is_some_and(|expires| expires <= crate::storage::now_ms()) {
+            // The client refreshes and carries on: a soft logout.
+            return Err(MatrixError::unknown_token("Access token expired").with("soft_logout", true.into()));
+        }
+        if !owner.used {
+            let mut tx = self.db.begin_write().await?;
+            repo::mark_token_used(&mut tx, &token_hash, owner.refresh_token_hash.as_deref()).await?;
+            tx.commit().await?;
         }
         Ok(Requester {
             user_id: UserId::parse(owner.user_id).map_err(|e| MatrixError::internal(e.to_string()))?,
@@ -151,25 +178,66 @@ impl Accounts {
     }
 
     /// Starts a session on a (new or existing) device and returns its token.
+    /// `refreshable`: the client asked for a refresh token (`refresh_token: true`); its access
+    /// token then expires.
     pub async fn login(
         &self,
         user_id: &UserId,
         device_id: Option<OwnedDeviceId>,
         display_name: Option<&str>,
+        refreshable: bool,
     ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
-        let access_token = format!("wft_{}", random_string(40));
         let mut tx = self.db.begin_write().await?;
         repo::upsert_device(&mut **tx, user_id.as_str(), device_id.as_str(), display_name).await?;
         // A re-login on the same device replaces its old session.
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id.as_str())
-            .bind(device_id.as_str())
-            .execute(&mut **tx)
-            .await?;
-        repo::insert_token(&mut **tx, &hash_token(&access_token), user_id.as_str(), device_id.as_str()).await?;
+        repo::delete_device_tokens(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+        let session = if refreshable {
+            self.issue_refreshable(&mut tx, user_id, device_id, None).await?
+        } else {
+            let access_token = new_access_token();
+            repo::insert_token(&mut **tx, &hash_token(&access_token), user_id.as_str(), device_id.as_str()).await?;
+            Session { user_id: user_id.to_owned(), device_id, access_token, refresh: None }
+        };
         tx.commit().await?;
-        Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
+        Ok(session)
+    }
+
+    /// A new access token that expires, with a refresh token replacing `prev` (if any).
+    async fn issue_refreshable(
+        &self,
+        tx: &mut crate::storage::Tx,
+        user_id: &UserId,
+        device_id: OwnedDeviceId,
+        prev: Option<&str>,
+    ) -> Result<Session> {
+        let access_token = new_access_token();
+        let refresh_token = format!("wfr_{}", random_string(40));
+        let refresh_hash = hash_token(&refresh_token);
+        let expires = crate::storage::now_ms() + self.refreshable_lifetime.as_millis() as i64;
+        repo::insert_refresh_token(tx, &refresh_hash, user_id.as_str(), device_id.as_str(), prev).await?;
+        repo::insert_refreshable_token(tx, &hash_token(&access_token), user_id.as_str(), device_id.as_str(), expires, &refresh_hash).await?;
+        Ok(Session { user_id: user_id.to_owned(), device_id, access_token, refresh: Some((refresh_token, self.refreshable_lifetime)) })
+    }
+
+    /// `POST /refresh`: trades a refresh token for a new access and refresh token. The old
+    /// refresh token keeps working until the new pair is used, so a lost answer can be
+    /// retried; a token that is unknown or already replaced and used is `M_UNKNOWN_TOKEN`.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
+        let token_hash = hash_token(refresh_token);
+        let mut tx = self.db.begin_write().await?;
+        let Some((user, device, prev)) = repo::refresh_token_owner(&mut **tx, &token_hash).await? else {
+            return Err(MatrixError::unknown_token("Unknown refresh token").with("soft_logout", false.into()));
+        };
+        let user_id = UserId::parse(user).map_err(|e| MatrixError::internal(e.to_string()))?;
+        // Using this token proves the client has it: the one it replaced is done with.
+        if let Some(prev) = prev {
+            repo::delete_refresh_token(&mut tx, &prev).await?;
+        }
+        repo::delete_refresh_children(&mut tx, &token_hash).await?;
+        let session = self.issue_refreshable(&mut tx, &user_id, device.into(), Some(&token_hash)).await?;
+        tx.commit().await?;
+        Ok(session)
     }
 
     pub async fn logout(&self, requester: &Requester) -> Result<()> {

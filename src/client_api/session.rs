@@ -13,7 +13,7 @@ use ruma::api::client::{
     session::{
         get_login_types::{self, v3::LoginType},
         login::{self, v3::LoginInfo},
-        logout, logout_all,
+        logout, logout_all, refresh_token,
     },
     uiaa::UserIdentifier,
 };
@@ -53,10 +53,29 @@ pub async fn login(
     let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::forbidden("Invalid username or password"))?;
     accounts.check_password(&user_id, &password.password).await?;
     let session = accounts
-        .login(&user_id, body.device_id, body.initial_device_display_name.as_deref())
+        .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
         .await?;
     tracing::info!(user = %user_id, device = %session.device_id, "logged in");
-    Ok(RumaResponse(login::v3::Response::new(session.user_id, session.access_token, session.device_id)))
+    let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in = Some(lifetime);
+    }
+    Ok(RumaResponse(response))
+}
+
+/// `POST /refresh`: a new access token (and refresh token) for a refresh token.
+pub async fn refresh(
+    State(accounts): State<Accounts>,
+    request: Ruma<refresh_token::v3::Request>,
+) -> Result<RumaResponse<refresh_token::v3::Response>> {
+    let session = accounts.refresh(&request.body.refresh_token).await?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in_ms = Some(lifetime);
+    }
+    Ok(RumaResponse(response))
 }
 
 pub async fn logout(
@@ -136,10 +155,14 @@ pub async fn register(
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
         let session = accounts
-            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref())
+            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
             .await?;
         response.access_token = Some(session.access_token);
         response.device_id = Some(session.device_id);
+        if let Some((refresh_token, lifetime)) = session.refresh {
+            response.refresh_token = Some(refresh_token);
+            response.expires_in = Some(lifetime);
+        }
     }
     Ok(RumaResponse(response))
 }
@@ -215,7 +238,7 @@ pub async fn shared_secret_register(
         crate::storage::accounts::set_displayname(accounts.db().pool(), user_id.as_str(), Some(name)).await?;
         rooms.propagate_profile(&user_id).await?;
     }
-    let session = accounts.login(&user_id, None, None).await?;
+    let session = accounts.login(&user_id, None, None, false).await?;
     Ok(Json(json!({
         "access_token": session.access_token,
         "user_id": session.user_id,

@@ -29,6 +29,11 @@ pub struct TokenOwner {
     pub device_id: String,
     pub is_admin: bool,
     pub deactivated: bool,
+    /// Set for tokens issued with a refresh token.
+    pub expires_ts: Option<i64>,
+    /// False until the token's first use (then the refresh token it replaced is deleted).
+    pub used: bool,
+    pub refresh_token_hash: Option<String>,
 }
 
 pub async fn user_exists<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<bool> {
@@ -225,11 +230,7 @@ pub async fn delete_device(tx: &mut super::Tx, user_id: &str, device_id: &str) -
         .bind(device_id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
-        .bind(user_id)
-        .bind(device_id)
-        .execute(&mut **tx)
-        .await?;
+    delete_device_tokens(tx, user_id, device_id).await?;
     sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
         .bind(user_id)
         .bind(device_id)
@@ -253,11 +254,13 @@ pub async fn delete_all_devices(tx: &mut super::Tx, user_id: &str, except_device
         .bind(keep)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
-        .bind(user_id)
-        .bind(keep)
-        .execute(&mut **tx)
-        .await?;
+    for table in ["access_tokens", "refresh_tokens"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id <> $2"))
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
         .bind(user_id)
         .bind(keep)
@@ -282,13 +285,102 @@ pub async fn insert_token<'c>(
     Ok(())
 }
 
+/// Deletes a device's access and refresh tokens (a new login on it, or its deletion).
+pub async fn delete_device_tokens(tx: &mut super::Tx, user_id: &str, device_id: &str) -> sqlx::Result<()> {
+    for table in ["access_tokens", "refresh_tokens"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// An access token that expires, issued with the refresh token `refresh_hash`; unused yet.
+pub async fn insert_refreshable_token(
+    tx: &mut super::Tx,
+    token_hash: &str,
+    user_id: &str,
+    device_id: &str,
+    expires_ts: i64,
+    refresh_hash: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_hash, used) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(device_id)
+    .bind(now_ms())
+    .bind(expires_ts)
+    .bind(refresh_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_refresh_token(tx: &mut super::Tx, token_hash: &str, user_id: &str, device_id: &str, prev_hash: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts) VALUES ($1, $2, $3, $4, $5)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(prev_hash)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// (user, device, the refresh token it replaced) of a refresh token.
+pub async fn refresh_token_owner<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+) -> sqlx::Result<Option<(String, String, Option<String>)>> {
+    let row = sqlx::query("SELECT user_id, device_id, prev_hash FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
+}
+
+pub async fn delete_refresh_token(tx: &mut super::Tx, token_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1").bind(token_hash).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Deletes what an earlier refresh with this token issued: a retried refresh replaces the
+/// pair the lost answer carried.
+pub async fn delete_refresh_children(tx: &mut super::Tx, token_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash IN (SELECT token_hash FROM refresh_tokens WHERE prev_hash = $1)")
+        .bind(token_hash)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE prev_hash = $1").bind(token_hash).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The first use of a refreshed access token: it is marked used, and the refresh token that
+/// was traded for it is deleted.
+pub async fn mark_token_used(tx: &mut super::Tx, token_hash: &str, refresh_hash: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE access_tokens SET used = 1 WHERE token_hash = $1").bind(token_hash).execute(&mut **tx).await?;
+    if let Some(refresh_hash) = refresh_hash {
+        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = (SELECT prev_hash FROM refresh_tokens WHERE token_hash = $1)")
+            .bind(refresh_hash)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn token_owner<'c>(
     db: impl Executor<'c, Database = Any>,
     token_hash: &str,
 ) -> sqlx::Result<Option<TokenOwner>> {
     let row = sqlx::query(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated FROM access_tokens t \
-         JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.used, t.refresh_token_hash \
+         FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(db)
@@ -298,6 +390,9 @@ pub async fn token_owner<'c>(
         device_id: row.get(1),
         is_admin: row.get::<i64, _>(2) != 0,
         deactivated: row.get::<i64, _>(3) != 0,
+        expires_ts: row.get(4),
+        used: row.get::<i64, _>(5) != 0,
+        refresh_token_hash: row.get(6),
     }))
 }
 
