@@ -18,6 +18,8 @@ async fn discovery_endpoints() {
     let (_, token) = server.register("alice").await;
     let caps = server.get("/_matrix/client/v3/capabilities", Some(&token)).await.ok();
     assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+    assert_eq!(caps["capabilities"]["m.change_password"]["enabled"], true);
+    assert_eq!(caps["capabilities"]["m.3pid_changes"]["enabled"], false);
     let available = caps["capabilities"]["m.room_versions"]["available"].as_object().unwrap();
     for version in 1..=12 {
         assert_eq!(available[&version.to_string()], "stable");
@@ -391,6 +393,11 @@ async fn bad_requests_get_matrix_errors() {
     server.get("/_matrix/client/v3/createRoom", Some(&token)).await.err(405, "M_UNRECOGNIZED");
     server
         .raw(Method::POST, "/_matrix/client/v3/login", None, Some(b"{not json".to_vec()))
+        .await
+        .err(400, "M_NOT_JSON");
+    // Invalid UTF-8 inside a string is not JSON either.
+    server
+        .raw(Method::POST, "/_matrix/client/v3/register", None, Some(b"{ \"username\": \"a\x81\" }".to_vec()))
         .await
         .err(400, "M_NOT_JSON");
     server

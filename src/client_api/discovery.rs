@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::{extract::State, Json};
+use serde_json::{json, Value};
 use ruma::api::client::discovery::{
     discover_homeserver, get_capabilities,
     get_capabilities::v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
@@ -58,9 +59,16 @@ pub async fn well_known(
 pub async fn capabilities(
     State(config): State<Arc<Config>>,
     _: Ruma<get_capabilities::v3::Request>,
-) -> Result<RumaResponse<get_capabilities::v3::Response>> {
+) -> Result<Json<Value>> {
     let available = supported_room_versions().into_iter().map(|v| (v, RoomVersionStability::Stable)).collect();
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(config.default_room_version.clone(), available);
-    Ok(RumaResponse(get_capabilities::v3::Response::new(capabilities)))
+    // No third-party identifiers can be added or removed (clients assume they can when the
+    // capability is absent).
+    capabilities.set("m.3pid_changes", json!({ "enabled": false }))?;
+    // ruma leaves out capabilities at their default; Synapse (and SyTest) state
+    // m.change_password explicitly, and clients show the option from it.
+    let mut body = serde_json::to_value(&capabilities)?;
+    body["m.change_password"] = json!({ "enabled": true });
+    Ok(Json(json!({ "capabilities": body })))
 }

@@ -220,7 +220,8 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_none_or(|v| v.starts_with("application/json") || v.is_empty());
-        if !bytes.is_empty() && is_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        // JSON is UTF-8: serde_json does not check the strings it skips, so check first.
+        if !bytes.is_empty() && is_json && (std::str::from_utf8(&bytes).is_err() || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err()) {
             return Err(MatrixError::not_json("Content not JSON."));
         }
 
