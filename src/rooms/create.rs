@@ -79,6 +79,7 @@ impl Rooms {
         };
         let create_template = EventTemplate::state(StateEventType::RoomCreate, "", Value::Object(create));
         let room_id = self.create_first_event(placeholder_id, creator, &version, create_template).await?;
+        let _creating = Creating { rooms: self, room_id: room_id.clone() };
 
         let send = |template: EventTemplate| {
             let room_id = room_id.clone();
@@ -184,7 +185,42 @@ impl Rooms {
         let _guard = lock.lock().await;
         let pdu = self.build_local(&lock_id, version, creator, template, None).await?;
         let room_id = pdu.room_id.clone();
-        self.persist(pdu, version, None).await?;
+        self.creating_rooms().insert(room_id.clone());
+        if let Err(error) = self.persist(pdu, version, None).await {
+            self.creating_rooms().remove(&room_id);
+            return Err(error);
+        }
         Ok(room_id)
+    }
+
+    fn creating_rooms(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<OwnedRoomId>> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the room's initial events (create, the creator's join, power levels, join
+    /// rules, initial state, invites) are still being written. Sliding sync shows a room only
+    /// once they all are: a client that reads "not encrypted" from a half-made room would
+    /// send in the clear (Synapse writes them in one batch for the same reason).
+    pub fn is_being_created(&self, room_id: &RoomId) -> bool {
+        self.creating_rooms().contains(room_id)
+    }
+}
+
+/// Marks a room as being created until dropped, then wakes its users' syncs, which now see
+/// the room whole.
+struct Creating<'a> {
+    rooms: &'a Rooms,
+    room_id: OwnedRoomId,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.rooms.creating_rooms().remove(&self.room_id);
+        let (db, notifier, room_id) = (self.rooms.db.clone(), self.rooms.notifier.clone(), self.room_id.clone());
+        tokio::spawn(async move {
+            if let Ok(users) = room_repo::interested_users(db.pool(), room_id.as_str()).await {
+                notifier.wake(&users);
+            }
+        });
     }
 }

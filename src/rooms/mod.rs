@@ -113,14 +113,16 @@ pub struct Rooms {
     room_locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
     caches: Arc<cache::RoomCaches>,
     pending_sends: Arc<batch::PendingSends>,
+    /// Rooms whose initial events are still being written (see `create::Creating`).
+    creating: Arc<Mutex<std::collections::HashSet<OwnedRoomId>>>,
 }
 
-/// Room versions this server creates and accepts.
 /// Event types that move a room up a recency-sorted room list (sliding sync's `bump_stamp`),
 /// as Synapse's defaults: what people see as activity, not every state change or reaction.
 pub const BUMP_EVENT_TYPES: [&str; 7] =
     ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
 
+/// Room versions this server creates and accepts.
 pub fn supported_room_versions() -> Vec<RoomVersionId> {
     use RoomVersionId::*;
     vec![V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12]
@@ -142,7 +144,7 @@ impl Rooms {
         outbound: OutboxSignal,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default() }
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default(), creating: Arc::default() }
     }
 
     pub fn keys(&self) -> &ServerKeys {

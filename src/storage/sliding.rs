@@ -41,16 +41,35 @@ pub async fn user_rooms<'c>(db: impl Executor<'c, Database = Any>, user_id: &str
     .bind(user_id)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| UserRoom {
-            room_id: row.get(0),
-            membership: row.get(1),
-            membership_event_id: row.get(2),
-            membership_stream: row.get(3),
-            bump_stamp: row.get(4),
-        })
-        .collect())
+    Ok(rows.into_iter().map(user_room_from_row).collect())
+}
+
+/// The user's memberships in the given rooms (those with news): refreshes a cached list.
+pub async fn user_rooms_in<'c>(db: impl Executor<'c, Database = Any>, user_id: &str, room_ids: &[String]) -> sqlx::Result<Vec<UserRoom>> {
+    if room_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, b.stream_ordering FROM room_memberships m \
+         LEFT JOIN room_bump_stamps b ON b.room_id = m.room_id WHERE m.user_id = $1 AND m.forgotten = 0 \
+         AND m.room_id IN ({})",
+        super::in_list(room_ids.len(), 2)
+    );
+    let mut query = sqlx::query(&sql).bind(user_id);
+    for room in room_ids {
+        query = query.bind(room);
+    }
+    Ok(query.fetch_all(db).await?.into_iter().map(user_room_from_row).collect())
+}
+
+fn user_room_from_row(row: sqlx::any::AnyRow) -> UserRoom {
+    UserRoom {
+        room_id: row.get(0),
+        membership: row.get(1),
+        membership_event_id: row.get(2),
+        membership_stream: row.get(3),
+        bump_stamp: row.get(4),
+    }
 }
 
 /// The user's rooms whose current state has an `m.room.encryption` event.

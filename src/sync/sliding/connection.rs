@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub rooms: HashMap<OwnedRoomId, SentRoom>,
     /// List counts last sent, by list name.
     pub list_counts: HashMap<String, usize>,
+    /// The user's memberships as read for this response.
+    pub memberships: Option<super::lists::MembershipCache>,
 }
 
 struct Connection {

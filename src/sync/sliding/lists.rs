@@ -1,7 +1,11 @@
 //! The rooms a sliding sync can show: the user's memberships with their recency, list
 //! filters, sorting by `bump_stamp`, and picking a list's `ranges`.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use ruma::{api::client::sync::sync_events::v5::request::ListFilters, directory::RoomTypeFilter, OwnedRoomId, RoomId, UInt, UserId};
 use serde_json::Value;
@@ -10,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::{connection::Snapshot, Span};
 use crate::{
     error::Result,
-    storage::{account_data, events as event_repo, receipts as receipt_repo, sliding as repo},
+    storage::{account_data, events as event_repo, receipts as receipt_repo, sliding::{self as repo, UserRoom}},
     sync::Sync,
 };
 
@@ -49,17 +53,49 @@ impl Candidate {
 pub(crate) struct Candidates {
     rooms: Vec<Candidate>,
     by_id: HashMap<OwnedRoomId, usize>,
+    memberships: MembershipCache,
     user: String,
     direct: OnceCell<HashSet<String>>,
     encrypted: OnceCell<HashSet<String>>,
     room_types: OnceCell<HashMap<String, Option<String>>>,
 }
 
+/// The user's memberships as last read, kept by the connection: an incremental response
+/// re-reads only the rooms with events since (a membership or recency change is an event).
+#[derive(Debug, Clone)]
+pub struct MembershipCache {
+    rows: Arc<Vec<UserRoom>>,
+    read_at: Instant,
+}
+
+/// Past this age the cache is read again whole (catches what no event announces: forgets).
+const MEMBERSHIP_CACHE_AGE: Duration = Duration::from_secs(60);
+/// Up to this many rooms with news are re-read one by one (one statement, an `IN` list).
+const MAX_ROOMS_REREAD: usize = 200;
+
 impl Candidates {
-    pub async fn load(sync: &Sync, user: &UserId, span: Span, previous: Option<&Snapshot>) -> Result<Self> {
+    pub async fn load(sync: &Sync, user: &UserId, span: Span, previous: Option<&Snapshot>, rooms_with_events: &HashSet<String>) -> Result<Self> {
+        // Many rooms with news (a busy server, a long gap): one full read is cheaper.
+        let cached = previous
+            .and_then(|p| p.memberships.as_ref())
+            .filter(|c| c.read_at.elapsed() < MEMBERSHIP_CACHE_AGE && rooms_with_events.len() <= MAX_ROOMS_REREAD);
+        let memberships = match cached {
+            Some(cache) if rooms_with_events.is_empty() => cache.clone(),
+            Some(cache) => {
+                let wanted: Vec<String> = rooms_with_events.iter().cloned().collect();
+                let fresh = repo::user_rooms_in(sync.db.pool(), user.as_str(), &wanted).await?;
+                let mut rows: Vec<UserRoom> = cache.rows.iter().filter(|r| !rooms_with_events.contains(&r.room_id)).cloned().collect();
+                rows.extend(fresh);
+                MembershipCache { rows: Arc::new(rows), read_at: cache.read_at }
+            }
+            None => MembershipCache { rows: Arc::new(repo::user_rooms(sync.db.pool(), user.as_str()).await?), read_at: Instant::now() },
+        };
         let mut rooms = Vec::new();
-        for row in repo::user_rooms(sync.db.pool(), user.as_str()).await? {
+        for row in memberships.rows.iter() {
             let Ok(room_id) = RoomId::parse(&row.room_id) else { continue };
+            if sync.rooms.is_being_created(&room_id) {
+                continue;
+            }
             // Rooms left or banned from are shown only to a connection that learns of it
             // now: it saw the room before, or the leave is newer than its position.
             if matches!(row.membership.as_str(), "leave" | "ban") {
@@ -76,8 +112,8 @@ impl Candidates {
             };
             rooms.push(Candidate {
                 room_id,
-                membership: row.membership,
-                membership_event_id: row.membership_event_id,
+                membership: row.membership.clone(),
+                membership_event_id: row.membership_event_id.clone(),
                 membership_stream: row.membership_stream,
                 bump_stamp,
             });
@@ -86,11 +122,17 @@ impl Candidates {
         Ok(Self {
             rooms,
             by_id,
+            memberships,
             user: user.to_string(),
             direct: OnceCell::new(),
             encrypted: OnceCell::new(),
             room_types: OnceCell::new(),
         })
+    }
+
+    /// What the connection keeps for the next response.
+    pub fn memberships(&self) -> MembershipCache {
+        self.memberships.clone()
     }
 
     pub fn contains(&self, room_id: &RoomId) -> bool {
@@ -99,20 +141,6 @@ impl Candidates {
 
     pub fn get(&self, room_id: &RoomId) -> Option<&Candidate> {
         self.by_id.get(room_id).map(|i| &self.rooms[*i])
-    }
-
-    /// Rooms with events or with own receipts (unread counts) in the span: the only rooms an
-    /// incremental response may have news of, besides rooms newly wanted.
-    pub async fn changed_rooms(&self, sync: &Sync, span: Span) -> Result<HashSet<String>> {
-        let Some(from) = span.from else { return Ok(HashSet::new()) };
-        let mut changed: HashSet<String> = HashSet::new();
-        if span.to.events > from.events {
-            changed.extend(event_repo::rooms_with_events_between(sync.db.pool(), from.events, span.to.events).await?);
-        }
-        if span.to.receipts > from.receipts {
-            changed.extend(receipt_repo::rooms_changed_since(sync.db.pool(), from.receipts).await?);
-        }
-        Ok(changed)
     }
 
     /// Rooms in `m.direct` (global account data): the user's DMs.
@@ -213,6 +241,21 @@ impl Candidates {
         }
         Ok(true)
     }
+}
+
+/// Rooms with events in the span, and rooms with new receipts (unread counts): the only
+/// rooms an incremental response may have news of, besides rooms newly wanted.
+pub(crate) async fn changed_rooms(sync: &Sync, span: Span) -> Result<(HashSet<String>, HashSet<String>)> {
+    let Some(from) = span.from else { return Ok(Default::default()) };
+    let mut events = HashSet::new();
+    let mut receipts = HashSet::new();
+    if span.to.events > from.events {
+        events.extend(event_repo::rooms_with_events_between(sync.db.pool(), from.events, span.to.events).await?);
+    }
+    if span.to.receipts > from.receipts {
+        receipts.extend(receipt_repo::rooms_changed_since(sync.db.pool(), from.receipts).await?);
+    }
+    Ok((events, receipts))
 }
 
 /// Rooms that are children (`m.space.child` with `via`) of any of the spaces.

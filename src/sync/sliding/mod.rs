@@ -110,7 +110,8 @@ impl Sync {
     ) -> Result<(v5::Response, Snapshot, bool)> {
         let user = request.user;
         let body = request.body;
-        let candidates = Candidates::load(self, user, span, previous).await?;
+        let (rooms_with_events, rooms_with_receipts) = lists::changed_rooms(self, span).await?;
+        let candidates = Candidates::load(self, user, span, previous, &rooms_with_events).await?;
 
         // Lists: each filtered and sorted, the rooms in its ranges picked.
         let mut response = v5::Response::new(String::new());
@@ -153,8 +154,12 @@ impl Sync {
         }
 
         // Rooms: what each wanted room has new for this connection.
-        let mut snapshot = Snapshot { token: span.to, rooms: previous.map(|p| p.rooms.clone()).unwrap_or_default(), list_counts };
-        let changed = candidates.changed_rooms(self, span).await?;
+        let mut snapshot = Snapshot {
+            token: span.to,
+            rooms: previous.map(|p| p.rooms.clone()).unwrap_or_default(),
+            list_counts,
+            memberships: Some(candidates.memberships()),
+        };
         let mut initial_rooms: HashMap<OwnedRoomId, std::collections::HashSet<String>> = HashMap::new();
         for (room_id, config) in &wanted {
             let Some(entry) = candidates.get(room_id) else { continue };
@@ -166,7 +171,8 @@ impl Sync {
                         || sent.events_up_to < span.from.map(|f| f.events).unwrap_or(0)
                         || sent.timeline_limit < config.timeline_limit
                         || sent.required_state != config.required_state
-                        || changed.contains(room_id.as_str())
+                        || rooms_with_events.contains(room_id.as_str())
+                        || rooms_with_receipts.contains(room_id.as_str())
                 }
             };
             if !needs_look {
