@@ -10,5 +10,8 @@ cargo test --locked --no-fail-fast 2>&1
 echo "== interop: matrix-nio"
 bash scripts/interop-nio.sh
 
+echo "== interop: matrix-sdk / matrix-sdk-ui (Element X's engine)"
+bash scripts/interop-matrix-sdk.sh
+
 echo "== interop: Synapse federation"
 bash scripts/interop-synapse.sh

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Interop test: matrix-sdk / matrix-sdk-ui (crates.io, the Rust SDK under Element X) drive a
+# real weft binary over HTTP: sliding sync, room list, timelines, receipts, typing, E2EE, media.
+# The client is its own Cargo project (tests/interop/matrix-sdk, pinned by its Cargo.lock),
+# built into target/interop/matrix-sdk so it never touches weft's own build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet --bin weft
+cargo build --quiet --locked --manifest-path tests/interop/matrix-sdk/Cargo.toml \
+    --target-dir target/interop/matrix-sdk
+client=target/interop/matrix-sdk/debug/weft-interop-matrix-sdk
+
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# One weft server, client API only.
+port=$(free_port)
+WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$port" \
+    WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false WEFT_FEDERATION__ENABLED=false \
+    RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
+pids+=($!)
+
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/_matrix/client/versions"
+for _ in range(300):
+    try:
+        urllib.request.urlopen(url, timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("weft did not start")
+PY
+
+passed=0
+failed=0
+run() { # description, then the command
+    echo "== $1"
+    shift
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+# MATRIX_SDK_LOG (e.g. matrix_sdk=debug) passes through as the client's RUST_LOG.
+run "matrix-sdk / matrix-sdk-ui client (Element X flows)" \
+    env RUST_LOG="${MATRIX_SDK_LOG:-}" "$client" "http://127.0.0.1:$port"
+if [ "$failed" -ne 0 ]; then
+    echo "--- weft log (tail)"; tail -n 40 "$work/weft.out"
+fi
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
