@@ -44,22 +44,41 @@ pub async fn user_rooms<'c>(db: impl Executor<'c, Database = Any>, user_id: &str
     Ok(rows.into_iter().map(user_room_from_row).collect())
 }
 
-/// The user's memberships in the given rooms (those with news): refreshes a cached list.
-pub async fn user_rooms_in<'c>(db: impl Executor<'c, Database = Any>, user_id: &str, room_ids: &[String]) -> sqlx::Result<Vec<UserRoom>> {
-    if room_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, b.stream_ordering FROM room_memberships m \
-         LEFT JOIN room_bump_stamps b ON b.room_id = m.room_id WHERE m.user_id = $1 AND m.forgotten = 0 \
-         AND m.room_id IN ({})",
-        super::in_list(room_ids.len(), 2)
-    );
-    let mut query = sqlx::query(&sql).bind(user_id);
-    for room in room_ids {
-        query = query.bind(room);
-    }
-    Ok(query.fetch_all(db).await?.into_iter().map(user_room_from_row).collect())
+/// Rooms with events in `(after, up_to]`, each with the user's membership in it (None when
+/// the user has none, or forgot the room): what an incremental sliding sync refreshes.
+pub async fn rooms_with_events_for<'c>(
+    db: impl Executor<'c, Database = Any>,
+    user_id: &str,
+    after: i64,
+    up_to: i64,
+) -> sqlx::Result<Vec<(String, Option<UserRoom>)>> {
+    let rows = sqlx::query(
+        "SELECT r.room_id, m.membership, m.event_id, m.stream_ordering, b.stream_ordering, m.forgotten \
+         FROM (SELECT DISTINCT room_id FROM events WHERE stream_ordering > $2 AND stream_ordering <= $3) r \
+         LEFT JOIN room_memberships m ON m.room_id = r.room_id AND m.user_id = $1 \
+         LEFT JOIN room_bump_stamps b ON b.room_id = r.room_id",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(up_to)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let room_id: String = row.get(0);
+            let membership: Option<String> = row.get(1);
+            let forgotten = row.get::<Option<i64>, _>(5).unwrap_or(0) != 0;
+            let user_room = membership.filter(|_| !forgotten).map(|membership| UserRoom {
+                room_id: room_id.clone(),
+                membership,
+                membership_event_id: row.get(2),
+                membership_stream: row.get(3),
+                bump_stamp: row.get(4),
+            });
+            (room_id, user_room)
+        })
+        .collect())
 }
 
 fn user_room_from_row(row: sqlx::any::AnyRow) -> UserRoom {

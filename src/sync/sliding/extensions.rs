@@ -106,7 +106,9 @@ impl Sync {
 
         if enabled(asked.account_data.enabled) {
             let from = span.from.map(|f| f.account_data).unwrap_or(0);
-            let (mut global, mut by_room) = account_data_by_room(account_data::changed_since(self.db.pool(), user.as_str(), from).await?);
+            let changed = span.from.is_none_or(|f| f.account_data < span.to.account_data);
+            let rows = if changed { account_data::changed_since(self.db.pool(), user.as_str(), from).await? } else { Vec::new() };
+            let (mut global, mut by_room) = account_data_by_room(rows);
             // Clients learn their push rules here: a new connection always has them.
             if span.from.is_none() && !global.iter().any(|e| e["type"] == PUSH_RULES) {
                 global.push(self.push.rules_event(user).await?);

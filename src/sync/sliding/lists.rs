@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::{connection::Snapshot, Span};
 use crate::{
     error::Result,
-    storage::{account_data, events as event_repo, receipts as receipt_repo, sliding::{self as repo, UserRoom}},
+    storage::{account_data, receipts as receipt_repo, sliding::{self as repo, UserRoom}},
     sync::Sync,
 };
 
@@ -70,22 +70,16 @@ pub struct MembershipCache {
 
 /// Past this age the cache is read again whole (catches what no event announces: forgets).
 const MEMBERSHIP_CACHE_AGE: Duration = Duration::from_secs(60);
-/// Up to this many rooms with news are re-read one by one (one statement, an `IN` list).
-const MAX_ROOMS_REREAD: usize = 200;
 
 impl Candidates {
-    pub async fn load(sync: &Sync, user: &UserId, span: Span, previous: Option<&Snapshot>, rooms_with_events: &HashSet<String>) -> Result<Self> {
-        // Many rooms with news (a busy server, a long gap): one full read is cheaper.
-        let cached = previous
-            .and_then(|p| p.memberships.as_ref())
-            .filter(|c| c.read_at.elapsed() < MEMBERSHIP_CACHE_AGE && rooms_with_events.len() <= MAX_ROOMS_REREAD);
+    pub async fn load(sync: &Sync, user: &UserId, span: Span, previous: Option<&Snapshot>, changes: &Changes) -> Result<Self> {
+        let rooms_with_events = &changes.rooms_with_events;
+        let cached = previous.and_then(|p| p.memberships.as_ref()).filter(|c| c.read_at.elapsed() < MEMBERSHIP_CACHE_AGE);
         let memberships = match cached {
             Some(cache) if rooms_with_events.is_empty() => cache.clone(),
             Some(cache) => {
-                let wanted: Vec<String> = rooms_with_events.iter().cloned().collect();
-                let fresh = repo::user_rooms_in(sync.db.pool(), user.as_str(), &wanted).await?;
                 let mut rows: Vec<UserRoom> = cache.rows.iter().filter(|r| !rooms_with_events.contains(&r.room_id)).cloned().collect();
-                rows.extend(fresh);
+                rows.extend(changes.memberships.iter().cloned());
                 MembershipCache { rows: Arc::new(rows), read_at: cache.read_at }
             }
             None => MembershipCache { rows: Arc::new(repo::user_rooms(sync.db.pool(), user.as_str()).await?), read_at: Instant::now() },
@@ -243,19 +237,30 @@ impl Candidates {
     }
 }
 
-/// Rooms with events in the span, and rooms with new receipts (unread counts): the only
-/// rooms an incremental response may have news of, besides rooms newly wanted.
-pub(crate) async fn changed_rooms(sync: &Sync, span: Span) -> Result<(HashSet<String>, HashSet<String>)> {
-    let Some(from) = span.from else { return Ok(Default::default()) };
-    let mut events = HashSet::new();
-    let mut receipts = HashSet::new();
+/// What changed in the span: the rooms with events (with the user's membership in each, read
+/// in the same statement) and the rooms with new receipts (unread counts). The only rooms an
+/// incremental response may have news of, besides rooms newly wanted.
+#[derive(Default)]
+pub(crate) struct Changes {
+    pub rooms_with_events: HashSet<String>,
+    /// The user's membership rows of those rooms (rooms the user is not in have none).
+    memberships: Vec<UserRoom>,
+    pub rooms_with_receipts: HashSet<String>,
+}
+
+pub(crate) async fn changes(sync: &Sync, user: &UserId, span: Span) -> Result<Changes> {
+    let Some(from) = span.from else { return Ok(Changes::default()) };
+    let mut changes = Changes::default();
     if span.to.events > from.events {
-        events.extend(event_repo::rooms_with_events_between(sync.db.pool(), from.events, span.to.events).await?);
+        for (room_id, membership) in repo::rooms_with_events_for(sync.db.pool(), user.as_str(), from.events, span.to.events).await? {
+            changes.rooms_with_events.insert(room_id);
+            changes.memberships.extend(membership);
+        }
     }
     if span.to.receipts > from.receipts {
-        receipts.extend(receipt_repo::rooms_changed_since(sync.db.pool(), from.receipts).await?);
+        changes.rooms_with_receipts.extend(receipt_repo::rooms_changed_since(sync.db.pool(), from.receipts).await?);
     }
-    Ok((events, receipts))
+    Ok(changes)
 }
 
 /// Rooms that are children (`m.space.child` with `via`) of any of the spaces.

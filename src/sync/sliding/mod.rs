@@ -110,8 +110,8 @@ impl Sync {
     ) -> Result<(v5::Response, Snapshot, bool)> {
         let user = request.user;
         let body = request.body;
-        let (rooms_with_events, rooms_with_receipts) = lists::changed_rooms(self, span).await?;
-        let candidates = Candidates::load(self, user, span, previous, &rooms_with_events).await?;
+        let changes = lists::changes(self, user, span).await?;
+        let candidates = Candidates::load(self, user, span, previous, &changes).await?;
 
         // Lists: each filtered and sorted, the rooms in its ranges picked.
         let mut response = v5::Response::new(String::new());
@@ -171,8 +171,8 @@ impl Sync {
                         || sent.events_up_to < span.from.map(|f| f.events).unwrap_or(0)
                         || sent.timeline_limit < config.timeline_limit
                         || sent.required_state != config.required_state
-                        || rooms_with_events.contains(room_id.as_str())
-                        || rooms_with_receipts.contains(room_id.as_str())
+                        || changes.rooms_with_events.contains(room_id.as_str())
+                        || changes.rooms_with_receipts.contains(room_id.as_str())
                 }
             };
             if !needs_look {

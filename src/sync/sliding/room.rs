@@ -110,7 +110,17 @@ impl Sync {
         } else if let Some(sent) = sent {
             // The newest change of each state key in the span, if it is still the state.
             let mut newest: HashMap<(String, String), String> = HashMap::new();
-            for (kind, key, id) in repo::state_changes_between(self.db.pool(), room_id.as_str(), after, up_to).await? {
+            // A timeline with no gap holds every event of the span, state changes included.
+            let changes: Vec<(String, String, String)> = if timeline.limited || config.timeline_limit == 0 {
+                repo::state_changes_between(self.db.pool(), room_id.as_str(), after, up_to).await?
+            } else {
+                timeline
+                    .events
+                    .iter()
+                    .filter_map(|e| Some((e["type"].as_str()?.to_owned(), e["state_key"].as_str()?.to_owned(), e["event_id"].as_str()?.to_owned())))
+                    .collect()
+            };
+            for (kind, key, id) in changes {
                 changed_types.insert(kind.clone());
                 newest.insert((kind, key), id);
             }
