@@ -508,3 +508,34 @@ async fn refresh_tokens_rotate_and_expire() {
     server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": bob_refresh })).await.err(401, "M_UNKNOWN_TOKEN");
     server.stop().await;
 }
+
+/// UIA proves the acting account: another account's valid password is refused (403, not a
+/// new challenge), and a session started for one operation cannot complete another.
+#[tokio::test]
+async fn uia_is_bound_to_the_account_and_the_operation() {
+    let server = TestServer::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (eve_id, _) = server.register("eve").await;
+    let login = |device: &str| json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "password", "device_id": device });
+    server.post("/_matrix/client/v3/login", None, login("FIRST")).await.ok();
+    server.post("/_matrix/client/v3/login", None, login("SECOND")).await.ok();
+    let password_of = |user: &str, session: Option<&str>| {
+        let mut auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": "password" });
+        if let Some(session) = session {
+            auth["session"] = session.into();
+        }
+        json!({ "auth": auth })
+    };
+    server.delete("/_matrix/client/v3/devices/FIRST", Some(&alice), password_of(&eve_id, None)).await.err(403, "M_FORBIDDEN");
+    server.get("/_matrix/client/v3/devices/FIRST", Some(&alice)).await.ok();
+
+    let challenge = server.delete("/_matrix/client/v3/devices/FIRST", Some(&alice), json!({})).await;
+    assert_eq!(challenge.status, 401);
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    server.delete("/_matrix/client/v3/devices/SECOND", Some(&alice), password_of(&alice_id, Some(&session))).await.err(403, "M_FORBIDDEN");
+    server.get("/_matrix/client/v3/devices/SECOND", Some(&alice)).await.ok();
+    // The session still serves what it was started for.
+    server.delete("/_matrix/client/v3/devices/FIRST", Some(&alice), password_of(&alice_id, Some(&session))).await.ok();
+    server.get("/_matrix/client/v3/devices/FIRST", Some(&alice)).await.err(404, "M_NOT_FOUND");
+    server.stop().await;
+}

@@ -22,7 +22,13 @@ pub struct UiaContext<'a> {
     pub user: Option<&'a UserId>,
     /// Valid registration tokens.
     pub registration_tokens: &'a [String],
+    /// What the request does (e.g. `delete_device ABC`): a session serves one operation only.
+    pub operation: &'a str,
 }
+
+/// A password stage that proved another account than the one acting: refused outright (403),
+/// not answered with a new challenge.
+const OTHER_USER: &str = "Requester and authenticated user do not match";
 
 impl Accounts {
     /// Runs one round of user-interactive auth. Ok when a flow is complete; otherwise the 401
@@ -34,10 +40,13 @@ impl Accounts {
         context: UiaContext<'_>,
     ) -> Result<()> {
         let Some(auth) = auth else {
-            return Err(self.challenge(flows, &random_string(24), &[], None).await?);
+            return Err(self.challenge(flows, &random_string(24), &[], None, context.operation).await?);
         };
         let session = auth.session().map(str::to_owned).unwrap_or_else(|| random_string(24));
-        let mut completed = repo::uia_session(self.db.pool(), &session).await?.unwrap_or_default();
+        let (mut completed, operation) = repo::uia_session(self.db.pool(), &session).await?.unwrap_or_default();
+        if !operation.is_empty() && operation != context.operation {
+            return Err(MatrixError::forbidden("Requested operation has changed during the UI authentication session"));
+        }
 
         let stage_result = self.check_stage(auth, &context).await;
         match stage_result {
@@ -46,14 +55,15 @@ impl Accounts {
                     completed.push(stage.to_owned());
                 }
             }
-            Err(error) => return Err(self.challenge(flows, &session, &completed, Some(error)).await?),
+            Err(error) if error.message == OTHER_USER => return Err(error),
+            Err(error) => return Err(self.challenge(flows, &session, &completed, Some(error), context.operation).await?),
         }
         let done = flows.iter().any(|flow| flow.iter().all(|stage| completed.iter().any(|c| c == stage)));
         if done {
             repo::delete_uia_session(self.db.pool(), &session).await?;
             Ok(())
         } else {
-            Err(self.challenge(flows, &session, &completed, None).await?)
+            Err(self.challenge(flows, &session, &completed, None, context.operation).await?)
         }
     }
 
@@ -75,10 +85,10 @@ impl Accounts {
                     return Err(MatrixError::forbidden("Only user identifiers are supported"));
                 };
                 let user_id = self.parse_login_user(&identifier.user)?;
-                if user_id != expected {
-                    return Err(MatrixError::forbidden("Invalid username or password"));
-                }
                 self.check_password(&user_id, &password.password).await?;
+                if user_id != expected {
+                    return Err(MatrixError::forbidden(OTHER_USER));
+                }
                 Ok(PASSWORD)
             }
             _ => Err(MatrixError::new(
@@ -96,8 +106,9 @@ impl Accounts {
         session: &str,
         completed: &[String],
         failed: Option<MatrixError>,
+        operation: &str,
     ) -> Result<MatrixError> {
-        repo::save_uia_session(self.db.pool(), session, completed).await?;
+        repo::save_uia_session(self.db.pool(), session, completed, operation).await?;
         let flows: Vec<Value> = flows.iter().map(|stages| json!({ "stages": stages })).collect();
         let mut error = match failed {
             Some(failed) => MatrixError::new(http::StatusCode::UNAUTHORIZED, failed.errcode, failed.message),

@@ -23,9 +23,10 @@ use crate::{
 };
 
 /// UIA with the account's password, as password change, deactivation and device deletion need.
-async fn password_uia(accounts: &Accounts, user: &UserId, auth: Option<&ruma::api::client::uiaa::AuthData>) -> Result<()> {
+/// `operation` names what the request does, so a session cannot be reused for another.
+async fn password_uia(accounts: &Accounts, user: &UserId, auth: Option<&ruma::api::client::uiaa::AuthData>, operation: &str) -> Result<()> {
     accounts
-        .user_interactive_auth(auth, &[&[PASSWORD]], UiaContext { user: Some(user), registration_tokens: &[] })
+        .user_interactive_auth(auth, &[&[PASSWORD]], UiaContext { user: Some(user), registration_tokens: &[], operation })
         .await
 }
 
@@ -34,7 +35,7 @@ pub async fn change_password(
     request: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>> {
     let user = request.user().clone();
-    password_uia(&accounts, &user.user_id, request.body.auth.as_ref()).await?;
+    password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), "change_password").await?;
     accounts.set_password(&user.user_id, &request.body.new_password).await?;
     if request.body.logout_devices {
         accounts.logout_all(&user.user_id, Some(user.device_id.as_str())).await?;
@@ -48,7 +49,7 @@ pub async fn deactivate(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let user = request.user().clone();
-    password_uia(&accounts, &user.user_id, request.body.auth.as_ref()).await?;
+    password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), "deactivate").await?;
     // Leave every room first, so other members see the user go.
     for membership in ["join", "invite", "knock"] {
         for room in room_repo::rooms_with_membership(accounts.db().pool(), user.user_id.as_str(), membership).await? {
@@ -122,7 +123,7 @@ pub async fn delete_device(
     if repo::get_device(accounts.db().pool(), user.user_id.as_str(), request.body.device_id.as_str()).await?.is_none() {
         return Err(MatrixError::not_found("Device not found"));
     }
-    password_uia(&accounts, &user.user_id, request.body.auth.as_ref()).await?;
+    password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), &format!("delete_device {}", request.body.device_id)).await?;
     accounts.delete_device(&user.user_id, request.body.device_id.as_str()).await?;
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
@@ -132,7 +133,8 @@ pub async fn delete_devices(
     request: Ruma<delete_devices::v3::Request>,
 ) -> Result<RumaResponse<delete_devices::v3::Response>> {
     let user = request.user().clone();
-    password_uia(&accounts, &user.user_id, request.body.auth.as_ref()).await?;
+    let operation = format!("delete_devices {}", request.body.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","));
+    password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), &operation).await?;
     for device_id in &request.body.devices {
         accounts.delete_device(&user.user_id, device_id.as_str()).await?;
     }

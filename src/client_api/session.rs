@@ -144,7 +144,7 @@ pub async fn register(
         .user_interactive_auth(
             body.auth.as_ref(),
             flows,
-            UiaContext { user: None, registration_tokens: &config.registration.tokens },
+            UiaContext { user: None, registration_tokens: &config.registration.tokens, operation: "register" },
         )
         .await?;
     let Some(password) = body.password.as_deref() else {

@@ -401,14 +401,15 @@ pub async fn delete_token<'c>(db: impl Executor<'c, Database = Any>, token_hash:
     Ok(())
 }
 
-pub async fn uia_session<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<Option<Vec<String>>> {
-    let row = sqlx::query("SELECT completed FROM uia_sessions WHERE session_id = $1")
+/// A UIA session: (completed stages, the operation it was started for).
+pub async fn uia_session<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<Option<(Vec<String>, String)>> {
+    let row = sqlx::query("SELECT completed, operation FROM uia_sessions WHERE session_id = $1")
         .bind(session_id)
         .fetch_optional(db)
         .await?;
     Ok(row.map(|row| {
         let completed: String = row.get(0);
-        serde_json::from_str(&completed).unwrap_or_default()
+        (serde_json::from_str(&completed).unwrap_or_default(), row.get(1))
     }))
 }
 
@@ -416,15 +417,17 @@ pub async fn save_uia_session<'c>(
     db: impl Executor<'c, Database = Any>,
     session_id: &str,
     completed: &[String],
+    operation: &str,
 ) -> sqlx::Result<()> {
     let completed = serde_json::to_string(completed).unwrap_or_else(|_| "[]".to_owned());
     sqlx::query(
-        "INSERT INTO uia_sessions (session_id, completed, created_ts) VALUES ($1, $2, $3) \
+        "INSERT INTO uia_sessions (session_id, completed, created_ts, operation) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (session_id) DO UPDATE SET completed = excluded.completed",
     )
     .bind(session_id)
     .bind(completed)
     .bind(now_ms())
+    .bind(operation)
     .execute(db)
     .await?;
     Ok(())
