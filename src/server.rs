@@ -344,6 +344,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<report_room::v3::Request, _, _>(account_data::report_room)
         .ruma::<sync_events::v3::Request, _, _>(sync::sync)
         .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sliding_sync)
+        .ruma::<crate::client_api::sliding_sync_v4::Request, _, _>(crate::client_api::sliding_sync_v4::sliding_sync)
         .ruma::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservice::ping)
         .ruma::<create_filter::v3::Request, _, _>(sync::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(sync::get_filter)

@@ -432,3 +432,46 @@ async fn rooms_appear_only_once_created_whole() {
     }
     server.stop().await;
 }
+
+/// The form merged into the spec, at /_matrix/client/v4/sync: pos and timeout in the body,
+/// `range`, object `required_state`, `is_invited`; `stripped_state` and `membership` back.
+#[tokio::test]
+async fn the_merged_form_is_accepted_at_v4() {
+    let server = TestServer::start().await;
+    let (alice, alice_token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server.create_room(&alice_token, json!({ "preset": "public_chat", "name": "merged", "topic": "t" })).await;
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&bob_token), json!({})).await.ok();
+    server.send_text(&bob_token, &room, "b1", "hello").await;
+    let invite = server.create_room(&bob_token, json!({ "invite": [alice.clone()] })).await;
+    let body = |pos: Option<&str>| {
+        json!({
+            "pos": pos, "timeout": 0,
+            "lists": {
+                "rooms": { "range": [0, 9], "timeline_limit": 2, "filters": { "is_invited": false },
+                           "required_state": { "include": [{ "type": "m.room.name" }, { "type": "m.room.create", "state_key": "" }], "lazy_members": true } },
+                "invites": { "timeline_limit": 0, "filters": { "is_invited": true } },
+            },
+        })
+    };
+    let first = server.post("/_matrix/client/v4/sync", Some(&alice_token), body(None)).await.ok();
+    assert_eq!(first["lists"]["rooms"]["count"], 1, "{first}");
+    assert_eq!(first["lists"]["invites"]["count"], 1);
+    let joined = &first["rooms"][&room];
+    assert_eq!(joined["membership"], "join");
+    assert_eq!(bodies(joined), vec!["hello"]);
+    let keys = state_keys(joined);
+    assert!(keys.contains(&("m.room.name".to_owned(), String::new())));
+    assert!(keys.contains(&("m.room.create".to_owned(), String::new())));
+    assert!(keys.contains(&("m.room.member".to_owned(), bob.clone())), "lazy members: {keys:?}");
+    assert!(!keys.iter().any(|(t, _)| t == "m.room.topic"));
+    let invited = &first["rooms"][&invite];
+    assert_eq!(invited["membership"], "invite");
+    assert!(invited["stripped_state"].is_array() && invited.get("invite_state").is_none());
+
+    let pos = first["pos"].as_str().unwrap();
+    server.send_text(&bob_token, &room, "b2", "again").await;
+    let next = server.post("/_matrix/client/v4/sync", Some(&alice_token), body(Some(pos))).await.ok();
+    assert_eq!(bodies(&next["rooms"][&room]), vec!["again"]);
+    server.stop().await;
+}

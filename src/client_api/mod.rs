@@ -16,6 +16,7 @@ pub mod room_events;
 pub mod router;
 pub mod session;
 pub mod sliding_sync;
+pub mod sliding_sync_v4;
 pub mod spaces;
 pub mod sync;
 
