@@ -5,6 +5,7 @@
 # built into target/interop/matrix-sdk so it never touches weft's own build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/interop-lib.sh
 
 cargo build --quiet --bin weft
 cargo build --quiet --locked --manifest-path tests/interop/matrix-sdk/Cargo.toml \
@@ -12,7 +13,6 @@ cargo build --quiet --locked --manifest-path tests/interop/matrix-sdk/Cargo.toml
 client=target/interop/matrix-sdk/debug/weft-interop-matrix-sdk
 
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -28,26 +28,8 @@ WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$port" \
     RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
 pids+=($!)
 
-python3 - "$port" <<'PY'
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/_matrix/client/versions"
-for _ in range(300):
-    try:
-        urllib.request.urlopen(url, timeout=1)
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit("weft did not start")
-PY
+wait_for_versions "$port"
 
-passed=0
-failed=0
-run() { # description, then the command
-    echo "== $1"
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-}
 # MATRIX_SDK_LOG (e.g. matrix_sdk=debug) passes through as the client's RUST_LOG.
 run "matrix-sdk / matrix-sdk-ui client (Element X flows)" \
     env RUST_LOG="${MATRIX_SDK_LOG:-}" "$client" "http://127.0.0.1:$port"

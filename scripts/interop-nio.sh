@@ -3,6 +3,7 @@
 # Installs its own venv under target/interop/ on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/interop-lib.sh
 
 venv=target/interop/nio-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
@@ -13,7 +14,6 @@ fi
 
 cargo build --quiet --bin weft
 data_dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$data_dir"' EXIT
 
@@ -29,27 +29,8 @@ port=$(free_port); fed_a=$(free_port); port_b=$(free_port); fed_b=$(free_port)
 start_weft a "$port" "$fed_a"
 start_weft b "$port_b" "$fed_b"
 
-python3 - "$port" "$port_b" <<'PY'
-import sys, time, urllib.request
-for port in sys.argv[1:]:
-    url = f"http://127.0.0.1:{port}/_matrix/client/versions"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        sys.exit("weft did not start")
-PY
+wait_for_versions "$port" "$port_b"
 
-passed=0
-failed=0
-run() { # description, then the command
-    echo "== $1"
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-}
 run "matrix-nio client" "$venv/bin/python" tests/interop/nio_client.py "http://127.0.0.1:$port"
 run "E2EE on one server" "$venv/bin/python" tests/interop/nio_e2ee.py "http://127.0.0.1:$port"
 run "E2EE across two weft servers" "$venv/bin/python" tests/interop/nio_e2ee.py "http://127.0.0.1:$port" "http://127.0.0.1:$port_b"
