@@ -13,5 +13,8 @@ bash scripts/interop-nio.sh
 echo "== interop: matrix-sdk / matrix-sdk-ui (Element X's engine)"
 bash scripts/interop-matrix-sdk.sh
 
+echo "== interop: matrix-js-sdk (Element Web's engine)"
+bash scripts/interop-js-sdk.sh
+
 echo "== interop: Synapse federation"
 bash scripts/interop-synapse.sh
