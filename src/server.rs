@@ -209,6 +209,7 @@ impl Services {
             .with_state(state)
             .layer(RequestBodyLimitLayer::new(self.config.max_request_bytes))
             .layer(middleware::from_fn(json_errors_for_rejections))
+            .layer(middleware::from_fn(server_timing))
             .layer(
                 CorsLayer::new()
                     .allow_origin(Any)
@@ -399,6 +400,19 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<legacy_media::get_content_as_filename::v3::Request, _, _>(media::legacy_get_as)
         .ruma::<legacy_media::get_content_thumbnail::v3::Request, _, _>(media::legacy_thumbnail)
         .ruma::<legacy_media::get_media_config::v3::Request, _, _>(media::legacy_config)
+}
+
+/// Says in a `Server-Timing` header how long weft took to answer (up to the response head,
+/// long-poll waits included), so browsers' developer tools and the load tool can tell server
+/// time from network time.
+async fn server_timing(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let value = format!("app;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(value) = header::HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::HeaderName::from_static("server-timing"), value);
+    }
+    response
 }
 
 /// Axum's own rejections (body too large, bad path) become Matrix errors.

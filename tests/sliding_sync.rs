@@ -475,3 +475,23 @@ async fn the_merged_form_is_accepted_at_v4() {
     assert_eq!(bodies(&next["rooms"][&room]), vec!["again"]);
     server.stop().await;
 }
+
+/// Every response says how long weft took (`Server-Timing`), errors included: what the load
+/// tool reads as server time, apart from the network.
+#[tokio::test]
+async fn responses_carry_server_timing() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("timed").await;
+    let duration = |reply: &common::Reply| -> f64 {
+        let value = reply.headers.get("server-timing").expect("server-timing header").to_str().unwrap().to_owned();
+        let ms = value.strip_prefix("app;dur=").unwrap_or_else(|| panic!("unexpected server-timing {value:?}"));
+        ms.parse().unwrap_or_else(|_| panic!("unexpected server-timing {value:?}"))
+    };
+    let sliding = server.post(PATH, Some(&token), json!({ "lists": {} })).await;
+    assert!(sliding.status.is_success());
+    assert!(duration(&sliding) >= 0.0);
+    let missing = server.get("/_matrix/client/v3/no_such_endpoint", Some(&token)).await;
+    missing.err(404, "M_UNRECOGNIZED");
+    assert!(duration(&missing) >= 0.0);
+    server.stop().await;
+}

@@ -49,6 +49,19 @@ impl Client {
     }
 
     pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&Value>, timeout: Duration) -> Result<Value> {
+        Ok(self.request_timed(method, path, token, body, timeout).await?.0)
+    }
+
+    /// A request, with the server's own account of its time (its `Server-Timing` header's
+    /// first `dur`) when it gives one.
+    pub async fn request_timed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(Value, Option<Duration>)> {
         let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).timeout(timeout);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -58,11 +71,16 @@ impl Client {
         }
         let response = request.send().await.with_context(|| format!("{method} {path}"))?;
         let status = response.status();
+        let server_time = response.headers().get("server-timing").and_then(|v| v.to_str().ok()).and_then(server_timing_duration);
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             bail!("{method} {path}: {status} {body}");
         }
-        Ok(body)
+        Ok((body, server_time))
+    }
+
+    pub async fn post_timed(&self, path: &str, token: Option<&str>, body: &Value) -> Result<(Value, Option<Duration>)> {
+        self.request_timed(reqwest::Method::POST, path, token, Some(body), Duration::from_secs(60)).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Result<Value> {
@@ -145,4 +163,23 @@ pub fn timeline_bodies<'a>(sync: &'a Value, room_id: &str) -> impl Iterator<Item
         .into_iter()
         .flatten()
         .filter_map(|e| e["content"]["body"].as_str())
+}
+
+/// The first `dur=` (milliseconds) of a `Server-Timing` header value.
+fn server_timing_duration(value: &str) -> Option<Duration> {
+    let ms: f64 = value.split([',', ';']).find_map(|part| part.trim().strip_prefix("dur="))?.parse().ok()?;
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_first_server_timing_duration() {
+        assert_eq!(server_timing_duration("app;dur=1.500"), Some(Duration::from_micros(1500)));
+        assert_eq!(server_timing_duration("db;desc=\"x\";dur=2, app;dur=9"), Some(Duration::from_millis(2)));
+        assert_eq!(server_timing_duration("app"), None);
+        assert_eq!(server_timing_duration("app;dur=-1"), None);
+    }
 }

@@ -544,11 +544,13 @@ pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(Sce
     let started = Instant::now();
     let mut first = ScenarioReport::new("sliding_sync_first_page", format!("new connection, first 20 of {rooms} rooms, timeline_limit 1"), "req/s");
     let mut latencies = Vec::new();
+    let mut server_times = Vec::new();
     let mut pos = String::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        let response = ctx.client.post(&format!("{SLIDING_PATH}?timeout=0"), Some(&user.token), &body).await?;
+        let (response, server_time) = ctx.client.post_timed(&format!("{SLIDING_PATH}?timeout=0"), Some(&user.token), &body).await?;
         latencies.push(t.elapsed());
+        server_times.extend(server_time);
         first.operations += 1;
         let returned = response["rooms"].as_object().map(Map::len).unwrap_or(0);
         if returned != rooms.min(20) || response["lists"]["all_rooms"]["count"] != json!(rooms) {
@@ -557,6 +559,9 @@ pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(Sce
         pos = response["pos"].as_str().unwrap_or_default().to_owned();
     }
     first.latency = Percentiles::of(&mut latencies);
+    if let Some(server) = Percentiles::of(&mut server_times) {
+        first.extra.insert("server_time".into(), serde_json::to_value(server)?);
+    }
     let mut first = first.finish(started, &meter);
     if first.errors > 0 {
         first.failure = Some(format!("{} first pages without 20 rooms and the count", first.errors));
@@ -567,13 +572,15 @@ pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(Sce
     let started = Instant::now();
     let mut incremental = ScenarioReport::new("sliding_sync_incremental", format!("one new event in one of {rooms} rooms, then the next response"), "req/s");
     let mut latencies = Vec::new();
+    let mut server_times = Vec::new();
     for round in 0..rounds {
         let room = &room_ids[round % room_ids.len().min(20)];
         ctx.client.send_text(&user, room, &format!("{}i{round}", ctx.run_id), "news").await?;
         let t = Instant::now();
         let url = format!("{SLIDING_PATH}?timeout=0&pos={}", enc(&pos));
-        let response = ctx.client.post(&url, Some(&user.token), &body).await?;
+        let (response, server_time) = ctx.client.post_timed(&url, Some(&user.token), &body).await?;
         latencies.push(t.elapsed());
+        server_times.extend(server_time);
         incremental.operations += 1;
         let carried = response["rooms"][room.as_str()]["timeline"].as_array().is_some_and(|t| t.iter().any(|e| e["content"]["body"] == "news"));
         if !carried {
@@ -582,6 +589,9 @@ pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(Sce
         pos = response["pos"].as_str().unwrap_or_default().to_owned();
     }
     incremental.latency = Percentiles::of(&mut latencies);
+    if let Some(server) = Percentiles::of(&mut server_times) {
+        incremental.extra.insert("server_time".into(), serde_json::to_value(server)?);
+    }
     let mut incremental = incremental.finish(started, &meter);
     if incremental.errors > 0 {
         incremental.failure = Some(format!("{} responses missed the new event", incremental.errors));

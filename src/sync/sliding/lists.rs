@@ -2,7 +2,9 @@
 //! filters, sorting by `bump_stamp`, and picking a list's `ranges`.
 
 use std::{
+    borrow::Borrow,
     collections::{HashMap, HashSet},
+    hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,6 +32,23 @@ pub(crate) struct Candidate {
 }
 
 impl Candidate {
+    /// What a membership row shows: `None` for a row with an invalid room id.
+    fn from_row(row: &UserRoom) -> Option<Self> {
+        let room_id = RoomId::parse(&row.room_id).ok()?;
+        let bump_stamp = match row.membership.as_str() {
+            "join" => row.bump_stamp.unwrap_or(row.membership_stream),
+            "invite" | "knock" => row.membership_stream,
+            _ => row.bump_stamp.map_or(row.membership_stream, |b| b.min(row.membership_stream)),
+        };
+        Some(Self {
+            room_id,
+            membership: row.membership.clone(),
+            membership_event_id: row.membership_event_id.clone(),
+            membership_stream: row.membership_stream,
+            bump_stamp,
+        })
+    }
+
     pub fn joined(&self) -> bool {
         self.membership == "join"
     }
@@ -49,10 +68,33 @@ impl Candidate {
     }
 }
 
+/// A candidate looked up by its room id (without a copy of the id as the key).
+struct ById(Arc<Candidate>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        <RoomId as Hash>::hash(&self.0.room_id, state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.room_id == other.0.room_id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<RoomId> for ById {
+    fn borrow(&self) -> &RoomId {
+        &self.0.room_id
+    }
+}
+
 /// The user's rooms, with the facts filters need loaded on first use.
 pub(crate) struct Candidates {
-    rooms: Vec<Candidate>,
-    by_id: HashMap<OwnedRoomId, usize>,
+    rooms: Vec<Arc<Candidate>>,
+    by_id: HashSet<ById>,
     memberships: MembershipCache,
     user: String,
     direct: OnceCell<HashSet<String>>,
@@ -62,9 +104,10 @@ pub(crate) struct Candidates {
 
 /// The user's memberships as last read, kept by the connection: an incremental response
 /// re-reads only the rooms with events since (a membership or recency change is an event).
+/// Kept as parsed candidates, shared, so a response copies pointers, not ids.
 #[derive(Debug, Clone)]
 pub struct MembershipCache {
-    rows: Arc<Vec<UserRoom>>,
+    rows: Arc<Vec<Arc<Candidate>>>,
     read_at: Instant,
 }
 
@@ -78,41 +121,34 @@ impl Candidates {
         let memberships = match cached {
             Some(cache) if rooms_with_events.is_empty() => cache.clone(),
             Some(cache) => {
-                let mut rows: Vec<UserRoom> = cache.rows.iter().filter(|r| !rooms_with_events.contains(&r.room_id)).cloned().collect();
-                rows.extend(changes.memberships.iter().cloned());
+                let mut rows: Vec<Arc<Candidate>> =
+                    cache.rows.iter().filter(|r| !rooms_with_events.contains(r.room_id.as_str())).cloned().collect();
+                rows.extend(changes.memberships.iter().filter_map(Candidate::from_row).map(Arc::new));
                 MembershipCache { rows: Arc::new(rows), read_at: cache.read_at }
             }
-            None => MembershipCache { rows: Arc::new(repo::user_rooms(sync.db.pool(), user.as_str()).await?), read_at: Instant::now() },
+            None => {
+                let rows = repo::user_rooms(sync.db.pool(), user.as_str()).await?;
+                MembershipCache { rows: Arc::new(rows.iter().filter_map(Candidate::from_row).map(Arc::new).collect()), read_at: Instant::now() }
+            }
         };
-        let mut rooms = Vec::new();
+        let mut rooms = Vec::with_capacity(memberships.rows.len());
         for row in memberships.rows.iter() {
-            let Ok(room_id) = RoomId::parse(&row.room_id) else { continue };
-            if sync.rooms.is_being_created(&room_id) {
+            let room_id = &row.room_id;
+            if sync.rooms.is_being_created(room_id) {
                 continue;
             }
             // Rooms left or banned from are shown only to a connection that learns of it
             // now: it saw the room before, or the leave is newer than its position.
             if matches!(row.membership.as_str(), "leave" | "ban") {
-                let seen_before = previous.is_some_and(|p| p.rooms.contains_key(&room_id));
+                let seen_before = previous.is_some_and(|p| p.rooms.contains_key(room_id));
                 let news = span.from.is_some_and(|from| row.membership_stream > from.events);
                 if !(seen_before || news) {
                     continue;
                 }
             }
-            let bump_stamp = match row.membership.as_str() {
-                "join" => row.bump_stamp.unwrap_or(row.membership_stream),
-                "invite" | "knock" => row.membership_stream,
-                _ => row.bump_stamp.map_or(row.membership_stream, |b| b.min(row.membership_stream)),
-            };
-            rooms.push(Candidate {
-                room_id,
-                membership: row.membership.clone(),
-                membership_event_id: row.membership_event_id.clone(),
-                membership_stream: row.membership_stream,
-                bump_stamp,
-            });
+            rooms.push(Arc::clone(row));
         }
-        let by_id = rooms.iter().enumerate().map(|(i, c)| (c.room_id.clone(), i)).collect();
+        let by_id = rooms.iter().map(|c| ById(Arc::clone(c))).collect();
         Ok(Self {
             rooms,
             by_id,
@@ -130,11 +166,11 @@ impl Candidates {
     }
 
     pub fn contains(&self, room_id: &RoomId) -> bool {
-        self.by_id.contains_key(room_id)
+        self.by_id.contains(room_id)
     }
 
     pub fn get(&self, room_id: &RoomId) -> Option<&Candidate> {
-        self.by_id.get(room_id).map(|i| &self.rooms[*i])
+        self.by_id.get(room_id).map(|c| &*c.0)
     }
 
     /// Rooms in `m.direct` (global account data): the user's DMs.
@@ -183,7 +219,7 @@ impl Candidates {
     }
 
     /// The rooms passing a list's filters, most recent first.
-    pub async fn filtered_sorted(&self, sync: &Sync, filters: Option<&ListFilters>, spaces: &[OwnedRoomId]) -> Result<Vec<OwnedRoomId>> {
+    pub async fn filtered_sorted(&self, sync: &Sync, filters: Option<&ListFilters>, spaces: &[OwnedRoomId]) -> Result<Vec<&Candidate>> {
         let mut picked: Vec<&Candidate> = Vec::with_capacity(self.rooms.len());
         let in_spaces = if spaces.is_empty() { None } else { Some(space_children(sync, spaces).await?) };
         for candidate in &self.rooms {
@@ -200,7 +236,7 @@ impl Candidates {
             picked.push(candidate);
         }
         picked.sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id)));
-        Ok(picked.into_iter().map(|c| c.room_id.clone()).collect())
+        Ok(picked)
     }
 
     async fn passes(&self, sync: &Sync, candidate: &Candidate, filters: &ListFilters) -> Result<bool> {
@@ -280,7 +316,7 @@ async fn space_children(sync: &Sync, spaces: &[OwnedRoomId]) -> Result<HashSet<S
 }
 
 /// The rooms at the (inclusive) index ranges of a sorted list.
-pub(crate) fn in_ranges(sorted: &[OwnedRoomId], ranges: &[(UInt, UInt)]) -> Vec<OwnedRoomId> {
+pub(crate) fn in_ranges(sorted: &[&Candidate], ranges: &[(UInt, UInt)]) -> Vec<OwnedRoomId> {
     let mut picked = Vec::new();
     let mut seen = HashSet::new();
     for (start, end) in ranges {
@@ -289,9 +325,9 @@ pub(crate) fn in_ranges(sorted: &[OwnedRoomId], ranges: &[(UInt, UInt)]) -> Vec<
         if start >= sorted.len() || start > end {
             continue;
         }
-        for room in &sorted[start..=end.min(sorted.len() - 1)] {
-            if seen.insert(room.clone()) {
-                picked.push(room.clone());
+        for candidate in &sorted[start..=end.min(sorted.len() - 1)] {
+            if seen.insert(&candidate.room_id) {
+                picked.push(candidate.room_id.clone());
             }
         }
     }
@@ -304,7 +340,16 @@ mod tests {
 
     #[test]
     fn ranges_are_inclusive_and_clamped() {
-        let rooms: Vec<OwnedRoomId> = (0..5).map(|i| format!("!r{i}:x").try_into().unwrap()).collect();
+        let candidates: Vec<Candidate> = (0..5)
+            .map(|i| Candidate {
+                room_id: format!("!r{i}:x").try_into().unwrap(),
+                membership: "join".into(),
+                membership_event_id: format!("$m{i}"),
+                membership_stream: i,
+                bump_stamp: i,
+            })
+            .collect();
+        let rooms: Vec<&Candidate> = candidates.iter().collect();
         let r = |a: u32, b: u32| (UInt::from(a), UInt::from(b));
         assert_eq!(in_ranges(&rooms, &[r(0, 1)]).len(), 2);
         assert_eq!(in_ranges(&rooms, &[r(3, 99)]).len(), 2);

@@ -24,6 +24,9 @@ use crate::{
 
 const MAX_HEROES: i64 = 5;
 
+/// The state types a room's sliding-sync facts (name, avatar) derive from.
+const FACT_TYPES: [&str; 2] = ["m.room.name", "m.room.avatar"];
+
 pub(crate) struct BuiltRoom {
     pub room: v5::response::Room,
     pub initial: bool,
@@ -147,15 +150,29 @@ impl Sync {
         state_ids.sort();
         state_ids.dedup();
         let mut required_state = Vec::new();
+        // The room's name and avatar events among those sent, by type: the room's facts come from them when the
+        // request covers those types (Element X's does), saving a lookup each.
+        let mut sent_state: HashMap<String, Value> = HashMap::new();
         for row in event_repo::get_many(self.db.pool(), &state_ids).await? {
             let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
             let event = without_room_id(self.rooms.client_event_plain(&row, &pdu, Some(viewer)).await?);
             required_state.push(raw(&event));
+            let kind = pdu.fields.kind.to_string();
+            if initial && pdu.fields.state_key.as_deref() == Some("") && FACT_TYPES.contains(&kind.as_str()) {
+                sent_state.insert(kind, pdu.content_value());
+            }
         }
 
         // Room facts: on a new view, or when what they derive from changed.
         let left_state = &left_state;
+        let sent_state = &sent_state;
+        let no_senders = HashSet::new();
+        let no_senders = &no_senders;
         let state_content = |kind: &'static str| async move {
+            // All of the type's current state was read for `required_state` just now.
+            if initial && required.matches(kind, "", no_senders) {
+                return Ok(sent_state.get(kind).cloned());
+            }
             match left_state {
                 Some(state) => match state.get(&(kind.to_owned(), String::new())) {
                     Some(id) => Ok(event_repo::get(self.db.pool(), id)
