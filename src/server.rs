@@ -231,6 +231,8 @@ fn key_routes() -> Router<ClientApiState> {
         .ruma::<get_server_keys::v2::Request, _, _>(fed::server_keys)
         .ruma::<get_remote_server_keys::v2::Request, _, _>(fed::notary_query)
         .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(fed::notary_batch)
+        .route("/_matrix/key/v2/server/{key_id}", get(fed::server_keys_by_key_id))
+        .route("/_matrix/key/v2/query/{server_name}/{key_id}", get(fed::notary_query_by_key_id))
 }
 
 fn federation_routes() -> Router<ClientApiState> {
@@ -301,6 +303,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<set_avatar_url::v3::Request, _, _>(account::set_avatar_url)
         .ruma::<create_room::v3::Request, _, _>(room_events::create_room)
         .ruma::<send_message_event::v3::Request, _, _>(room_events::send_message)
+        .ruma_post_without_txn_id::<send_message_event::v3::Request, _, _>(room_events::send_message)
         .ruma::<send_state_event::v3::Request, _, _>(room_events::send_state)
         .ruma::<get_state_event_for_key::v3::Request, _, _>(room_events::get_state_event)
         .ruma::<get_state_events::v3::Request, _, _>(room_events::get_state)
@@ -319,6 +322,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<joined_members::v3::Request, _, _>(membership::joined_members)
         .ruma::<get_member_events::v3::Request, _, _>(membership::members)
         .ruma::<redact_event::v3::Request, _, _>(relations::redact)
+        .ruma_post_without_txn_id::<redact_event::v3::Request, _, _>(relations::redact)
         .ruma::<get_context::v3::Request, _, _>(relations::context)
         .ruma::<get_event_by_timestamp::v1::Request, _, _>(relations::timestamp_to_event)
         .ruma::<get_relating_events::v1::Request, _, _>(relations::relations)

@@ -43,6 +43,21 @@ async fn keys_are_served_and_notarised() {
         .ok();
     assert_eq!(batch["server_keys"][0]["server_name"], a.server_name());
 
+    // The older forms with a key id in the path (SyTest and older servers use them): the
+    // same answers, whatever the key id.
+    let by_key_id: Value = http
+        .get(format!("https://{}/_matrix/key/v2/server/{}", a.server_name(), enc(&key_id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_key_id["verify_keys"], keys["verify_keys"]);
+    let old_notary = b.get(&format!("/_matrix/key/v2/query/{}/{}", a.server_name(), enc(&key_id)), None).await.ok();
+    assert_eq!(old_notary["server_keys"][0]["server_name"], a.server_name());
+    b.get("/_matrix/key/v2/query/not%20a%20server/ed25519:x", None).await.err(400, "M_INVALID_PARAM");
+
     let version: Value = http
         .get(format!("https://{}/_matrix/federation/v1/version", a.server_name()))
         .send()

@@ -396,3 +396,32 @@ async fn space_hierarchy() {
     server.get(&hidden, Some(&charlie)).await.err(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+/// The POST forms of send and redact without a transaction id (deprecated; Synapse serves
+/// them and SyTest sends them): each request is a new event, never deduplicated.
+#[tokio::test]
+async fn send_and_redact_without_transaction_id() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    let base = format!("/_matrix/client/v3/rooms/{}", enc(&room));
+    let first = server.post(&format!("{base}/send/m.room.message"), Some(&alice), json!({ "msgtype": "m.text", "body": "one" })).await.ok();
+    let second = server.post(&format!("{base}/send/m.room.message"), Some(&alice), json!({ "msgtype": "m.text", "body": "one" })).await.ok();
+    let (first, second) = (first["event_id"].as_str().unwrap(), second["event_id"].as_str().unwrap());
+    assert_ne!(first, second, "the same body twice is two events");
+    let messages = server.messages(&alice, &room, "dir=b&limit=5").await;
+    assert_eq!(common::bodies(&messages)[..2], ["one".to_owned(), "one".to_owned()]);
+
+    let redaction = server.post(&format!("{base}/redact/{}", enc(first)), Some(&alice), json!({ "reason": "dup" })).await.ok();
+    assert!(redaction["event_id"].as_str().unwrap().starts_with('$'));
+    let redacted = server.get(&format!("{base}/event/{}", enc(first)), Some(&alice)).await.ok();
+    assert_eq!(redacted["content"], json!({}));
+    assert_eq!(redacted["unsigned"]["redacted_because"]["content"]["reason"], "dup");
+
+    // Errors are the PUT form's.
+    server.post(&format!("{base}/send/m.room.message"), None, json!({})).await.err(401, "M_MISSING_TOKEN");
+    server.post(&format!("{base}/redact/{}", enc(second)), None, json!({})).await.err(401, "M_MISSING_TOKEN");
+    let (_, bob) = server.register("bob").await;
+    server.post(&format!("{base}/send/m.room.message"), Some(&bob), json!({ "body": "not in" })).await.err(403, "M_FORBIDDEN");
+    server.stop().await;
+}

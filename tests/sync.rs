@@ -519,3 +519,30 @@ async fn knocks_show_knock_state() {
     assert!(events.iter().any(|e| e["content"]["membership"] == "knock"));
     server.stop().await;
 }
+
+/// `timeline.limit: 0` asks for state only: no events, and an incremental sync's state block
+/// carries what changed in the span (it is all one gap).
+#[tokio::test]
+async fn timeline_limit_zero_gives_state_only() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    server.send_text(&alice, &room, "z0", "before").await;
+    let filter = enc(r#"{"room":{"timeline":{"limit":0},"state":{"types":["m.room.member"]}}}"#);
+    let initial = sync(&server, &alice, &format!("filter={filter}")).await;
+    let section = &initial["rooms"]["join"][&room];
+    assert_eq!(section["timeline"]["events"], json!([]));
+    assert_eq!(state_types(section), vec!["m.room.member"]);
+
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+    server.put(&format!("/_matrix/client/v3/profile/{}/displayname", enc("@alice:localhost")), Some(&alice), json!({ "displayname": "Alice Z" })).await.ok();
+    server.send_text(&alice, &room, "z1", "after").await;
+    let incremental = sync(&server, &alice, &format!("since={since}&filter={filter}")).await;
+    let section = &incremental["rooms"]["join"][&room];
+    assert_eq!(section["timeline"]["events"], json!([]));
+    assert_eq!(section["timeline"]["limited"], true);
+    let state = section["state"]["events"].as_array().unwrap();
+    assert_eq!(state.len(), 1, "the member change of the span: {state:?}");
+    assert_eq!(state[0]["content"]["displayname"], "Alice Z");
+    server.stop().await;
+}

@@ -87,6 +87,11 @@ where
     }
 }
 
+/// A path parameter added after the route matched, as if the path had ended with it (the
+/// transaction id of the POST forms without one: `router::ruma_post_without_txn_id`).
+#[derive(Clone)]
+pub struct TrailingPathArg(pub String);
+
 /// A parsed ruma request plus who sent it.
 pub struct Ruma<T> {
     pub body: T,
@@ -201,6 +206,10 @@ where
             Err(RawPathParamsRejection::MissingPathParams(_)) => Vec::new(),
             Err(rejection) => return Err(MatrixError::invalid_param(rejection.body_text())),
         };
+        let mut path_args = path_args;
+        if let Some(TrailingPathArg(extra)) = parts.extensions.remove::<TrailingPathArg>() {
+            path_args.push(extra);
+        }
         let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
 
         let bytes = match body.collect().await {

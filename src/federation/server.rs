@@ -1,6 +1,9 @@
 //! Inbound Server-Server endpoints: our keys, the key notary, version, and queries.
 
-use axum::{extract::State, Json};
+use axum::{
+    extract::{Path, Query, State},
+    Json,
+};
 use ruma::api::federation::{
     discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
     query::{get_profile_information, get_room_information},
@@ -25,6 +28,30 @@ pub async fn notary_query(
     let b = &request.body;
     let min = u64::from(b.minimum_valid_until_ts.0) as i64;
     Ok(Json(json!({ "server_keys": federation.notary_keys(&b.server_name, min).await? })))
+}
+
+/// `GET /_matrix/key/v2/server/{keyId}`, the form before the key id was dropped (it never
+/// narrowed the answer): SyTest and older servers still fetch keys this way.
+pub async fn server_keys_by_key_id(State(federation): State<Federation>, Path(_key_id): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(federation.own_keys()?))
+}
+
+#[derive(serde::Deserialize)]
+pub struct NotaryQueryParams {
+    #[serde(default)]
+    minimum_valid_until_ts: u64,
+}
+
+/// `GET /_matrix/key/v2/query/{serverName}/{keyId}`, the notary query's older form (the key
+/// id is ignored, as the key id of the older `/server/{keyId}` was).
+pub async fn notary_query_by_key_id(
+    State(federation): State<Federation>,
+    Path((server_name, _key_id)): Path<(String, String)>,
+    Query(params): Query<NotaryQueryParams>,
+) -> Result<Json<Value>> {
+    let server_name = ruma::OwnedServerName::try_from(server_name).map_err(|_| MatrixError::invalid_param("Invalid server name"))?;
+    let min = i64::try_from(params.minimum_valid_until_ts).unwrap_or(i64::MAX);
+    Ok(Json(json!({ "server_keys": federation.notary_keys(&server_name, min).await? })))
 }
 
 pub async fn notary_batch(

@@ -126,9 +126,13 @@ impl Sync {
         let from = since.unwrap_or_default();
         let viewer = Viewer { user_id: user, device_id: Some(request.device) };
         let timeline_filter = &room_filter.timeline;
-        let limit = timeline_filter.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
+        let limit = timeline_filter.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_TIMELINE_LIMIT).min(500);
         let after = if newly_joined || since.is_none() { 0 } else { from.events };
-        let timeline = if filter::room_event_filter_includes(timeline_filter, room_id) {
+        let timeline = if limit == 0 {
+            // `limit: 0` asks for state only: no events, the span is one gap (so the state
+            // block carries what changed in it).
+            Timeline { events: Vec::new(), limited: after < up_to, prev_batch: format!("s{up_to}"), start: up_to, senders: HashSet::new() }
+        } else if filter::room_event_filter_includes(timeline_filter, room_id) {
             self.timeline(room_id, user, joined, after, up_to, limit, timeline_filter, viewer).await?
         } else {
             Timeline { events: Vec::new(), limited: false, prev_batch: format!("s{up_to}"), start: up_to, senders: HashSet::new() }
