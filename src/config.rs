@@ -86,7 +86,8 @@ pub struct FederationConfig {
     pub tls_key: String,
     /// Verify other servers' TLS certificates. Switch off only for tests and private setups.
     pub verify_tls: bool,
-    /// Extra CA certificates (PEM files) trusted for other servers.
+    /// Extra CA certificates (PEM files) trusted for every outbound HTTPS connection: other
+    /// servers, push gateways, URL previews.
     pub extra_ca_files: Vec<PathBuf>,
     /// Notary servers asked for keys when a server cannot be reached directly.
     pub trusted_key_servers: Vec<OwnedServerName>,
@@ -333,7 +334,7 @@ tls_cert = ""
 tls_key = ""
 # Check other servers' certificates. Only tests and private setups turn this off.
 verify_tls = true
-# Extra CA certificates (PEM) to trust for other servers.
+# Extra CA certificates (PEM) to trust for other servers, push gateways and URL previews.
 extra_ca_files = []
 # Notaries asked for a server's keys when it cannot be reached itself.
 trusted_key_servers = []

@@ -41,12 +41,19 @@ struct Inner {
     /// None when the system's DNS configuration cannot be read; tokio's resolver then serves.
     resolver: Option<TokioResolver>,
     blocklist: Vec<IpNet>,
+    /// CA certificates trusted beside the system's (`federation.extra_ca_files`).
+    extra_roots: Vec<reqwest::Certificate>,
     /// Host names whose connections go to another host (a federation SRV target).
     routes: RwLock<HashMap<String, String>>,
 }
 
 impl GuardedDns {
     pub fn new(blocklist: Vec<IpNet>) -> Self {
+        Self::with_extra_roots(blocklist, Vec::new())
+    }
+
+    /// A resolver whose clients also trust `extra_roots` (private CAs, test setups).
+    pub fn with_extra_roots(blocklist: Vec<IpNet>, extra_roots: Vec<reqwest::Certificate>) -> Self {
         let resolver = match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
             Ok(resolver) => Some(resolver),
             Err(error) => {
@@ -54,12 +61,17 @@ impl GuardedDns {
                 None
             }
         };
-        Self { inner: Arc::new(Inner { resolver, blocklist, routes: RwLock::default() }) }
+        Self { inner: Arc::new(Inner { resolver, blocklist, extra_roots, routes: RwLock::default() }) }
     }
 
-    /// A reqwest client builder whose connections resolve (and are checked) here.
+    /// A reqwest client builder whose connections resolve (and are checked) here, trusting
+    /// the extra CAs.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder().dns_resolver(Arc::new(self.clone()))
+        let mut builder = reqwest::Client::builder().dns_resolver(Arc::new(self.clone()));
+        for root in &self.inner.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        builder
     }
 
     pub fn is_blocked(&self, ip: IpAddr) -> bool {

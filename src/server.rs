@@ -111,7 +111,12 @@ impl Services {
         let notifier = Notifier::new();
         let accounts = Accounts::new(db.clone(), config.server_name.clone())
             .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)));
-        let dns = crate::outbound::GuardedDns::new(config.federation.ip_range_blocklist.clone());
+        let mut extra_roots = Vec::new();
+        for file in &config.federation.extra_ca_files {
+            let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", file.display()))?;
+            extra_roots.extend(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        let dns = crate::outbound::GuardedDns::with_extra_roots(config.federation.ip_range_blocklist.clone(), extra_roots);
         let push = Push::new(db.clone(), config.server_name.clone(), Gateway::new(db.clone(), dns.clone()));
         let outbox_signal = crate::rooms::OutboxSignal::default();
         let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
@@ -302,6 +307,9 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<get_avatar_url::v3::Request, _, _>(account::get_avatar_url)
         .ruma::<set_avatar_url::v3::Request, _, _>(account::set_avatar_url)
         .ruma::<create_room::v3::Request, _, _>(room_events::create_room)
+        .ruma::<crate::client_api::legacy_sync::events::Request, _, _>(crate::client_api::legacy_sync::events)
+        .ruma::<crate::client_api::legacy_sync::initial_sync::Request, _, _>(crate::client_api::legacy_sync::initial_sync)
+        .ruma::<crate::client_api::legacy_sync::room_initial_sync::Request, _, _>(crate::client_api::legacy_sync::room_initial_sync)
         .ruma::<send_message_event::v3::Request, _, _>(room_events::send_message)
         .ruma_post_without_txn_id::<send_message_event::v3::Request, _, _>(room_events::send_message)
         .ruma::<send_state_event::v3::Request, _, _>(room_events::send_state)

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod keys;
+pub mod legacy_sync;
 pub mod media;
 pub mod membership;
 pub mod push;

@@ -70,12 +70,6 @@ impl Federation {
         if !config.verify_tls {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        for file in &config.extra_ca_files {
-            let pem = std::fs::read(file)?;
-            for certificate in reqwest::Certificate::from_pem_bundle(&pem)? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
         Ok(Self {
             db,
             keys,

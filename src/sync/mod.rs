@@ -1,6 +1,7 @@
 //! /sync: the notifier that wakes long-polls, sync tokens, filters, and the response builder.
 
 pub mod filter;
+pub mod legacy;
 pub mod notifier;
 pub mod rooms;
 pub mod sliding;

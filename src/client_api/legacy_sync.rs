@@ -1,0 +1,137 @@
+//! The v1 API's `GET /events`, `GET /initialSync` and `GET /rooms/{roomId}/initialSync`
+//! (deprecated, still in the spec): typed here with ruma's macros, as ruma has no types for
+//! the global event stream and the initial syncs. Served by `sync::legacy`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+
+use super::extract::{Ruma, RumaResponse};
+use crate::{
+    error::Result,
+    sync::{legacy::DEFAULT_INITIAL_LIMIT, token::SyncToken, Sync},
+};
+
+/// `GET /events`: with `room_id`, the peeking form of the spec; without, the global stream.
+pub mod events {
+    use ruma::{api::auth_scheme::AccessToken, api::request, api::response, metadata, OwnedRoomId};
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/events",
+            1.1 => "/_matrix/client/v3/events",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(query)]
+        pub from: Option<String>,
+        /// Milliseconds to wait for something new.
+        #[ruma_api(query)]
+        pub timeout: Option<u64>,
+        #[ruma_api(query)]
+        pub room_id: Option<OwnedRoomId>,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Value,
+    }
+}
+
+/// `GET /initialSync`.
+pub mod initial_sync {
+    use ruma::{api::auth_scheme::AccessToken, api::request, api::response, metadata, UInt};
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/initialSync",
+            1.1 => "/_matrix/client/v3/initialSync",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(query)]
+        pub limit: Option<UInt>,
+        #[ruma_api(query)]
+        #[serde(default)]
+        pub archived: bool,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Value,
+    }
+}
+
+/// `GET /rooms/{roomId}/initialSync`.
+pub mod room_initial_sync {
+    use ruma::{api::auth_scheme::AccessToken, api::request, api::response, metadata, OwnedRoomId, UInt};
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/rooms/{room_id}/initialSync",
+            1.1 => "/_matrix/client/v3/rooms/{room_id}/initialSync",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        #[ruma_api(query)]
+        pub limit: Option<UInt>,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Value,
+    }
+}
+
+fn limit_of(limit: Option<ruma::UInt>) -> u32 {
+    limit.map_or(DEFAULT_INITIAL_LIMIT, |l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX))
+}
+
+pub async fn events(State(sync): State<Sync>, request: Ruma<events::Request>) -> Result<RumaResponse<events::Response>> {
+    let user = request.user().clone();
+    let body = request.body;
+    let from = body.from.as_deref().filter(|t| !t.is_empty()).map(SyncToken::parse).transpose()?;
+    let timeout = Duration::from_millis(body.timeout.unwrap_or(0));
+    let body = sync.event_stream(&user.user_id, &user.device_id, from, body.room_id.as_deref(), timeout).await?;
+    Ok(RumaResponse(events::Response { body }))
+}
+
+pub async fn initial_sync(State(sync): State<Sync>, request: Ruma<initial_sync::Request>) -> Result<RumaResponse<initial_sync::Response>> {
+    let user = request.user().clone();
+    let limit = limit_of(request.body.limit);
+    let body = sync.initial_sync(&user.user_id, &user.device_id, limit, request.body.archived).await?;
+    Ok(RumaResponse(initial_sync::Response { body }))
+}
+
+pub async fn room_initial_sync(
+    State(sync): State<Sync>,
+    request: Ruma<room_initial_sync::Request>,
+) -> Result<RumaResponse<room_initial_sync::Response>> {
+    let user = request.user().clone();
+    let limit = limit_of(request.body.limit);
+    let body = sync.room_initial_sync(&user.user_id, &user.device_id, &request.body.room_id, limit).await?;
+    Ok(RumaResponse(room_initial_sync::Response { body }))
+}
