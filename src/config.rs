@@ -154,6 +154,9 @@ pub struct RegistrationConfig {
     pub tokens: Vec<String>,
     /// Secret for Synapse-compatible `/_synapse/admin/v1/register`; disabled when empty.
     pub shared_secret: String,
+    /// Let anyone register a guest account (`kind=guest`): no password, only the endpoints
+    /// the spec opens to guests, joins only to rooms with `guest_access: can_join`.
+    pub allow_guests: bool,
 }
 
 /// Token buckets per client (user, or IP when unauthenticated) and action.
@@ -305,6 +308,8 @@ enabled = false
 tokens = []
 # Shared secret for /_synapse/admin/v1/register; empty disables it.
 shared_secret = ""
+# Guest accounts (kind=guest): read and talk in rooms that allow guests; off as in Synapse.
+allow_guests = false
 
 [presence]
 # Share online / unavailable / offline with users in the same rooms.

@@ -20,6 +20,8 @@ pub struct Requester {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_admin: bool,
+    /// A guest account: only the endpoints the spec opens to guests.
+    pub is_guest: bool,
     token_hash: String,
 }
 
@@ -102,6 +104,7 @@ impl Accounts {
             user_id: UserId::parse(owner.user_id).map_err(|e| MatrixError::internal(e.to_string()))?,
             device_id: owner.device_id.into(),
             is_admin: owner.is_admin,
+            is_guest: owner.is_guest,
             token_hash,
         })
     }
@@ -149,6 +152,30 @@ impl Accounts {
         if !repo::create_user(self.db.pool(), user_id.as_str(), hash.as_deref(), is_admin).await? {
             return Err(MatrixError::user_in_use("User ID already taken"));
         }
+        Ok(())
+    }
+
+    /// Creates a guest account with a numeric localpart (as Synapse's guests have).
+    pub async fn create_guest(&self) -> Result<OwnedUserId> {
+        for _ in 0..8 {
+            let localpart = rand::random::<u32>().to_string();
+            let user_id = self.local_user_id(&localpart)?;
+            if repo::create_guest(self.db.pool(), user_id.as_str()).await? {
+                return Ok(user_id);
+            }
+        }
+        Err(MatrixError::internal("could not find a free guest id"))
+    }
+
+    /// Makes the guest `user_id` a full account with `password`, keeping its id, rooms and
+    /// devices. `M_FORBIDDEN` when it is not a guest account.
+    pub async fn upgrade_guest(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let hash = self.passwords.hash(password.to_owned()).await?;
+        let mut tx = self.db.begin_write().await?;
+        if !repo::upgrade_guest(&mut tx, user_id.as_str(), &hash).await? {
+            return Err(MatrixError::forbidden("Not a guest account"));
+        }
+        tx.commit().await?;
         Ok(())
     }
 

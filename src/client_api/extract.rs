@@ -37,6 +37,10 @@ pub enum Caller {
 /// Authentication for one ruma auth scheme: access tokens (required or optional) for the
 /// client API, X-Matrix signatures for the federation API.
 pub trait Authenticate<S>: Sized {
+    /// Whether the scheme requires a user's access token, so guest accounts are held to the
+    /// endpoints open to guests.
+    const USER_REQUIRED: bool = false;
+
     fn authenticate(parts: &Parts, body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send;
 }
 
@@ -57,6 +61,8 @@ macro_rules! token_scheme {
         where
             Accounts: FromRef<S>,
         {
+            const USER_REQUIRED: bool = $required;
+
             fn authenticate(parts: &Parts, _body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send {
                 by_token(parts, state, $required)
             }
@@ -117,6 +123,45 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
     let query = parts.uri.query()?;
     form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "access_token").map(|(_, value)| value.into_owned())
 }
+
+/// Endpoints (by `action_name`) a guest account may call among those that need a token: the
+/// spec's list (guest access module), and the few more Synapse opens to guests (typing,
+/// receipts, read markers, logout, key changes, filters).
+const GUEST_ENDPOINTS: &[&str] = &[
+    "get_state_events",
+    "get_state_event_for_key",
+    "get_context",
+    "get_room_event",
+    "get_message_events",
+    "get_member_events",
+    "room_initial_sync",
+    "sync_events",
+    "events",
+    "get_content",
+    "get_content_as_filename",
+    "get_content_thumbnail",
+    "join_room_by_id",
+    "join_room_by_id_or_alias",
+    "leave_room",
+    "send_message_event",
+    "send_state_event",
+    "send_event_to_device",
+    "set_display_name",
+    "get_devices",
+    "get_device",
+    "update_device",
+    "whoami",
+    "upload_keys",
+    "get_keys",
+    "claim_keys",
+    "get_key_changes",
+    "create_typing_event",
+    "create_receipt",
+    "set_read_marker",
+    "logout",
+    "create_filter",
+    "get_filter",
+];
 
 /// The endpoint's name, from its ruma module: `ruma_client_api::session::login::v3::Request`
 /// is `login`. Rate limits are configured by these names.
@@ -239,8 +284,11 @@ where
             Caller::User(requester) => (Some(requester), None),
             Caller::Server(origin) => (None, Some(origin)),
         };
-        let limiter = RateLimiter::from_ref(state);
         let action = action_name::<T>();
+        if <T::Authentication as Authenticate<S>>::USER_REQUIRED && requester.as_ref().is_some_and(|r| r.is_guest) && !GUEST_ENDPOINTS.contains(&action) {
+            return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed"));
+        }
+        let limiter = RateLimiter::from_ref(state);
         if T::RATE_LIMITED || limiter.limits(action) {
             let key = match (&requester, &origin, client_ip) {
                 (Some(r), _, _) => r.user_id.to_string(),

@@ -76,6 +76,7 @@ pub async fn join_by_id(
     let user = &request.user().user_id;
     let room_id = &request.body.room_id;
     let servers = room_id.server_name().map(|s| vec![s.to_owned()]).unwrap_or_default();
+    require_guest_access(&rooms, room_id, request.user()).await?;
     join(&rooms, &federation, room_id, user, request.body.reason.as_deref(), servers).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id.clone())))
 }
@@ -92,8 +93,22 @@ pub async fn join_by_id_or_alias(
             servers.push(via.clone());
         }
     }
+    require_guest_access(&rooms, &room_id, request.user()).await?;
     join(&rooms, &federation, &room_id, user, request.body.reason.as_deref(), servers).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+}
+
+/// Guests join only rooms whose `m.room.guest_access` is `can_join` (of rooms this server is
+/// in; a remote room's answer comes with its join).
+async fn require_guest_access(rooms: &Rooms, room_id: &RoomId, requester: &crate::accounts::Requester) -> Result<()> {
+    if !requester.is_guest || !rooms.participating(room_id).await? {
+        return Ok(());
+    }
+    let content = rooms.current_state_content(room_id, "m.room.guest_access", "").await?;
+    if content.as_ref().and_then(|c| c["guest_access"].as_str()) != Some("can_join") {
+        return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_FORBIDDEN", "Guest access not allowed in this room"));
+    }
+    Ok(())
 }
 
 pub async fn knock(

@@ -127,16 +127,45 @@ pub async fn register(
 ) -> Result<RumaResponse<register::v3::Response>> {
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
-        return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+        // A guest account: no username, password or user-interactive auth.
+        if !config.registration.allow_guests {
+            return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+        }
+        let user_id = accounts.create_guest().await?;
+        tracing::info!(user = %user_id, "guest registered");
+        let session = accounts
+            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
+            .await?;
+        let mut response = register::v3::Response::new(user_id);
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        if let Some((refresh_token, lifetime)) = session.refresh {
+            response.refresh_token = Some(refresh_token);
+            response.expires_in = Some(lifetime);
+        }
+        return Ok(RumaResponse(response));
     }
     if !registration_open(&config) {
         return Err(MatrixError::forbidden("Registration is disabled"));
     }
+    // Upgrading a guest: the account keeps its id (the username, if given, must be it).
+    let guest = match &body.guest_access_token {
+        Some(token) => {
+            let guest = accounts.authenticate(token).await?;
+            let own_name = body.username.as_deref().is_none_or(|name| name.to_lowercase() == guest.user_id.localpart());
+            if !guest.is_guest || !own_name {
+                return Err(MatrixError::forbidden("The guest access token does not belong to this guest account"));
+            }
+            Some(guest.user_id)
+        }
+        None => None,
+    };
     let user_id = match &body.username {
+        _ if guest.is_some() => guest.clone().expect("checked"),
         Some(name) => accounts.local_user_id(&name.to_lowercase())?,
         None => accounts.local_user_id(&random_string(12).to_lowercase())?,
     };
-    if !accounts.is_available(&user_id).await? {
+    if guest.is_none() && !accounts.is_available(&user_id).await? {
         return Err(MatrixError::user_in_use("User ID already taken"));
     }
     let flows: &[&[&str]] = if config.registration.tokens.is_empty() { &[&[DUMMY]] } else { &[&[REGISTRATION_TOKEN]] };
@@ -150,8 +179,13 @@ pub async fn register(
     let Some(password) = body.password.as_deref() else {
         return Err(MatrixError::missing_param("Missing password"));
     };
-    accounts.create_user(&user_id, Some(password), false).await?;
-    tracing::info!(user = %user_id, "registered");
+    if guest.is_some() {
+        accounts.upgrade_guest(&user_id, password).await?;
+        tracing::info!(user = %user_id, "guest upgraded to a full account");
+    } else {
+        accounts.create_user(&user_id, Some(password), false).await?;
+        tracing::info!(user = %user_id, "registered");
+    }
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
         let session = accounts

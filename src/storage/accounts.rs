@@ -28,6 +28,7 @@ pub struct TokenOwner {
     pub user_id: String,
     pub device_id: String,
     pub is_admin: bool,
+    pub is_guest: bool,
     pub deactivated: bool,
     /// Set for tokens issued with a refresh token.
     pub expires_ts: Option<i64>,
@@ -61,6 +62,29 @@ pub async fn create_user<'c>(
     .bind(now_ms())
     .execute(db)
     .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Inserts a guest account (no password); returns false when the id is taken.
+pub async fn create_guest<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "INSERT INTO users (user_id, password_hash, is_admin, created_ts, is_guest) VALUES ($1, NULL, 0, $2, 1) \
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Makes a guest account a full one with a password; false when it is not a guest's.
+pub async fn upgrade_guest(tx: &mut super::Tx, user_id: &str, password_hash: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query("UPDATE users SET is_guest = 0, password_hash = $2 WHERE user_id = $1 AND is_guest = 1")
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut **tx)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -379,7 +403,7 @@ pub async fn token_owner<'c>(
     token_hash: &str,
 ) -> sqlx::Result<Option<TokenOwner>> {
     let row = sqlx::query(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.used, t.refresh_token_hash \
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.used, t.refresh_token_hash, u.is_guest \
          FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
@@ -393,6 +417,7 @@ pub async fn token_owner<'c>(
         expires_ts: row.get(4),
         used: row.get::<i64, _>(5) != 0,
         refresh_token_hash: row.get(6),
+        is_guest: row.get::<i64, _>(7) != 0,
     }))
 }
 
