@@ -13,23 +13,11 @@ if [ -z "${WEFT_BIN:-}" ]; then
 fi
 (cd tests/interop/js-sdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+start_work_dir
 
 # One weft server, client API only.
 port=$(free_port)
-WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$port" \
-    WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false WEFT_FEDERATION__ENABLED=false \
-    RUST_LOG="${WEFT_LOG:-warn}" "$WEFT_BIN" serve >"$work/weft.out" 2>&1 &
-pids+=($!)
-
-wait_for_versions "$port"
+start_client_only_weft "$WEFT_BIN" "$port"
 
 # JS_SDK_LOG (e.g. debug) sets the SDK's log level.
 run "matrix-js-sdk client (Element Web flows)" node tests/interop/js-sdk/test.mjs "http://127.0.0.1:$port"

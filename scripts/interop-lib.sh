@@ -28,3 +28,26 @@ run() { # description, then the command
     shift
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
+
+# A temp dir ($work) for the run's data and logs, and an exit trap that stops the processes
+# listed in $pids and removes it (kept, and its path printed, with KEEP_INTEROP_LOGS=1).
+start_work_dir() {
+    work=$(mktemp -d)
+    pids=()
+    trap interop_cleanup EXIT
+}
+interop_cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
+}
+
+# Starts the weft binary $1 with the client API only on port $2 (registration open, no rate
+# limits, no federation), data in $work/weft, log in $work/weft.out; waits until it answers.
+start_client_only_weft() {
+    WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$2" \
+        WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false WEFT_FEDERATION__ENABLED=false \
+        RUST_LOG="${WEFT_LOG:-warn}" "$1" serve >"$work/weft.out" 2>&1 &
+    pids+=($!)
+    wait_for_versions "$2"
+}

@@ -12,23 +12,11 @@ cargo build --quiet --locked --manifest-path tests/interop/matrix-sdk/Cargo.toml
     --target-dir target/interop/matrix-sdk
 client=target/interop/matrix-sdk/debug/weft-interop-matrix-sdk
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+start_work_dir
 
 # One weft server, client API only.
 port=$(free_port)
-WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$port" \
-    WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false WEFT_FEDERATION__ENABLED=false \
-    RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
-pids+=($!)
-
-wait_for_versions "$port"
+start_client_only_weft target/debug/weft "$port"
 
 # MATRIX_SDK_LOG (e.g. matrix_sdk=debug) passes through as the client's RUST_LOG.
 run "matrix-sdk / matrix-sdk-ui client (Element X flows)" \

@@ -5,6 +5,7 @@
 # weft binary, and runs tests/interop/synapse_federation.py against both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/interop-lib.sh
 
 venv=$(scripts/install-synapse.sh)
 nio_venv=target/interop/nio-venv
@@ -15,21 +16,12 @@ if [ ! -x "$nio_venv/bin/python" ] || ! "$nio_venv/bin/python" -c 'import nio, v
 fi
 cargo build --quiet --bin weft
 
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_work_dir
 synapse_port=$(free_port)
 weft_fed_port=$(free_port)
 weft_client_port=$(free_port)
 synapse_name="127.0.0.1:$synapse_port"
 weft_name="127.0.0.1:$weft_fed_port"
-
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 # A self-signed certificate for Synapse's federation listener.
 "$venv/bin/python" - "$work" <<'PY'
@@ -122,13 +114,6 @@ WEFT_DATA_DIR="$work/weft" WEFT_SERVER_NAME="$weft_name" WEFT_LISTEN="127.0.0.1:
     RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &
 pids+=($!)
 
-passed=0
-failed=0
-run() { # description, then the command
-    echo "== $1"
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-}
 run "weft and Synapse federate" "$venv/bin/python" tests/interop/synapse_federation.py \
     --synapse "https://$synapse_name" --synapse-name "$synapse_name" \
     --weft "http://127.0.0.1:$weft_client_port" --weft-name "$weft_name" --secret interop-secret
