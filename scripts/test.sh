@@ -16,5 +16,8 @@ bash scripts/interop-matrix-sdk.sh
 echo "== interop: matrix-js-sdk (Element Web's engine)"
 bash scripts/interop-js-sdk.sh
 
+echo "== interop: Hydrogen (hydrogen-view-sdk in headless Chromium)"
+bash scripts/interop-hydrogen.sh
+
 echo "== interop: Synapse federation"
 bash scripts/interop-synapse.sh
