@@ -308,6 +308,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<set_avatar_url::v3::Request, _, _>(account::set_avatar_url)
         .ruma::<create_room::v3::Request, _, _>(room_events::create_room)
         .ruma::<crate::client_api::legacy_sync::events::Request, _, _>(crate::client_api::legacy_sync::events)
+        .ruma::<crate::client_api::legacy_sync::event_by_id::Request, _, _>(crate::client_api::legacy_sync::event_by_id)
         .ruma::<crate::client_api::legacy_sync::initial_sync::Request, _, _>(crate::client_api::legacy_sync::initial_sync)
         .ruma::<crate::client_api::legacy_sync::room_initial_sync::Request, _, _>(crate::client_api::legacy_sync::room_initial_sync)
         .ruma::<send_message_event::v3::Request, _, _>(room_events::send_message)

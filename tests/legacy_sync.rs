@@ -111,3 +111,20 @@ async fn initial_sync_shows_rooms_state_messages_and_receipts() {
     server.get(&format!("/_matrix/client/v3/rooms/{}/initialSync", enc(&room)), Some(&stranger)).await.err(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+/// `GET /events/{eventId}`: the event for someone who may see it, 404 for anyone else.
+#[tokio::test]
+async fn event_by_id_alone() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, stranger) = server.register("stranger").await;
+    let room = server.create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let event_id = server.send_text(&alice, &room, "b1", "by id").await;
+    let event = server.get(&format!("/_matrix/client/v3/events/{}", enc(&event_id)), Some(&alice)).await.ok();
+    assert_eq!(event["event_id"], event_id.as_str());
+    assert_eq!(event["room_id"], room.as_str());
+    assert_eq!(event["content"]["body"], "by id");
+    server.get(&format!("/_matrix/client/r0/events/{}", enc(&event_id)), Some(&stranger)).await.err(404, "M_NOT_FOUND");
+    server.get(&format!("/_matrix/client/v3/events/{}", enc("$missing")), Some(&alice)).await.err(404, "M_NOT_FOUND");
+    server.stop().await;
+}

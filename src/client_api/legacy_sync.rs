@@ -1,4 +1,5 @@
-//! The v1 API's `GET /events`, `GET /initialSync` and `GET /rooms/{roomId}/initialSync`
+//! The v1 API's `GET /events`, `GET /events/{eventId}`, `GET /initialSync` and
+//! `GET /rooms/{roomId}/initialSync`
 //! (deprecated, still in the spec): typed here with ruma's macros, as ruma has no types for
 //! the global event stream and the initial syncs. Served by `sync::legacy`.
 
@@ -8,7 +9,8 @@ use axum::extract::State;
 
 use super::extract::{Ruma, RumaResponse};
 use crate::{
-    error::Result,
+    error::{MatrixError, Result},
+    rooms::{read::Viewer, Rooms},
     sync::{legacy::DEFAULT_INITIAL_LIMIT, token::SyncToken, Sync},
 };
 
@@ -106,6 +108,34 @@ pub mod room_initial_sync {
     }
 }
 
+/// `GET /events/{eventId}`: one event, by id alone.
+pub mod event_by_id {
+    use ruma::{api::auth_scheme::AccessToken, api::request, api::response, metadata, OwnedEventId};
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/events/{event_id}",
+            1.1 => "/_matrix/client/v3/events/{event_id}",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub event_id: OwnedEventId,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Value,
+    }
+}
+
 fn limit_of(limit: Option<ruma::UInt>) -> u32 {
     limit.map_or(DEFAULT_INITIAL_LIMIT, |l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX))
 }
@@ -134,4 +164,16 @@ pub async fn room_initial_sync(
     let limit = limit_of(request.body.limit);
     let body = sync.room_initial_sync(&user.user_id, &user.device_id, &request.body.room_id, limit).await?;
     Ok(RumaResponse(room_initial_sync::Response { body }))
+}
+
+pub async fn event_by_id(State(rooms): State<Rooms>, request: Ruma<event_by_id::Request>) -> Result<RumaResponse<event_by_id::Response>> {
+    let user = request.user().clone();
+    let event_id = &request.body.event_id;
+    // One answer for "no such event" and "not yours to see", as the spec says.
+    let not_found = || MatrixError::not_found("Event not found");
+    let row = crate::storage::events::get(rooms.db().pool(), event_id.as_str()).await?.ok_or_else(not_found)?;
+    let room_id = ruma::RoomId::parse(&row.room_id).map_err(|_| not_found())?;
+    let (row, pdu) = rooms.visible_event(&room_id, event_id, &user.user_id).await.map_err(|_| not_found())?;
+    let body = rooms.client_event(&row, &pdu, Some(Viewer { user_id: &user.user_id, device_id: Some(&user.device_id) })).await?;
+    Ok(RumaResponse(event_by_id::Response { body }))
 }
