@@ -160,10 +160,10 @@ pub async fn register(
         }
         None => None,
     };
-    let user_id = match &body.username {
-        _ if guest.is_some() => guest.clone().expect("checked"),
-        Some(name) => accounts.local_user_id(&name.to_lowercase())?,
-        None => accounts.local_user_id(&random_string(12).to_lowercase())?,
+    let user_id = match (&guest, &body.username) {
+        (Some(guest), _) => guest.clone(),
+        (None, Some(name)) => accounts.local_user_id(&name.to_lowercase())?,
+        (None, None) => accounts.local_user_id(&random_string(12).to_lowercase())?,
     };
     if guest.is_none() && !accounts.is_available(&user_id).await? {
         return Err(MatrixError::user_in_use("User ID already taken"));
