@@ -93,7 +93,7 @@ impl Borrow<RoomId> for ById {
 
 /// The user's rooms, with the facts filters need loaded on first use.
 pub(crate) struct Candidates {
-    rooms: Vec<Arc<Candidate>>,
+    /// The rooms shown, by id (lists sort them; nothing depends on this set's order).
     by_id: HashSet<ById>,
     memberships: MembershipCache,
     user: String,
@@ -131,7 +131,7 @@ impl Candidates {
                 MembershipCache { rows: Arc::new(rows.iter().filter_map(Candidate::from_row).map(Arc::new).collect()), read_at: Instant::now() }
             }
         };
-        let mut rooms = Vec::with_capacity(memberships.rows.len());
+        let mut by_id = HashSet::with_capacity(memberships.rows.len());
         for row in memberships.rows.iter() {
             let room_id = &row.room_id;
             if sync.rooms.is_being_created(room_id) {
@@ -146,11 +146,9 @@ impl Candidates {
                     continue;
                 }
             }
-            rooms.push(Arc::clone(row));
+            by_id.insert(ById(Arc::clone(row)));
         }
-        let by_id = rooms.iter().map(|c| ById(Arc::clone(c))).collect();
         Ok(Self {
-            rooms,
             by_id,
             memberships,
             user: user.to_string(),
@@ -220,9 +218,9 @@ impl Candidates {
 
     /// The rooms passing a list's filters, most recent first.
     pub async fn filtered_sorted(&self, sync: &Sync, filters: Option<&ListFilters>, spaces: &[OwnedRoomId]) -> Result<Vec<&Candidate>> {
-        let mut picked: Vec<&Candidate> = Vec::with_capacity(self.rooms.len());
+        let mut picked: Vec<&Candidate> = Vec::with_capacity(self.by_id.len());
         let in_spaces = if spaces.is_empty() { None } else { Some(space_children(sync, spaces).await?) };
-        for candidate in &self.rooms {
+        for ById(candidate) in &self.by_id {
             if let Some(children) = &in_spaces {
                 if !children.contains(candidate.room_id.as_str()) {
                     continue;
