@@ -10,10 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/interop-lib.sh
 
-if [ -z "${WEFT_BIN:-}" ]; then
-    cargo build --quiet --bin weft
-    WEFT_BIN=target/debug/weft
-fi
+ensure_weft_bin
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$CHROMIUM" ]; then
     echo "== installing chromium (apt)"

@@ -7,10 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/interop-lib.sh
 
-if [ -z "${WEFT_BIN:-}" ]; then
-    cargo build --quiet --bin weft
-    WEFT_BIN=target/debug/weft
-fi
+ensure_weft_bin
 (cd tests/interop/js-sdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 start_work_dir

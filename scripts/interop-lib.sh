@@ -51,3 +51,11 @@ start_client_only_weft() {
     pids+=($!)
     wait_for_versions "$2"
 }
+
+# Sets $WEFT_BIN to a built weft (the debug build, made now) unless the caller gave one.
+ensure_weft_bin() {
+    if [ -z "${WEFT_BIN:-}" ]; then
+        cargo build --quiet --bin weft
+        WEFT_BIN=target/debug/weft
+    fi
+}

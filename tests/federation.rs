@@ -12,19 +12,16 @@ fn insecure_client() -> reqwest::Client {
     reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn keys_are_served_and_notarised() {
     let a = federating_server().await;
     let b = federating_server().await;
     let http = insecure_client();
-    let keys: Value = http
-        .get(format!("https://{}/_matrix/key/v2/server", a.server_name()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = get_json(&http, &format!("https://{}/_matrix/key/v2/server", a.server_name())).await;
     assert_eq!(keys["server_name"], a.server_name());
     let key_id = keys["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
     assert!(key_id.starts_with("ed25519:"));
@@ -45,27 +42,13 @@ async fn keys_are_served_and_notarised() {
 
     // The older forms with a key id in the path (SyTest and older servers use them): the
     // same answers, whatever the key id.
-    let by_key_id: Value = http
-        .get(format!("https://{}/_matrix/key/v2/server/{}", a.server_name(), enc(&key_id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_key_id = get_json(&http, &format!("https://{}/_matrix/key/v2/server/{}", a.server_name(), enc(&key_id))).await;
     assert_eq!(by_key_id["verify_keys"], keys["verify_keys"]);
     let old_notary = b.get(&format!("/_matrix/key/v2/query/{}/{}", a.server_name(), enc(&key_id)), None).await.ok();
     assert_eq!(old_notary["server_keys"][0]["server_name"], a.server_name());
     b.get("/_matrix/key/v2/query/not%20a%20server/ed25519:x", None).await.err(400, "M_INVALID_PARAM");
 
-    let version: Value = http
-        .get(format!("https://{}/_matrix/federation/v1/version", a.server_name()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version = get_json(&http, &format!("https://{}/_matrix/federation/v1/version", a.server_name())).await;
     assert_eq!(version["server"]["name"], "weft");
     a.stop().await;
     b.stop().await;
