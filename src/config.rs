@@ -38,6 +38,15 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub federation: FederationConfig,
     pub media: MediaConfig,
+    pub user_directory: UserDirectoryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct UserDirectoryConfig {
+    /// Search finds every local user, not only those who share a room with the searcher or
+    /// are in a public room (Synapse's `user_directory.search_all_users`).
+    pub search_all_users: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,6 +206,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             federation: FederationConfig::default(),
             media: MediaConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 }
@@ -314,6 +324,11 @@ allow_guests = false
 [presence]
 # Share online / unavailable / offline with users in the same rooms.
 enabled = true
+
+[user_directory]
+# Search finds every local user; false: only users sharing a room with the searcher, or in
+# a public room.
+search_all_users = false
 
 [media]
 # Largest upload, in bytes.

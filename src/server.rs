@@ -252,6 +252,7 @@ fn federation_routes() -> Router<ClientApiState> {
     };
     key_routes()
         .ruma::<get_server_version::v1::Request, _, _>(fed::version)
+        .ruma::<ruma::api::federation::openid::get_openid_userinfo::v1::Request, _, _>(fed::openid_userinfo)
         .ruma::<get_profile_information::v1::Request, _, _>(fed::query_profile)
         .ruma::<get_room_information::v1::Request, _, _>(fed::query_directory)
         .ruma::<get_event::v1::Request, _, _>(fed::get_event)
@@ -296,6 +297,8 @@ fn client_routes() -> Router<ClientApiState> {
         .route("/_synapse/admin/v1/register", get(session::shared_secret_nonce).post(session::shared_secret_register))
         .ruma::<change_password::v3::Request, _, _>(account::change_password)
         .ruma::<deactivate::v3::Request, _, _>(account::deactivate)
+        .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::request_openid_token)
+        .ruma::<ruma::api::client::user_directory::search_users::v3::Request, _, _>(crate::client_api::user_directory::search)
         .ruma::<get_devices::v3::Request, _, _>(account::list_devices)
         .ruma::<get_device::v3::Request, _, _>(account::get_device)
         .ruma::<update_device::v3::Request, _, _>(account::update_device)

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     error::{MatrixError, Result},
-    storage::{accounts as repo, Db},
+    storage::{accounts as repo, user_directory as directory_repo, Db},
 };
 
 /// The user and device behind an access token.
@@ -50,6 +50,8 @@ pub struct Session {
 }
 
 const DEFAULT_REFRESHABLE_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// How long an OpenID token stays valid (Synapse: one hour).
+const OPENID_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
 pub fn random_string(len: usize) -> String {
     rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
@@ -149,8 +151,45 @@ impl Accounts {
             Some(password) => Some(self.passwords.hash(password.to_owned()).await?),
             None => None,
         };
-        if !repo::create_user(self.db.pool(), user_id.as_str(), hash.as_deref(), is_admin).await? {
+        let mut tx = self.db.begin_write().await?;
+        if !repo::create_user(&mut **tx, user_id.as_str(), hash.as_deref(), is_admin).await? {
             return Err(MatrixError::user_in_use("User ID already taken"));
+        }
+        // A new account's display name is its localpart, as Synapse sets it: clients show
+        // a name, not a raw user id.
+        repo::set_displayname(&mut **tx, user_id.as_str(), Some(user_id.localpart())).await?;
+        directory_repo::upsert(&mut tx, user_id.as_str(), Some(user_id.localpart()), None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or with None removes) the user's display name, in the user directory too.
+    /// Member events in the user's rooms follow through `Rooms::propagate_profile`.
+    pub async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::set_displayname(&mut **tx, user_id.as_str(), name).await?;
+        self.refresh_directory_entry(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or removes) the user's avatar, in the user directory too.
+    pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::set_avatar_url(&mut **tx, user_id.as_str(), url).await?;
+        self.refresh_directory_entry(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The directory shows full accounts' global profiles; guests and deactivated accounts
+    /// are not listed.
+    async fn refresh_directory_entry(&self, tx: &mut crate::storage::Tx, user_id: &UserId) -> Result<()> {
+        match repo::get_user(&mut **tx, user_id.as_str()).await? {
+            Some(user) if !user.deactivated && !user.is_guest => {
+                directory_repo::upsert(tx, user_id.as_str(), user.displayname.as_deref(), user.avatar_url.as_deref()).await?
+            }
+            _ => directory_repo::remove(tx, user_id.as_str()).await?,
         }
         Ok(())
     }
@@ -175,8 +214,27 @@ impl Accounts {
         if !repo::upgrade_guest(&mut tx, user_id.as_str(), &hash).await? {
             return Err(MatrixError::forbidden("Not a guest account"));
         }
+        self.refresh_directory_entry(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A new OpenID token for `user_id`, valid for `OPENID_TOKEN_LIFETIME`.
+    pub async fn issue_openid_token(&self, user_id: &UserId) -> Result<(String, Duration)> {
+        let token = random_string(32);
+        let expires = crate::storage::now_ms() + OPENID_TOKEN_LIFETIME.as_millis() as i64;
+        let mut tx = self.db.begin_write().await?;
+        repo::insert_openid_token(&mut tx, &hash_token(&token), user_id.as_str(), expires).await?;
+        tx.commit().await?;
+        Ok((token, OPENID_TOKEN_LIFETIME))
+    }
+
+    /// The user an OpenID token was issued to, while it is valid.
+    pub async fn openid_token_owner(&self, token: &str) -> Result<Option<OwnedUserId>> {
+        match repo::openid_token_owner(self.db.pool(), &hash_token(token)).await? {
+            Some(user) => Ok(Some(UserId::parse(user)?)),
+            None => Ok(None),
+        }
     }
 
     /// Checks a password; errors with `M_FORBIDDEN` on mismatch, `M_USER_DEACTIVATED` when so.
@@ -293,6 +351,7 @@ impl Accounts {
         let mut tx = self.db.begin_write().await?;
         repo::delete_all_devices(&mut tx, user_id.as_str(), None).await?;
         repo::deactivate(&mut **tx, user_id.as_str()).await?;
+        directory_repo::remove(&mut tx, user_id.as_str()).await?;
         tx.commit().await?;
         Ok(())
     }

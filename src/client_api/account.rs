@@ -218,7 +218,7 @@ pub async fn set_displayname(
     if name.is_some_and(|n| n.len() > 256) {
         return Err(MatrixError::bad_json("displayname is too long"));
     }
-    repo::set_displayname(accounts.db().pool(), user.as_str(), name).await?;
+    accounts.set_displayname(&user, name).await?;
     rooms.propagate_profile(&user).await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }
@@ -231,7 +231,26 @@ pub async fn set_avatar_url(
     let user = request.user().user_id.clone();
     require_self(&user, &request.body.user_id)?;
     let url = request.body.avatar_url.as_ref().map(|u| u.as_str()).filter(|u| !u.is_empty());
-    repo::set_avatar_url(accounts.db().pool(), user.as_str(), url).await?;
+    accounts.set_avatar_url(&user, url).await?;
     rooms.propagate_profile(&user).await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
+}
+
+/// An OpenID token a third party (a widget, an integration manager) exchanges at this
+/// server's federation `openid/userinfo` for the user's id.
+pub async fn request_openid_token(
+    State(accounts): State<Accounts>,
+    request: Ruma<ruma::api::client::account::request_openid_token::v3::Request>,
+) -> Result<RumaResponse<ruma::api::client::account::request_openid_token::v3::Response>> {
+    let user = &request.user().user_id;
+    if *user != request.body.user_id {
+        return Err(MatrixError::forbidden("Cannot request an OpenID token for another user"));
+    }
+    let (token, lifetime) = accounts.issue_openid_token(user).await?;
+    Ok(RumaResponse(ruma::api::client::account::request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        accounts.server_name().to_owned(),
+        lifetime,
+    )))
 }

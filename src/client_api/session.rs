@@ -269,7 +269,7 @@ pub async fn shared_secret_register(
     let user_id = accounts.local_user_id(&request.username.to_lowercase())?;
     accounts.create_user(&user_id, Some(&request.password), request.admin).await?;
     if let Some(name) = &request.displayname {
-        crate::storage::accounts::set_displayname(accounts.db().pool(), user_id.as_str(), Some(name)).await?;
+        accounts.set_displayname(&user_id, Some(name)).await?;
         rooms.propagate_profile(&user_id).await?;
     }
     let session = accounts.login(&user_id, None, None, false).await?;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::Federation;
 use crate::{
-    client_api::extract::Ruma,
+    client_api::extract::{Ruma, RumaResponse},
     error::{MatrixError, Result},
     storage::{accounts as account_repo, aliases as alias_repo},
 };
@@ -408,4 +408,15 @@ pub async fn hierarchy(
         }
     }
     Ok(Json(json!({ "room": room, "children": children, "inaccessible_children": inaccessible })))
+}
+
+/// The user an OpenID token (from the client API's `openid/request_token`) belongs to.
+pub async fn openid_userinfo(
+    State(accounts): State<crate::accounts::Accounts>,
+    request: Ruma<ruma::api::federation::openid::get_openid_userinfo::v1::Request>,
+) -> Result<RumaResponse<ruma::api::federation::openid::get_openid_userinfo::v1::Response>> {
+    match accounts.openid_token_owner(&request.body.access_token).await? {
+        Some(user) => Ok(RumaResponse(ruma::api::federation::openid::get_openid_userinfo::v1::Response::new(user))),
+        None => Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Access token unknown or expired")),
+    }
 }

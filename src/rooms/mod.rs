@@ -13,6 +13,7 @@ pub mod read;
 pub mod relations;
 pub mod remote;
 pub mod resolve;
+pub mod user_directory;
 pub mod visibility;
 
 use std::{
@@ -499,17 +500,21 @@ impl Rooms {
                 continue;
             }
             state_repo::set_current(tx, room_id, kind, key, event_id).await?;
-            if kind == "m.room.member" {
+            if kind == "m.room.member" || kind == "m.room.join_rules" {
                 let json = if event_id == pdu.event_id.as_str() {
                     Some(pdu_json.to_owned())
                 } else {
                     self.event_json(event_id).await?
                 };
-                let membership = json
+                let content = json
                     .and_then(|j| serde_json::from_str::<Value>(&j).ok())
-                    .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "leave".to_owned());
-                room_repo::set_membership(tx, room_id, key, &membership, event_id, stream).await?;
+                    .map(|mut v| v["content"].take())
+                    .unwrap_or(Value::Null);
+                if kind == "m.room.member" {
+                    let membership = content["membership"].as_str().unwrap_or("leave");
+                    room_repo::set_membership(tx, room_id, key, membership, event_id, stream).await?;
+                }
+                self.index_directory_state(tx, room_id, kind, key, &content).await?;
             }
         }
         Ok(())

@@ -236,9 +236,13 @@ impl Rooms {
             None => {
                 if let Some(state_key) = pdu.state_key() {
                     state_repo::set_current(tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
-                    if *pdu.kind() == TimelineEventType::RoomMember {
-                        let membership = pdu.content_value().get("membership").and_then(Value::as_str).unwrap_or("leave").to_owned();
-                        room_repo::set_membership(tx, room_id, state_key, &membership, pdu.event_id.as_str(), stream).await?;
+                    if matches!(pdu.kind(), TimelineEventType::RoomMember | TimelineEventType::RoomJoinRules) {
+                        let content = pdu.content_value();
+                        if *pdu.kind() == TimelineEventType::RoomMember {
+                            let membership = content.get("membership").and_then(Value::as_str).unwrap_or("leave");
+                            room_repo::set_membership(tx, room_id, state_key, membership, pdu.event_id.as_str(), stream).await?;
+                        }
+                        self.index_directory_state(tx, room_id, &pdu.kind().to_string(), state_key, &content).await?;
                     }
                 }
             }

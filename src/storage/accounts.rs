@@ -12,6 +12,7 @@ pub struct UserRow {
     pub deactivated: bool,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
+    pub is_guest: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +91,7 @@ pub async fn upgrade_guest(tx: &mut super::Tx, user_id: &str, password_hash: &st
 
 pub async fn get_user<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Option<UserRow>> {
     let row = sqlx::query(
-        "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url \
+        "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url, is_guest \
          FROM users WHERE user_id = $1",
     )
     .bind(user_id)
@@ -103,6 +104,7 @@ pub async fn get_user<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) 
         deactivated: row.get::<i64, _>(3) != 0,
         displayname: row.get(4),
         avatar_url: row.get(5),
+        is_guest: row.get::<i64, _>(6) != 0,
     }))
 }
 
@@ -476,4 +478,26 @@ pub async fn mark_erased<'c>(db: impl Executor<'c, Database = Any>, user_id: &st
 pub async fn erased_users<'c>(db: impl Executor<'c, Database = Any>) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query("SELECT user_id FROM erased_users").fetch_all(db).await?;
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Stores an OpenID token; expired ones are dropped on the way.
+pub async fn insert_openid_token(tx: &mut super::Tx, token_hash: &str, user_id: &str, expires_ts: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM openid_tokens WHERE expires_ts < $1").bind(now_ms()).execute(&mut **tx).await?;
+    sqlx::query("INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(expires_ts)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The user of an OpenID token that has not expired.
+pub async fn openid_token_owner<'c>(db: impl Executor<'c, Database = Any>, token_hash: &str) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query("SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts >= $2")
+        .bind(token_hash)
+        .bind(now_ms())
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| row.get(0)))
 }

@@ -20,6 +20,7 @@ pub mod server_keys;
 pub mod sliding;
 pub mod state;
 pub mod to_device;
+pub mod user_directory;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
