@@ -17,3 +17,4 @@ pub mod rooms;
 pub mod server;
 pub mod storage;
 pub mod sync;
+pub mod text;

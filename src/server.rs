@@ -299,6 +299,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<deactivate::v3::Request, _, _>(account::deactivate)
         .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::request_openid_token)
         .ruma::<ruma::api::client::user_directory::search_users::v3::Request, _, _>(crate::client_api::user_directory::search)
+        .ruma::<ruma::api::client::search::search_events::v3::Request, _, _>(crate::client_api::search::search)
         .ruma::<get_devices::v3::Request, _, _>(account::list_devices)
         .ruma::<get_device::v3::Request, _, _>(account::get_device)
         .ruma::<update_device::v3::Request, _, _>(account::update_device)

@@ -15,6 +15,7 @@ pub mod rate_limit;
 pub mod relations;
 pub mod room_events;
 pub mod router;
+pub mod search;
 pub mod session;
 pub mod sliding_sync;
 pub mod sliding_sync_v4;

@@ -13,6 +13,7 @@ pub mod read;
 pub mod relations;
 pub mod remote;
 pub mod resolve;
+pub mod search;
 pub mod user_directory;
 pub mod visibility;
 
@@ -647,6 +648,10 @@ impl Rooms {
         let redacted = redact(original.json().clone(), &rules.redaction, None).map_err(|e| MatrixError::internal(e.to_string()))?;
         let text = serde_json::to_string(&redacted).map_err(|e| MatrixError::internal(e.to_string()))?;
         event_repo::mark_redacted(tx, target.as_str(), &text, redaction.event_id.as_str()).await?;
+        // A redacted event is no longer found by search (outliers were never indexed).
+        if let Some(timeline_row) = event_repo::get_timeline(&mut **tx, target.as_str()).await? {
+            crate::storage::search::remove(tx, timeline_row.stream_ordering).await?;
+        }
         Ok(())
     }
 }

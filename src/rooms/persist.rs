@@ -225,6 +225,9 @@ impl Rooms {
             },
         )
         .await?;
+        if let Some(document) = super::search::document(pdu) {
+            crate::storage::search::insert(tx, stream, &document).await?;
+        }
         if super::BUMP_EVENT_TYPES.contains(&pdu.kind().to_string().as_str()) {
             crate::storage::sliding::set_bump_stamp(tx, room_id, stream).await?;
         }

@@ -190,7 +190,7 @@ impl Rooms {
         let state_group = event_repo::earliest(self.db().pool(), pdu.room_id.as_str()).await?.map(|(_, g)| g).unwrap_or(-1);
         let json = serde_json::to_string(&pdu.json())?;
         let mut tx = self.db().begin_write().await?;
-        event_repo::insert_backfilled(
+        let stream = event_repo::insert_backfilled(
             &mut tx,
             &event_repo::NewEvent {
                 event_id: pdu.event_id.as_str(),
@@ -206,6 +206,9 @@ impl Rooms {
             },
         )
         .await?;
+        if let Some(document) = super::search::document(&pdu) {
+            crate::storage::search::insert(&mut tx, stream, &document).await?;
+        }
         let prevs: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
         let auths: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
         event_repo::insert_edges(&mut tx, pdu.event_id.as_str(), &prevs, &auths).await?;

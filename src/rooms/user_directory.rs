@@ -51,7 +51,7 @@ impl Rooms {
     /// Users matching every word of `term` (by user id or display name, across case and
     /// diacritics) that `searcher` may find, at most `limit`.
     pub async fn search_user_directory(&self, searcher: &UserId, term: &str, limit: usize, scope: DirectoryScope) -> Result<DirectoryResult> {
-        let words: Vec<String> = directory_repo::fold(term).split_whitespace().map(str::to_owned).collect();
+        let words: Vec<String> = crate::text::fold(term).split_whitespace().map(str::to_owned).collect();
         let local_suffix = format!(":{}", self.server_name());
         let all_local = match scope {
             DirectoryScope::AllLocalUsers => Some(local_suffix.as_str()),

@@ -19,10 +19,10 @@ pub struct EventRow {
     pub txn_id: Option<String>,
 }
 
-const EVENT_COLUMNS: &str =
+pub(super) const EVENT_COLUMNS: &str =
     "stream_ordering, event_id, room_id, depth, json, state_group, redacted_by, txn_device_id, txn_id";
 
-fn event_from_row(row: AnyRow) -> EventRow {
+pub(super) fn event_from_row(row: AnyRow) -> EventRow {
     EventRow {
         stream_ordering: row.get(0),
         event_id: row.get(1),

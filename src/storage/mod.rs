@@ -16,6 +16,7 @@ pub mod push;
 pub mod receipts;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod server_keys;
 pub mod sliding;
 pub mod state;
