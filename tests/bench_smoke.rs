@@ -26,6 +26,8 @@ async fn every_scenario_runs_correctly() {
         passes: 1,
         sliding_rooms: 30,
         sliding_rounds: 5,
+        search_messages: 300,
+        search_rounds: 3,
         max_seconds: 60,
         only: Vec::new(),
         json: None,
@@ -34,7 +36,7 @@ async fn every_scenario_runs_correctly() {
     println!("{}", report.table());
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["register", "login", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync_first_page", "sliding_sync_incremental"]);
+    assert_eq!(names, ["register", "login", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync_first_page", "sliding_sync_incremental", "search"]);
     let sent = report.scenarios.iter().find(|s| s.name == "send_one_room").unwrap();
     assert_eq!(sent.operations, 100);
     let delivery = report.scenarios.iter().find(|s| s.name == "delivery").unwrap();

@@ -19,7 +19,7 @@ use serde::Serialize;
 use self::{client::Client, scenarios::ScenarioReport};
 
 /// The scenarios, by name (for `--only`).
-pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync"];
+pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync", "search"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -66,6 +66,12 @@ pub struct BenchArgs {
     /// Requests measured in each sliding sync phase.
     #[arg(long, default_value_t = 100)]
     pub sliding_rounds: usize,
+    /// Messages the search scenario fills its rooms with before querying.
+    #[arg(long, default_value_t = 20_000)]
+    pub search_messages: usize,
+    /// Queries of each kind (common, medium, rare word) in the search scenario.
+    #[arg(long, default_value_t = 100)]
+    pub search_rounds: usize,
     /// Upper bound on each scenario's measured phase, in seconds.
     #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
@@ -255,6 +261,12 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         note_peak(&incremental);
         reports.push(first);
         reports.push(incremental);
+    }
+    if wanted(&args, "search") {
+        measure::settle(ctx.server_pid).await;
+        let report = scenarios::search(&ctx, args.search_messages, args.search_rounds).await?;
+        note_peak(&report);
+        reports.push(report);
     }
     drop(spawned);
     let report = Report { label: args.label.clone(), url: args.url.clone(), startup_ms, idle_rss_kb, peak_rss_kb: peak, scenarios: reports };

@@ -598,3 +598,135 @@ pub async fn sliding_sync(ctx: &Ctx, rooms: usize, rounds: usize) -> Result<(Sce
     }
     Ok((first, incremental))
 }
+
+/// Words of the search scenario's messages: `vocabulary` made-up words drawn log-uniformly,
+/// so a few are in many messages and most in few, as in real text.
+struct WordSource {
+    state: u64,
+    vocabulary: usize,
+}
+
+impl WordSource {
+    fn next_f64(&mut self) -> f64 {
+        // SplitMix64: deterministic across runs and servers, no dependency.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn word_rank(&mut self) -> usize {
+        ((self.vocabulary as f64).powf(self.next_f64()) as usize).clamp(1, self.vocabulary)
+    }
+
+    /// A message of `words` words; `seen` counts the messages each word rank is in.
+    fn message(&mut self, words: usize, seen: &mut HashMap<usize, u64>) -> String {
+        let mut ranks: Vec<usize> = (0..words).map(|_| self.word_rank()).collect();
+        let text = ranks.iter().map(|r| word(*r)).collect::<Vec<_>>().join(" ");
+        ranks.sort_unstable();
+        ranks.dedup();
+        for rank in ranks {
+            *seen.entry(rank).or_default() += 1;
+        }
+        text
+    }
+}
+
+/// The made-up word of frequency rank `rank` (1 is the most frequent).
+fn word(rank: usize) -> String {
+    const SYLLABLES: [&str; 16] = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "be", "do", "fu", "gi", "ha", "ju", "pe", "zo"];
+    let mut n = rank;
+    let mut out = String::new();
+    loop {
+        out.push_str(SYLLABLES[n % 16]);
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Full-text search: `messages` messages of 12 words by 10 senders in 10 rooms (the
+/// searcher is in all), then one-word `/search` queries (rank order, 10 results) for the most
+/// common word, one in about 1% of the messages and one in about 10 of them. The fill is not
+/// measured; the queries are.
+pub async fn search(ctx: &Ctx, messages: usize, rounds: usize) -> Result<ScenarioReport> {
+    let users = ctx.users("q", 10).await?;
+    let mut rooms = Vec::new();
+    for _ in 0..10 {
+        rooms.push(ctx.shared_room(&users[0], &users).await?);
+    }
+    let fill_started = Instant::now();
+    let per_task = messages.div_ceil(users.len());
+    let tasks: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, sender)| {
+            let (client, sender, rooms, run_id) = (ctx.client.clone(), sender.clone(), rooms.clone(), ctx.run_id.clone());
+            let count = per_task.min(messages.saturating_sub(i * per_task));
+            tokio::spawn(async move {
+                let mut words = WordSource { state: i as u64 + 1, vocabulary: 20_000 };
+                let mut seen = HashMap::new();
+                for n in 0..count {
+                    let room = &rooms[n % rooms.len()];
+                    client.send_text(&sender, room, &format!("{run_id}q{i}t{n}"), &words.message(12, &mut seen)).await?;
+                }
+                anyhow::Ok(seen)
+            })
+        })
+        .collect();
+    let mut seen: HashMap<usize, u64> = HashMap::new();
+    for task in tasks {
+        for (rank, count) in task.await?? {
+            *seen.entry(rank).or_default() += count;
+        }
+    }
+    let fill_seconds = fill_started.elapsed().as_secs_f64();
+    // The word whose message count is closest to `target`.
+    let closest = |target: u64| seen.iter().min_by_key(|(rank, count)| (count.abs_diff(target), **rank)).map(|(rank, _)| word(*rank)).unwrap_or_default();
+    let common = seen.iter().max_by_key(|(rank, count)| (**count, std::cmp::Reverse(**rank))).map(|(rank, _)| word(*rank)).unwrap_or_default();
+    super::measure::settle(ctx.server_pid).await;
+
+    let searcher = &users[0];
+    let meter = CpuMeter::start(ctx.server_pid);
+    let started = Instant::now();
+    let deadline = started + ctx.max_duration;
+    let mut report = ScenarioReport::new("search", format!("one-word /search, rank order, over {messages} messages in 10 rooms"), "queries/s");
+    let mut latencies = Vec::new();
+    let mut by_word: Vec<(&str, String, Vec<Duration>, u64)> =
+        vec![("common", common, Vec::new(), 0), ("medium", closest(messages as u64 / 100), Vec::new(), 0), ("rare", closest(10), Vec::new(), 0)];
+    'rounds: for _ in 0..rounds {
+        for (_, term, samples, count) in by_word.iter_mut() {
+            if Instant::now() >= deadline {
+                break 'rounds;
+            }
+            let body = json!({ "search_categories": { "room_events": { "search_term": term, "order_by": "rank" } } });
+            let t = Instant::now();
+            let answer = ctx.client.post("/_matrix/client/v3/search", Some(&searcher.token), &body).await?;
+            let elapsed = t.elapsed();
+            samples.push(elapsed);
+            latencies.push(elapsed);
+            report.operations += 1;
+            *count = answer["search_categories"]["room_events"]["count"].as_u64().unwrap_or(0);
+            if answer["search_categories"]["room_events"]["results"].as_array().is_none_or(Vec::is_empty) {
+                report.errors += 1;
+            }
+        }
+    }
+    report.latency = Percentiles::of(&mut latencies);
+    report.extra.insert("fill_messages_per_s".into(), (messages as f64 / fill_seconds.max(1e-9)).round().into());
+    for (class, term, samples, count) in by_word.iter_mut() {
+        let p = Percentiles::of(samples);
+        report.extra.insert(
+            (*class).into(),
+            json!({ "word": term, "matches": count, "p50_ms": p.as_ref().map(|p| p.p50_ms), "p99_ms": p.as_ref().map(|p| p.p99_ms) }),
+        );
+    }
+    let mut report = report.finish(started, &meter);
+    if report.errors > 0 {
+        report.failure = Some(format!("{} queries found nothing", report.errors));
+    }
+    Ok(report)
+}
