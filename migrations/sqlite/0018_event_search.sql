@@ -20,3 +20,7 @@ INSERT INTO event_search (rowid, body, name, topic)
         (event_type = 'm.room.message' AND json_type(json, '$.content.body') = 'text') OR
         (event_type = 'm.room.name' AND state_key = '' AND json_type(json, '$.content.name') = 'text') OR
         (event_type = 'm.room.topic' AND state_key = '' AND json_type(json, '$.content.topic') = 'text'));
+
+-- How many events each token is in: search estimates its `count` from it when a query has
+-- too many matches to count.
+CREATE VIRTUAL TABLE event_search_vocab USING fts5vocab(event_search, 'row');

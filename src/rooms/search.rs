@@ -148,25 +148,41 @@ pub fn document(pdu: &Pdu) -> Option<SearchDocument> {
     })
 }
 
+/// A search term made ready for the index.
+#[derive(Debug, PartialEq)]
+pub struct ParsedQuery {
+    /// The FTS5 query.
+    pub fts: String,
+    /// The words to highlight (lower case, as typed).
+    pub highlights: Vec<String>,
+    /// Per alternative (`OR`), the index tokens it needs (token, is a prefix): for
+    /// estimating how many events match.
+    pub tokens: Vec<Vec<(String, bool)>>,
+}
+
 /// A search term as an FTS5 query, with the words to highlight. Syntax as web search
 /// engines (and Synapse) take it: words must all match, `"quoted words"` as a phrase,
 /// `-word` must not match, `OR` between alternatives, a trailing `*` matches a prefix.
 /// None when nothing positive is left to search for.
-pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<(String, Vec<String>)> {
+pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
     let mut alternatives: Vec<String> = Vec::new();
+    let mut alternative_tokens: Vec<Vec<(String, bool)>> = Vec::new();
     let mut positive: Vec<String> = Vec::new();
+    let mut tokens: Vec<(String, bool)> = Vec::new();
     let mut negative: Vec<String> = Vec::new();
     let mut highlights: Vec<String> = Vec::new();
-    let finish = |positive: &mut Vec<String>, negative: &mut Vec<String>, alternatives: &mut Vec<String>| {
+    let finish = |positive: &mut Vec<String>, negative: &mut Vec<String>, tokens: &mut Vec<(String, bool)>, alternatives: &mut Vec<String>, alternative_tokens: &mut Vec<Vec<(String, bool)>>| {
         if !positive.is_empty() {
             let mut group = format!("({})", positive.join(" AND "));
             for term in negative.iter() {
                 group = format!("({group} NOT {term})");
             }
             alternatives.push(group);
+            alternative_tokens.push(std::mem::take(tokens));
         }
         positive.clear();
         negative.clear();
+        tokens.clear();
     };
     let mut rest = term;
     loop {
@@ -190,7 +206,7 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<(String, Vec<String
             (word, false)
         };
         if !quoted && !negated && word == "OR" {
-            finish(&mut positive, &mut negative, &mut alternatives);
+            finish(&mut positive, &mut negative, &mut tokens, &mut alternatives, &mut alternative_tokens);
             continue;
         }
         let (word, prefix) = match word.strip_suffix('*') {
@@ -201,15 +217,19 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<(String, Vec<String
         if !word.chars().any(char::is_alphanumeric) {
             continue;
         }
-        let phrase = format!("\"{}\"{}", segment(word).replace('"', "\"\""), if prefix { "*" } else { "" });
+        let segmented = segment(word);
+        let phrase = format!("\"{}\"{}", segmented.replace('"', "\"\""), if prefix { "*" } else { "" });
         if negated {
             negative.push(phrase);
         } else {
             positive.push(phrase);
+            let pieces: Vec<&str> = segmented.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).collect();
+            let last = pieces.len().saturating_sub(1);
+            tokens.extend(pieces.iter().enumerate().map(|(i, t)| ((*t).to_owned(), prefix && i == last)));
             highlights.extend(word.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase));
         }
     }
-    finish(&mut positive, &mut negative, &mut alternatives);
+    finish(&mut positive, &mut negative, &mut tokens, &mut alternatives, &mut alternative_tokens);
     if alternatives.is_empty() {
         return None;
     }
@@ -221,7 +241,7 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<(String, Vec<String
     };
     highlights.sort();
     highlights.dedup();
-    Some((format!("{{{}}} : ({expression})", columns.join(" ")), highlights))
+    Some(ParsedQuery { fts: format!("{{{}}} : ({expression})", columns.join(" ")), highlights, tokens: alternative_tokens })
 }
 
 fn parse_next_batch(token: &str, order: SearchOrder) -> Result<Cursor> {
@@ -246,7 +266,7 @@ impl Rooms {
         }
         room_ids.retain(|room| !filter.not_rooms.iter().any(|r| r.as_str() == room));
 
-        let Some((fts_query, highlights)) = parse_query(request.term, &request.keys) else {
+        let Some(ParsedQuery { fts: fts_query, highlights, tokens }) = parse_query(request.term, &request.keys) else {
             return Ok(SearchPage { hits: Vec::new(), count: 0, highlights: Vec::new(), next_batch: None, state: BTreeMap::new() });
         };
         let mut cursor = match request.next_batch {
@@ -254,7 +274,7 @@ impl Rooms {
             None if request.order == SearchOrder::Rank => Cursor::Rank { offset: 0 },
             None => Cursor::Recent { before: None },
         };
-        let count = search_repo::count(self.db.pool(), &fts_query, &room_ids).await?;
+        let count = search_repo::count(self.db.pool(), &fts_query, &tokens, &room_ids).await?;
 
         // Matches come in windows; those the filter or visibility hide are skipped, and the
         // next window starts after the last match looked at.
@@ -394,16 +414,19 @@ mod tests {
 
     #[test]
     fn search_terms_become_fts5_queries() {
-        let (query, highlights) = parse_query("hello World", &[]).unwrap();
-        assert_eq!(query, r#"{body name topic} : (("hello" AND "world"))"#);
-        assert_eq!(highlights, vec!["hello", "world"]);
+        let query = parse_query("hello World", &[]).unwrap();
+        assert_eq!(query.fts, r#"{body name topic} : (("hello" AND "world"))"#);
+        assert_eq!(query.highlights, vec!["hello", "world"]);
+        assert_eq!(query.tokens, vec![vec![("hello".to_owned(), false), ("world".to_owned(), false)]]);
 
-        let (query, _) = parse_query(r#""big cat" -dog OR mouse*"#, &[SearchKey::Body]).unwrap();
-        assert_eq!(query, r#"{body} : ((("big cat") NOT "dog") OR ("mouse"*))"#);
+        let query = parse_query(r#""big cat" -dog OR mouse*"#, &[SearchKey::Body]).unwrap();
+        assert_eq!(query.fts, r#"{body} : ((("big cat") NOT "dog") OR ("mouse"*))"#);
+        assert_eq!(query.tokens, vec![vec![("big".to_owned(), false), ("cat".to_owned(), false)], vec![("mouse".to_owned(), true)]]);
 
         // Quotes inside words cannot break out of the phrase; punctuation alone is dropped.
-        let (query, _) = parse_query(r#"a"b !!"#, &[SearchKey::Name, SearchKey::Topic]).unwrap();
-        assert_eq!(query, r#"{name topic} : (("a""b"))"#);
+        let query = parse_query(r#"a"b !!"#, &[SearchKey::Name, SearchKey::Topic]).unwrap();
+        assert_eq!(query.fts, r#"{name topic} : (("a""b"))"#);
+        assert_eq!(parse_query("東京", &[]).unwrap().tokens, vec![vec![("東".to_owned(), false), ("京".to_owned(), false)]]);
 
         assert!(parse_query("-only -negative", &[]).is_none());
         assert!(parse_query("   ", &[]).is_none());
