@@ -136,9 +136,18 @@ impl Rooms {
             Preset::PublicChat => ("public", "shared", "forbidden"),
             Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "shared", "can_join"),
         };
-        send(EventTemplate::state(StateEventType::RoomJoinRules, "", json!({ "join_rule": join_rule }))).await?;
-        send(EventTemplate::state(StateEventType::RoomHistoryVisibility, "", json!({ "history_visibility": history }))).await?;
-        send(EventTemplate::state(StateEventType::RoomGuestAccess, "", json!({ "guest_access": guest }))).await?;
+        // The preset's state, unless initial_state sets it (as Synapse: no event that the
+        // next one replaces; an upgrade copies all three from the old room).
+        let preset_state = [
+            (StateEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
+            (StateEventType::RoomHistoryVisibility, json!({ "history_visibility": history })),
+            (StateEventType::RoomGuestAccess, json!({ "guest_access": guest })),
+        ];
+        for (kind, content) in preset_state {
+            if !request.initial_state.iter().any(|(k, key, _)| *k == kind.to_string() && key.is_empty()) {
+                send(EventTemplate::state(kind, "", content)).await?;
+            }
+        }
 
         for (kind, state_key, content) in request.initial_state {
             send(EventTemplate::state(kind.as_str().into(), state_key, content)).await?;
