@@ -31,6 +31,12 @@ pub struct CreateRoom {
     /// (type, state_key, content)
     pub initial_state: Vec<(String, String, Value)>,
     pub power_level_override: Option<Map<String, Value>>,
+    /// The whole m.room.power_levels content, instead of the preset's (and the override):
+    /// an upgrade copies the old room's.
+    pub power_levels: Option<Map<String, Value>>,
+    /// The id of a v1–v11 room (otherwise random): an upgrade names the new room in the old
+    /// room's tombstone before creating it. Room v12 ids come from the create event.
+    pub room_id: Option<OwnedRoomId>,
 }
 
 impl Rooms {
@@ -73,9 +79,10 @@ impl Rooms {
         if !trusted_creators.is_empty() {
             create.insert("additional_creators".into(), json!(trusted_creators));
         }
-        let placeholder_id = match v12 {
-            true => None,
-            false => Some(RoomId::parse(format!("!{}:{}", crate::accounts::random_string(18), self.server_name()))?),
+        let placeholder_id = match (v12, request.room_id.clone()) {
+            (true, _) => None,
+            (false, Some(room_id)) => Some(room_id),
+            (false, None) => Some(RoomId::parse(format!("!{}:{}", crate::accounts::random_string(18), self.server_name()))?),
         };
         let create_template = EventTemplate::state(StateEventType::RoomCreate, "", Value::Object(create));
         let room_id = self.create_first_event(placeholder_id, creator, &version, create_template).await?;
@@ -125,6 +132,9 @@ impl Rooms {
             for (key, value) in overrides {
                 power_map.insert(key.clone(), value.clone());
             }
+        }
+        if let Some(given) = &request.power_levels {
+            power = Value::Object(given.clone());
         }
         send(EventTemplate::state(StateEventType::RoomPowerLevels, "", power)).await?;
 
