@@ -51,7 +51,7 @@ use ruma::api::client::{
     },
     message::{get_message_events, send_message_event},
     profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
-    room::{aliases, create_room, get_event_by_timestamp, get_room_event, report_content, report_room},
+    room::{aliases, create_room, get_event_by_timestamp, get_room_event, report_content, report_room, upgrade_room},
     session::{get_login_types, login, logout, logout_all, refresh_token},
     state::{get_state_event_for_key, get_state_events, send_state_event},
 };
@@ -66,7 +66,7 @@ use tracing::Level;
 use crate::{
     accounts::Accounts,
     client_api::{
-        account, account_data, appservice, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events,
+        account, account_data, appservice, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events, room_upgrade,
         router::{method_not_allowed, unrecognized, RumaRouter},
         push, session, sliding_sync, sync, ClientApiState,
     },
@@ -311,6 +311,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<get_avatar_url::v3::Request, _, _>(account::get_avatar_url)
         .ruma::<set_avatar_url::v3::Request, _, _>(account::set_avatar_url)
         .ruma::<create_room::v3::Request, _, _>(room_events::create_room)
+        .ruma::<upgrade_room::v3::Request, _, _>(room_upgrade::upgrade)
         .ruma::<crate::client_api::legacy_sync::events::Request, _, _>(crate::client_api::legacy_sync::events)
         .ruma::<crate::client_api::legacy_sync::event_by_id::Request, _, _>(crate::client_api::legacy_sync::event_by_id)
         .ruma::<crate::client_api::legacy_sync::initial_sync::Request, _, _>(crate::client_api::legacy_sync::initial_sync)

@@ -14,6 +14,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod relations;
 pub mod room_events;
+pub mod room_upgrade;
 pub mod router;
 pub mod search;
 pub mod session;

@@ -84,6 +84,8 @@ pub async fn create_room(
                 creation_content,
                 initial_state,
                 power_level_override,
+                power_levels: None,
+                room_id: None,
             },
         )
         .await?;

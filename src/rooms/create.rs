@@ -31,6 +31,12 @@ pub struct CreateRoom {
     /// (type, state_key, content)
     pub initial_state: Vec<(String, String, Value)>,
     pub power_level_override: Option<Map<String, Value>>,
+    /// The whole m.room.power_levels content, instead of the preset's (and the override):
+    /// an upgrade copies the old room's.
+    pub power_levels: Option<Map<String, Value>>,
+    /// The id of a v1–v11 room (otherwise random): an upgrade names the new room in the old
+    /// room's tombstone before creating it. Room v12 ids come from the create event.
+    pub room_id: Option<OwnedRoomId>,
 }
 
 impl Rooms {
@@ -73,9 +79,10 @@ impl Rooms {
         if !trusted_creators.is_empty() {
             create.insert("additional_creators".into(), json!(trusted_creators));
         }
-        let placeholder_id = match v12 {
-            true => None,
-            false => Some(RoomId::parse(format!("!{}:{}", crate::accounts::random_string(18), self.server_name()))?),
+        let placeholder_id = match (v12, request.room_id.clone()) {
+            (true, _) => None,
+            (false, Some(room_id)) => Some(room_id),
+            (false, None) => Some(RoomId::parse(format!("!{}:{}", crate::accounts::random_string(18), self.server_name()))?),
         };
         let create_template = EventTemplate::state(StateEventType::RoomCreate, "", Value::Object(create));
         let room_id = self.create_first_event(placeholder_id, creator, &version, create_template).await?;
@@ -126,6 +133,9 @@ impl Rooms {
                 power_map.insert(key.clone(), value.clone());
             }
         }
+        if let Some(given) = &request.power_levels {
+            power = Value::Object(given.clone());
+        }
         send(EventTemplate::state(StateEventType::RoomPowerLevels, "", power)).await?;
 
         if let Some(alias) = &alias {
@@ -136,9 +146,18 @@ impl Rooms {
             Preset::PublicChat => ("public", "shared", "forbidden"),
             Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "shared", "can_join"),
         };
-        send(EventTemplate::state(StateEventType::RoomJoinRules, "", json!({ "join_rule": join_rule }))).await?;
-        send(EventTemplate::state(StateEventType::RoomHistoryVisibility, "", json!({ "history_visibility": history }))).await?;
-        send(EventTemplate::state(StateEventType::RoomGuestAccess, "", json!({ "guest_access": guest }))).await?;
+        // The preset's state, unless initial_state sets it (as Synapse: no event that the
+        // next one replaces; an upgrade copies all three from the old room).
+        let preset_state = [
+            (StateEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
+            (StateEventType::RoomHistoryVisibility, json!({ "history_visibility": history })),
+            (StateEventType::RoomGuestAccess, json!({ "guest_access": guest })),
+        ];
+        for (kind, content) in preset_state {
+            if !request.initial_state.iter().any(|(k, key, _)| *k == kind.to_string() && key.is_empty()) {
+                send(EventTemplate::state(kind, "", content)).await?;
+            }
+        }
 
         for (kind, state_key, content) in request.initial_state {
             send(EventTemplate::state(kind.as_str().into(), state_key, content)).await?;

@@ -14,6 +14,7 @@ pub mod relations;
 pub mod remote;
 pub mod resolve;
 pub mod search;
+pub mod upgrade;
 pub mod user_directory;
 pub mod visibility;
 
@@ -117,6 +118,8 @@ pub struct Rooms {
     pending_sends: Arc<batch::PendingSends>,
     /// Rooms whose initial events are still being written (see `create::Creating`).
     creating: Arc<Mutex<std::collections::HashSet<OwnedRoomId>>>,
+    /// Rooms being upgraded (see `upgrade::Upgrading`).
+    upgrading: Arc<Mutex<std::collections::HashSet<OwnedRoomId>>>,
 }
 
 /// Event types that move a room up a recency-sorted room list (sliding sync's `bump_stamp`),
@@ -146,7 +149,7 @@ impl Rooms {
         outbound: OutboxSignal,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default(), creating: Arc::default() }
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default(), creating: Arc::default(), upgrading: Arc::default() }
     }
 
     pub fn keys(&self) -> &ServerKeys {

@@ -36,3 +36,9 @@ pub async fn for_room<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) 
         .await?;
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
+
+/// Points every alias of `old_room` at `new_room` (a room upgrade); how many moved.
+pub async fn move_to_room<'c>(db: impl Executor<'c, Database = Any>, old_room: &str, new_room: &str) -> sqlx::Result<u64> {
+    let result = sqlx::query("UPDATE room_aliases SET room_id = $1 WHERE room_id = $2").bind(new_room).bind(old_room).execute(db).await?;
+    Ok(result.rows_affected())
+}
