@@ -670,7 +670,8 @@ pub async fn search(ctx: &Ctx, messages: usize, rounds: usize) -> Result<Scenari
                 let mut words = WordSource { state: i as u64 + 1, vocabulary: 20_000 };
                 let mut seen = HashMap::new();
                 for n in 0..count {
-                    let room = &rooms[n % rooms.len()];
+                    // Each sender on its own room at a time, not all in lockstep on one.
+                    let room = &rooms[(n + i) % rooms.len()];
                     client.send_text(&sender, room, &format!("{run_id}q{i}t{n}"), &words.message(12, &mut seen)).await?;
                 }
                 anyhow::Ok(seen)

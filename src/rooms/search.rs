@@ -315,15 +315,19 @@ impl Rooms {
             Cursor::Recent { before } => format!("s{}", before.unwrap_or(i64::MAX)),
         });
 
-        let mut hits = Vec::with_capacity(picked.len());
-        for (row, pdu, rank) in picked {
+        let ranks: Vec<f64> = picked.iter().map(|(_, _, rank)| *rank).collect();
+        let items: Vec<(EventRow, Pdu)> = picked.into_iter().map(|(row, pdu, _)| (row, pdu)).collect();
+        // Client form for the whole page at once (one query for bundled relations).
+        let events = self.client_events(&items, Some(viewer)).await?;
+        let mut hits = Vec::with_capacity(items.len());
+        for (((row, pdu), event), rank) in items.iter().zip(events).zip(ranks) {
             let context = match request.context {
-                Some((before, after, profiles)) => Some(self.search_context(viewer, &row, &pdu, before, after, profiles).await?),
+                Some((before, after, profiles)) => Some(self.search_context(viewer, row, pdu, before, after, profiles).await?),
                 None => None,
             };
             hits.push(SearchHit {
                 rank,
-                event: self.client_event(&row, &pdu, Some(viewer)).await?,
+                event,
                 event_id: row.event_id.clone(),
                 room_id: row.room_id.clone(),
                 sender: pdu.fields.sender.to_string(),

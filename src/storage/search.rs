@@ -104,29 +104,37 @@ pub async fn search<'c>(
 }
 
 /// About how many events match in `room_ids` (before visibility checks; the spec's `count`
-/// is approximate). Exact when the query has at most `RANK_WINDOW` matches in the whole
-/// index; beyond, the index's document counts of the query's tokens (`tokens`: per
-/// alternative, (token, is a prefix)), the rarest token of each alternative, scaled by the
-/// share of the newest matches that are in `room_ids`. Bounded work either way.
+/// is approximate). Exact up to `RANK_WINDOW` matches in `room_ids`; beyond, the index's
+/// document counts of the query's tokens (`tokens`: per alternative, (token, is a prefix)),
+/// the rarest token of each alternative, scaled by the share of the index's newest matches
+/// that are in `room_ids`. Bounded work either way.
 pub async fn count(db: &sqlx::AnyPool, fts_query: &str, tokens: &[Vec<(String, bool)>], room_ids: &[String]) -> sqlx::Result<i64> {
     if room_ids.is_empty() {
         return Ok(0);
     }
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN room_id IN ({}) THEN 1 ELSE 0 END), 0) FROM ( \
-           SELECT e.room_id AS room_id FROM event_search JOIN events e ON e.stream_ordering = event_search.rowid \
-           WHERE event_search MATCH $1 ORDER BY event_search.rowid DESC LIMIT {RANK_WINDOW})",
-        in_list(room_ids.len(), 2)
-    );
-    let mut query = sqlx::query(&sql).bind(fts_query);
-    for room in room_ids {
-        query = query.bind(room);
+    let rooms = in_list(room_ids.len(), 2);
+    fn bind_rooms<'q>(sql: &'q str, fts_query: &str, room_ids: &[String]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        let mut query = sqlx::query(sql).bind(fts_query.to_owned());
+        for room in room_ids {
+            query = query.bind(room.clone());
+        }
+        query
     }
-    let row = query.fetch_one(db).await?;
-    let (scanned, in_rooms): (i64, i64) = (row.get(0), row.get(1));
-    if scanned < RANK_WINDOW {
+    let in_rooms_sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM event_search JOIN events e ON e.stream_ordering = event_search.rowid \
+         WHERE event_search MATCH $1 AND e.room_id IN ({rooms}) ORDER BY event_search.rowid DESC LIMIT {RANK_WINDOW})"
+    );
+    let in_rooms: i64 = bind_rooms(&in_rooms_sql, fts_query, room_ids).fetch_one(db).await?.get(0);
+    if in_rooms < RANK_WINDOW {
         return Ok(in_rooms);
     }
+    let share_sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN room_id IN ({rooms}) THEN 1 ELSE 0 END), 0) FROM ( \
+           SELECT e.room_id AS room_id FROM event_search JOIN events e ON e.stream_ordering = event_search.rowid \
+           WHERE event_search MATCH $1 ORDER BY event_search.rowid DESC LIMIT {RANK_WINDOW})"
+    );
+    let row = bind_rooms(&share_sql, fts_query, room_ids).fetch_one(db).await?;
+    let (scanned, newest_in_rooms): (i64, i64) = (row.get(0), row.get(1));
     let mut total = 0i64;
     for alternative in tokens {
         let mut rarest: Option<i64> = None;
@@ -145,7 +153,7 @@ pub async fn count(db: &sqlx::AnyPool, fts_query: &str, tokens: &[Vec<(String, b
         }
         total += rarest.unwrap_or(0);
     }
-    let estimate = ((total.max(scanned) as f64) * (in_rooms as f64) / (scanned as f64)).round() as i64;
+    let estimate = ((total.max(scanned) as f64) * (newest_in_rooms as f64) / (scanned.max(1) as f64)).round() as i64;
     Ok(estimate.max(in_rooms))
 }
 
