@@ -40,6 +40,15 @@ async fn finds_users_sharing_a_room_or_in_public_rooms_only() {
     assert_eq!(result["results"][0]["display_name"], "Carol Public");
     assert_eq!(result["limited"], false);
 
+    // Nobody finds themselves through a private room (as in Synapse).
+    assert_eq!(found(&search(&server, &bob_token, "private").await), Vec::<String>::new());
+    // Once the room is public, everyone finds its members.
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.join_rules/", enc(&private));
+    server.put(&path, Some(&alice_token), json!({ "join_rule": "public" })).await.ok();
+    assert_eq!(found(&search(&server, &dave_token, "private").await), vec![bob.clone()]);
+    server.put(&path, Some(&alice_token), json!({ "join_rule": "invite" })).await.ok();
+    assert_eq!(found(&search(&server, &dave_token, "private").await), Vec::<String>::new());
+
     // Once bob leaves the only room he shares with alice, she no longer finds him.
     server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)), Some(&bob_token), json!({})).await.ok();
     assert_eq!(found(&search(&server, &alice_token, "private").await), Vec::<String>::new());
@@ -102,7 +111,7 @@ async fn search_all_users_finds_local_users_without_shared_rooms() {
 async fn remote_users_are_found_by_the_name_of_their_join() {
     let hs1 = federating_server().await;
     let hs2 = federating_server().await;
-    let (_alice, alice_token) = hs1.register("alice").await;
+    let (alice, alice_token) = hs1.register("alice").await;
     let (_stranger, stranger_token) = hs1.register("stranger").await;
     let (bob, bob_token) = hs2.register("bob").await;
     set_name(&hs2, &bob, &bob_token, "Roberto Remoto").await;
@@ -114,6 +123,11 @@ async fn remote_users_are_found_by_the_name_of_their_join() {
         found(&search(&hs1, &stranger_token, "remoto").await) == vec![bob.clone()]
     })
     .await;
+    // hs2's users find alice while hs2 is in her public room, not once it left.
+    let (_carol, carol_token) = hs2.register("carol").await;
+    assert_eq!(found(&search(&hs2, &carol_token, "alice").await), vec![alice.clone()]);
+    hs2.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&bob_token), json!({})).await.ok();
+    assert_eq!(found(&search(&hs2, &carol_token, "alice").await), Vec::<String>::new());
 }
 
 #[tokio::test]

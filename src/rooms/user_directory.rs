@@ -12,7 +12,8 @@ use crate::{
 
 /// Users the directory may show the searcher.
 pub enum DirectoryScope {
-    /// Those sharing a joined room with the searcher, and members of public rooms.
+    /// Others sharing a joined room with the searcher, and members of public rooms this
+    /// server is in (the searcher too, when in one).
     SharedAndPublic,
     /// Those, and every local user.
     AllLocalUsers,
@@ -53,11 +54,8 @@ impl Rooms {
     pub async fn search_user_directory(&self, searcher: &UserId, term: &str, limit: usize, scope: DirectoryScope) -> Result<DirectoryResult> {
         let words: Vec<String> = crate::text::fold(term).split_whitespace().map(str::to_owned).collect();
         let local_suffix = format!(":{}", self.server_name());
-        let all_local = match scope {
-            DirectoryScope::AllLocalUsers => Some(local_suffix.as_str()),
-            DirectoryScope::SharedAndPublic => None,
-        };
-        let mut rows = directory_repo::search(self.db.pool(), searcher.as_str(), &words, all_local, limit as i64 + 1).await?;
+        let all_local = matches!(scope, DirectoryScope::AllLocalUsers);
+        let mut rows = directory_repo::search(self.db.pool(), searcher.as_str(), &words, &local_suffix, all_local, limit as i64 + 1).await?;
         let limited = rows.len() > limit;
         rows.truncate(limit);
         let users = rows

@@ -53,26 +53,29 @@ pub struct DirectoryEntry {
 }
 
 /// Users whose folded id or display name contains every one of `words` (already folded),
-/// among those who share a joined room with `searcher` or are joined to a public room
-/// (`all_local`: also every local user, whose id ends in `local_suffix` = `:server`).
-/// Users whose name or id starts with the first word come first. At most `limit` rows.
+/// among the others who share a joined room with `searcher` and those joined to a public
+/// room this server is in (a local user, id ending in `local_suffix` = `:server`, is joined);
+/// `all_local`: also every local user. Users whose name or id starts with the first word
+/// come first. At most `limit` rows.
 pub async fn search<'c>(
     db: impl Executor<'c, Database = Any>,
     searcher: &str,
     words: &[String],
-    all_local: Option<&str>,
+    local_suffix: &str,
+    all_local: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<DirectoryEntry>> {
     let mut sql = String::from(
         "SELECT d.user_id, d.display_name, d.avatar_url FROM user_directory d WHERE (d.user_id IN ( \
            SELECT other.user_id FROM room_memberships mine JOIN room_memberships other ON other.room_id = mine.room_id \
-           WHERE mine.user_id = $1 AND mine.membership = 'join' AND other.membership = 'join' \
+           WHERE mine.user_id = $1 AND mine.membership = 'join' AND other.membership = 'join' AND other.user_id <> $1 \
            UNION SELECT m.user_id FROM room_join_rules r JOIN room_memberships m ON m.room_id = r.room_id \
-           WHERE r.join_rule = 'public' AND m.membership = 'join')",
+           WHERE r.join_rule = 'public' AND m.membership = 'join' AND EXISTS (SELECT 1 FROM room_memberships l \
+             WHERE l.room_id = r.room_id AND l.membership = 'join' AND l.user_id LIKE $3 ESCAPE '\\'))",
     );
     // `$2` is '' (matches no id) unless every local user is searchable.
     sql.push_str(" OR d.user_id LIKE $2 ESCAPE '\\')");
-    let first_param = 3;
+    let first_param = 4;
     for (i, _) in words.iter().enumerate() {
         sql.push_str(&format!(" AND d.search_key LIKE ${} ESCAPE '\\'", first_param + i));
     }
@@ -84,7 +87,8 @@ pub async fn search<'c>(
         rank_param + 1,
         rank_param + 2
     ));
-    let mut query = sqlx::query(&sql).bind(searcher).bind(all_local.map(|suffix| format!("%{}", escape_like(suffix))).unwrap_or_default());
+    let local_pattern = format!("%{}", escape_like(local_suffix));
+    let mut query = sqlx::query(&sql).bind(searcher).bind(if all_local { local_pattern.clone() } else { String::new() }).bind(local_pattern);
     for word in words {
         query = query.bind(format!("%{}%", escape_like(word)));
     }
