@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{enc, Reply, TestServer};
+use common::{enc, eventually, federating_server, Reply, TestServer};
 use serde_json::{json, Value};
 
 async fn upgrade(server: &TestServer, token: &str, room: &str, body: Value) -> Reply {
@@ -354,4 +354,33 @@ async fn space_upgrade_keeps_children() {
     assert_eq!(content(&new_state, "m.space.child", &child), &json!({ "via": ["localhost"], "suggested": true }));
     assert!(!has(&new_state, "m.space.child", "!gone:localhost"), "removed children stay behind");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn other_servers_move_their_aliases_and_listing_when_they_join_the_new_room() {
+    let hs1 = federating_server().await;
+    let hs2 = federating_server().await;
+    let (_alice, alice_token) = hs1.register("alice").await;
+    let (bob, bob_token) = hs2.register("bob").await;
+    let old = hs1.create_room(&alice_token, json!({ "preset": "public_chat", "room_version": "10" })).await;
+    let remote_join = |room: String| {
+        let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&hs1.server_name()));
+        let (hs2, token) = (&hs2, bob_token.clone());
+        async move { hs2.post(&path, Some(&token), json!({})).await }
+    };
+    remote_join(old.clone()).await.ok();
+    // hs2's own alias for the room.
+    let alias = format!("#upgraded:{}", hs2.server_name());
+    hs2.put(&format!("/_matrix/client/v3/directory/room/{}", enc(&alias)), Some(&bob_token), json!({ "room_id": old })).await.ok();
+    let new = upgraded(&hs1, &alice_token, &old, json!({ "new_version": "11" })).await;
+    let resolve = |server: &TestServer| {
+        let path = format!("/_matrix/client/v3/directory/room/{}", enc(&alias));
+        let http = server.http.clone();
+        let url = format!("{}{path}", server.base);
+        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(resolve(&hs2).await["room_id"], old.as_str(), "nothing moves before hs2 joins the new room");
+    eventually(std::time::Duration::from_secs(10), || async { remote_join(new.clone()).await.status.is_success() }).await;
+    assert_eq!(resolve(&hs2).await["room_id"], new.as_str());
+    let _ = bob;
 }

@@ -169,6 +169,9 @@ impl Federation {
         let _ = EventId::parse(join.event_id.as_str())?;
         self.rooms.persist_remote(join, &version, Some(state)).await?;
         tracing::info!(%room_id, %server, %user, "joined a room over federation");
+        if let Err(error) = self.rooms.follow_upgrade_on_join(room_id).await {
+            tracing::warn!(%room_id, %error, "could not move this server's aliases to the upgraded room");
+        }
         Ok(())
     }
 }

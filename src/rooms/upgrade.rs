@@ -272,6 +272,26 @@ impl Rooms {
         Ok(())
     }
 
+    /// This server joined `room_id` through another server: when it replaces a room this
+    /// server knows (its create event's `predecessor`), local aliases, the directory listing
+    /// and the local members' tags and DMs follow, as the upgrading server moved its own
+    /// (Synapse's `transfer_room_state_on_room_upgrade`, on a remote join).
+    pub async fn follow_upgrade_on_join(&self, room_id: &RoomId) -> Result<()> {
+        let Some(create) = self.current_state_event(room_id, "m.room.create", "").await? else { return Ok(()) };
+        let content = create.content_value();
+        let Some(old_room) = content["predecessor"]["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()) else { return Ok(()) };
+        if room_repo::room_version(self.db.pool(), old_room.as_str()).await?.is_none() {
+            return Ok(());
+        }
+        tracing::info!(%old_room, new_room = %room_id, "moving local aliases and listing to an upgraded room");
+        alias_repo::move_to_room(self.db.pool(), old_room.as_str(), room_id.as_str()).await?;
+        if room_repo::is_published(self.db.pool(), old_room.as_str()).await? {
+            room_repo::set_published(self.db.pool(), room_id.as_str(), true).await?;
+            room_repo::set_published(self.db.pool(), old_room.as_str(), false).await?;
+        }
+        self.transfer_account_data(&old_room, room_id).await
+    }
+
     /// The old room's local members keep their tags for the new room, and a DM stays a DM
     /// (`m.direct` lists the new room where it listed the old), as Synapse does.
     async fn transfer_account_data(&self, old_room: &RoomId, new_room: &RoomId) -> Result<()> {
