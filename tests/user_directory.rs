@@ -48,6 +48,12 @@ async fn finds_users_sharing_a_room_or_in_public_rooms_only() {
     assert_eq!(found(&search(&server, &dave_token, "private").await), vec![bob.clone()]);
     server.put(&path, Some(&alice_token), json!({ "join_rule": "invite" })).await.ok();
     assert_eq!(found(&search(&server, &dave_token, "private").await), Vec::<String>::new());
+    // World-readable rooms count as public too.
+    let visibility = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", enc(&private));
+    server.put(&visibility, Some(&alice_token), json!({ "history_visibility": "world_readable" })).await.ok();
+    assert_eq!(found(&search(&server, &dave_token, "private").await), vec![bob.clone()]);
+    server.put(&visibility, Some(&alice_token), json!({ "history_visibility": "shared" })).await.ok();
+    assert_eq!(found(&search(&server, &dave_token, "private").await), Vec::<String>::new());
 
     // Once bob leaves the only room he shares with alice, she no longer finds him.
     server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)), Some(&bob_token), json!({})).await.ok();

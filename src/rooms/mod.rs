@@ -504,7 +504,7 @@ impl Rooms {
                 continue;
             }
             state_repo::set_current(tx, room_id, kind, key, event_id).await?;
-            if kind == "m.room.member" || kind == "m.room.join_rules" {
+            if matches!(kind.as_str(), "m.room.member" | "m.room.join_rules" | "m.room.history_visibility") {
                 let json = if event_id == pdu.event_id.as_str() {
                     Some(pdu_json.to_owned())
                 } else {

@@ -239,7 +239,7 @@ impl Rooms {
             None => {
                 if let Some(state_key) = pdu.state_key() {
                     state_repo::set_current(tx, room_id, &pdu.kind().to_string(), state_key, pdu.event_id.as_str()).await?;
-                    if matches!(pdu.kind(), TimelineEventType::RoomMember | TimelineEventType::RoomJoinRules) {
+                    if matches!(pdu.kind(), TimelineEventType::RoomMember | TimelineEventType::RoomJoinRules | TimelineEventType::RoomHistoryVisibility) {
                         let content = pdu.content_value();
                         if *pdu.kind() == TimelineEventType::RoomMember {
                             let membership = content.get("membership").and_then(Value::as_str).unwrap_or("leave");

@@ -33,6 +33,10 @@ impl Rooms {
                 let rule = content.get("join_rule").and_then(Value::as_str).unwrap_or("invite");
                 directory_repo::set_join_rule(tx, room_id, rule).await?;
             }
+            "m.room.history_visibility" if state_key.is_empty() => {
+                let world_readable = content.get("history_visibility").and_then(Value::as_str) == Some("world_readable");
+                directory_repo::set_world_readable(tx, room_id, world_readable).await?;
+            }
             // Local users are listed with their global profile (kept by `Accounts`); remote
             // users with what their latest join says.
             "m.room.member" if content.get("membership").and_then(Value::as_str) == Some("join") => {

@@ -33,7 +33,7 @@ pub async fn remove(tx: &mut Tx, user_id: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Records the join rule of a room's current state.
+/// Records the join rule of a room's current state (rooms with none are `invite`).
 pub async fn set_join_rule(tx: &mut Tx, room_id: &str, join_rule: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO room_join_rules (room_id, join_rule) VALUES ($1, $2) \
@@ -41,6 +41,19 @@ pub async fn set_join_rule(tx: &mut Tx, room_id: &str, join_rule: &str) -> sqlx:
     )
     .bind(room_id)
     .bind(join_rule)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records whether a room's current history visibility is `world_readable`.
+pub async fn set_world_readable(tx: &mut Tx, room_id: &str, world_readable: bool) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO room_join_rules (room_id, join_rule, world_readable) VALUES ($1, 'invite', $2) \
+         ON CONFLICT (room_id) DO UPDATE SET world_readable = excluded.world_readable",
+    )
+    .bind(room_id)
+    .bind(world_readable as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -70,7 +83,7 @@ pub async fn search<'c>(
            SELECT other.user_id FROM room_memberships mine JOIN room_memberships other ON other.room_id = mine.room_id \
            WHERE mine.user_id = $1 AND mine.membership = 'join' AND other.membership = 'join' AND other.user_id <> $1 \
            UNION SELECT m.user_id FROM room_join_rules r JOIN room_memberships m ON m.room_id = r.room_id \
-           WHERE r.join_rule = 'public' AND m.membership = 'join' AND EXISTS (SELECT 1 FROM room_memberships l \
+           WHERE (r.join_rule = 'public' OR r.world_readable = 1) AND m.membership = 'join' AND EXISTS (SELECT 1 FROM room_memberships l \
              WHERE l.room_id = r.room_id AND l.membership = 'join' AND l.user_id LIKE $3 ESCAPE '\\'))",
     );
     // `$2` is '' (matches no id) unless every local user is searchable.
