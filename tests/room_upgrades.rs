@@ -81,6 +81,16 @@ async fn upgrade_replaces_the_room_and_carries_its_state() {
         .await
         .ok();
     server.put(&format!("/_matrix/client/v3/user/{}/account_data/m.direct", enc(&alice)), Some(&alice_token), json!({ bob.as_str(): [old] })).await.ok();
+    // Bob's own rules for the room: a room rule and an override on its id.
+    server.put(&format!("/_matrix/client/v3/pushrules/global/room/{}", enc(&old)), Some(&bob_token), json!({ "actions": ["notify"] })).await.ok();
+    let lobby_calls = json!({
+        "actions": ["notify", { "set_tweak": "sound", "value": "ring" }],
+        "conditions": [
+            { "kind": "event_match", "key": "room_id", "pattern": old },
+            { "kind": "event_match", "key": "type", "pattern": "m.call.invite" }
+        ]
+    });
+    server.put("/_matrix/client/v3/pushrules/global/override/lobby-calls", Some(&bob_token), lobby_calls).await.ok();
     server.send_text(&bob_token, &old, "before", "bob may speak before").await;
 
     let new = upgraded(&server, &alice_token, &old, json!({ "new_version": "10" })).await;
@@ -153,6 +163,14 @@ async fn upgrade_replaces_the_room_and_carries_its_state() {
     // Tags and DMs follow the room.
     let tags = server.get(&format!("/_matrix/client/v3/user/{}/rooms/{}/tags", enc(&bob), enc(&new)), Some(&bob_token)).await.ok();
     assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5);
+    let room_rule = server.get(&format!("/_matrix/client/v3/pushrules/global/room/{}", enc(&new)), Some(&bob_token)).await.ok();
+    assert_eq!(room_rule["actions"], json!(["notify"]));
+    let copied = server.get(&format!("/_matrix/client/v3/pushrules/global/override/{}", enc(&new)), Some(&bob_token)).await.ok();
+    assert_eq!(copied["conditions"][0]["pattern"], new.as_str(), "{copied}");
+    assert_eq!(copied["conditions"][1]["pattern"], "m.call.invite");
+    assert_eq!(copied["actions"][1]["value"], "ring");
+    let original = server.get("/_matrix/client/v3/pushrules/global/override/lobby-calls", Some(&bob_token)).await.ok();
+    assert_eq!(original["conditions"][0]["pattern"], old.as_str(), "the old room's rule stays");
     let direct = server.get(&format!("/_matrix/client/v3/user/{}/account_data/m.direct", enc(&alice)), Some(&alice_token)).await.ok();
     assert_eq!(direct[&bob], json!([old, new]));
 
@@ -173,6 +191,12 @@ async fn upgrade_is_refused_without_permission_or_support() {
     join(&server, &bob_token, &room).await.ok();
 
     upgrade(&server, &alice_token, &room, json!({ "new_version": "99" })).await.err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    // Not even a version id: still an unsupported version (Synapse's answer), also for createRoom.
+    upgrade(&server, &alice_token, &room, json!({ "new_version": "my_bad_version" })).await.err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    server
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), json!({ "room_version": "Not A Version!" }))
+        .await
+        .err(400, "M_UNSUPPORTED_ROOM_VERSION");
     // Bob is joined but has level 0; m.room.tombstone needs 100.
     upgrade(&server, &bob_token, &room, json!({ "new_version": "12" })).await.err(403, "M_FORBIDDEN");
     // Carol is not in the room.

@@ -175,6 +175,16 @@ fn action_name<T>() -> &'static str {
         .unwrap_or("")
 }
 
+/// A room version the client asks for (createRoom's `room_version`, upgrade's `new_version`)
+/// that is not even a valid version id is an unsupported version, as in Synapse, not bad JSON.
+fn malformed_room_version(body: &[u8]) -> Option<MatrixError> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let version = ["room_version", "new_version"].iter().find_map(|key| json.get(*key)?.as_str())?;
+    ruma::RoomVersionId::try_from(version)
+        .is_err()
+        .then(|| MatrixError::unsupported_room_version(format!("Room version {version:?} is not supported")))
+}
+
 fn map_parse_error(error: FromHttpRequestError) -> MatrixError {
     match error {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
@@ -307,7 +317,8 @@ where
         };
         let http_request = http::Request::from_parts(parts, body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(http_request, &args).map_err(map_parse_error)?;
+        let body = T::try_from_http_request(http_request, &args)
+            .map_err(|error| malformed_room_version(&bytes).unwrap_or_else(|| map_parse_error(error)))?;
         Ok((Ruma { body, requester, origin, client_ip }, bytes))
     }
 }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use ruma::{push::Ruleset, UserId};
+use ruma::{
+    push::{NewConditionalPushRule, NewPushRule, NewSimplePushRule, PushCondition, RuleKind, Ruleset},
+    RoomId, UserId,
+};
 use serde_json::{json, Value};
 
 use super::Push;
@@ -47,6 +50,51 @@ impl Push {
         tx.commit().await?;
         self.rulesets.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_owned(), Arc::new(ruleset));
         Ok(result)
+    }
+
+    /// The user's own enabled rules for `old_room` (its room rule, and override / underride
+    /// rules with a `room_id` condition on it) get a copy for `new_room` after an upgrade,
+    /// named after the new room as Synapse names them. Copies that exist already are kept.
+    /// True when a rule was copied.
+    pub async fn copy_room_rules(&self, user: &UserId, old_room: &RoomId, new_room: &RoomId) -> Result<bool> {
+        let ruleset = self.ruleset(user).await?;
+        let names_old_room = |condition: &PushCondition| {
+            matches!(condition, PushCondition::EventMatch(c) if c.key == "room_id" && c.pattern == old_room.as_str())
+        };
+        let for_new_room = |conditions: &[PushCondition]| -> Vec<PushCondition> {
+            conditions
+                .iter()
+                .map(|condition| match condition {
+                    PushCondition::EventMatch(c) if names_old_room(condition) => {
+                        let mut c = c.clone();
+                        c.pattern = new_room.to_string();
+                        PushCondition::EventMatch(c)
+                    }
+                    other => other.clone(),
+                })
+                .collect()
+        };
+        let mut copies = Vec::new();
+        if let Some(rule) = ruleset.room.iter().find(|r| r.enabled && r.rule_id == old_room) {
+            copies.push(NewPushRule::Room(NewSimplePushRule::new(new_room.to_owned(), rule.actions.clone())));
+        }
+        for (kind, rules) in [(RuleKind::Override, &ruleset.override_), (RuleKind::Underride, &ruleset.underride)] {
+            for rule in rules.iter().filter(|r| r.enabled && !r.default && r.conditions.iter().any(names_old_room)) {
+                let copy = NewConditionalPushRule::new(new_room.to_string(), for_new_room(&rule.conditions), rule.actions.clone());
+                copies.push(if kind == RuleKind::Override { NewPushRule::Override(copy) } else { NewPushRule::Underride(copy) });
+            }
+        }
+        copies.retain(|copy| ruleset.get(copy.kind(), copy.rule_id()).is_none());
+        if copies.is_empty() {
+            return Ok(false);
+        }
+        self.update_rules(user, |ruleset| {
+            for copy in copies {
+                ruleset.insert(copy, None, None).map_err(|e| MatrixError::internal(format!("copying a push rule: {e}")))?;
+            }
+            Ok(true)
+        })
+        .await
     }
 
     /// The `m.push_rules` account data event for a user, for initial syncs.

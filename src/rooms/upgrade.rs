@@ -292,7 +292,7 @@ impl Rooms {
         self.transfer_account_data(&old_room, room_id).await
     }
 
-    /// The old room's local members keep their tags for the new room, and a DM stays a DM
+    /// The old room's local members keep their tags and room push rules for the new room, and a DM stays a DM
     /// (`m.direct` lists the new room where it listed the old), as Synapse does.
     async fn transfer_account_data(&self, old_room: &RoomId, new_room: &RoomId) -> Result<()> {
         for member in self.joined_members(old_room).await? {
@@ -300,6 +300,7 @@ impl Rooms {
             if member.server_name() != self.server_name() {
                 continue;
             }
+            let rules_copied = self.push.copy_room_rules(&member, old_room, new_room).await?;
             let pool = self.db.pool();
             let tags = account_data_repo::get(pool, member.as_str(), old_room.as_str(), "m.tag").await?;
             let mut direct = account_data_repo::get(pool, member.as_str(), "", "m.direct")
@@ -316,6 +317,9 @@ impl Rooms {
                 }
             }
             if tags.is_none() && !direct_changed {
+                if rules_copied {
+                    self.notifier.wake([member.as_str()]);
+                }
                 continue;
             }
             let mut tx = self.db.begin_write().await?;
