@@ -90,3 +90,49 @@ async fn a_guest_upgrades_in_place_and_not_others() {
     server.post("/_matrix/client/v3/register", None, upgrade(localpart(&first_id), token.to_owned())).await.err(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn guests_leave_when_the_room_stops_allowing_them() {
+    let server = guest_server().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let guest = server.post("/_matrix/client/v3/register?kind=guest", None, json!({})).await.ok();
+    let guest_id = guest["user_id"].as_str().unwrap().to_owned();
+    let token = guest["access_token"].as_str().unwrap().to_owned();
+    let room = server
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.guest_access", "state_key": "", "content": { "guest_access": "can_join" } }] }),
+        )
+        .await;
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&token), json!({})).await.ok();
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&bob), json!({})).await.ok();
+    let membership = |user: String| {
+        let server = &server;
+        let alice = alice.clone();
+        let room = room.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&user));
+            server.get(&path, Some(&alice)).await.ok()["membership"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(membership(guest_id.clone()).await, "join");
+
+    server
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.guest_access/", enc(&room)), Some(&alice), json!({ "guest_access": "forbidden" }))
+        .await
+        .ok();
+    common::eventually(std::time::Duration::from_secs(10), || async { membership(guest_id.clone()).await == "leave" }).await;
+    // The leave is the guest's own, and full accounts stay.
+    let history = server.messages(&alice, &room, "dir=b&limit=5").await;
+    let leave = history["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == guest_id.as_str())
+        .expect("the guest's leave is in the timeline");
+    assert_eq!(leave["content"]["membership"], "leave");
+    assert_eq!(leave["sender"], guest_id.as_str());
+    assert_eq!(membership(bob_id).await, "join");
+    server.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Membership changes: join, invite, leave, kick, ban, unban, knock, forget.
 
-use ruma::{OwnedEventId, RoomId, UserId};
+use std::{future::Future, pin::Pin};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Map, Value};
 
 use super::{EventTemplate, Rooms};
@@ -116,6 +117,28 @@ impl Rooms {
             Value::Object(content),
         );
         self.send(room_id, sender, template, None).await
+    }
+
+    /// Guest access was withdrawn: this server's guests leave the room, each by their own
+    /// leave event (as Synapse does: no power level is needed and the decision stays with the
+    /// guests' server, also when another server changed `m.room.guest_access`).
+    /// Boxed with its type spelled out: it sends events, and sending (`announce`) starts it,
+    /// so the compiler cannot infer the future's `Send` through the cycle.
+    pub fn remove_guests_unless_allowed(&self, room_id: OwnedRoomId) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> {
+        let rooms = self.clone();
+        Box::pin(async move {
+            let room_id = room_id.as_ref();
+            let access = rooms.current_state_content(room_id, "m.room.guest_access", "").await?;
+            if access.as_ref().and_then(|c| c["guest_access"].as_str()) == Some("can_join") {
+                return Ok(());
+            }
+            for guest in room_repo::local_guests_in_room(rooms.db.pool(), room_id.as_str()).await? {
+                let guest = UserId::parse(guest)?;
+                rooms.change_membership(room_id, &guest, &guest, Change::Leave, None, false).await?;
+                tracing::info!(%room_id, %guest, "guest left a room that no longer allows guests");
+            }
+            Ok(())
+        })
     }
 
     /// A user's profile change goes out as a new member event in every joined room.

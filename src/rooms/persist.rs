@@ -287,6 +287,16 @@ impl Rooms {
         if !remote {
             self.outbound.wake();
         }
+        if *pdu.kind() == TimelineEventType::RoomGuestAccess && pdu.state_key() == Some("") {
+            // Outside the room's turn: the guests' leave events are sends of their own.
+            let room_id = pdu.room_id.clone();
+            let removal = self.remove_guests_unless_allowed(room_id.clone());
+            tokio::spawn(async move {
+                if let Err(error) = removal.await {
+                    tracing::warn!(%room_id, %error, "could not remove guests from a room closed to them");
+                }
+            });
+        }
         self.push.deliver(&pdu, client_event, push_actions);
         Ok(())
     }

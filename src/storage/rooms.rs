@@ -116,6 +116,18 @@ pub async fn members_with_membership<'c>(
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
+/// This server's guest accounts joined to or invited into a room.
+pub async fn local_guests_in_room<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT m.user_id FROM room_memberships m JOIN users u ON u.user_id = m.user_id \
+         WHERE m.room_id = $1 AND m.membership IN ('join', 'invite') AND u.is_guest = 1 ORDER BY m.user_id",
+    )
+    .bind(room_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
 /// Marks a left room as forgotten; false if the user is still in it (or never was).
 pub async fn forget<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, user_id: &str) -> sqlx::Result<bool> {
     let result = sqlx::query(
