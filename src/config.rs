@@ -32,6 +32,10 @@ pub struct Config {
     /// Lifetime of access tokens issued with a refresh token (login or registration with
     /// `refresh_token: true`), in seconds. Other access tokens do not expire.
     pub refreshable_access_token_lifetime_secs: u64,
+    /// Listeners as Synapse has them. Empty (the default): the client API on `listen` and,
+    /// with federation on, the federation API over TLS on `federation.listen`. Given: exactly
+    /// these, so one TLS port can serve both APIs.
+    pub listeners: Vec<ListenerConfig>,
     pub database: DatabaseConfig,
     pub registration: RegistrationConfig,
     pub rate_limits: RateLimitConfig,
@@ -39,6 +43,39 @@ pub struct Config {
     pub federation: FederationConfig,
     pub media: MediaConfig,
     pub user_directory: UserDirectoryConfig,
+}
+
+/// One bound address and what it serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    /// PEM certificate chain and key: this listener speaks TLS. Both empty: plain HTTP
+    /// (behind a reverse proxy that terminates TLS).
+    #[serde(default)]
+    pub tls_cert: String,
+    #[serde(default)]
+    pub tls_key: String,
+    pub resources: Vec<Resource>,
+}
+
+/// What a listener serves. `client` includes media and this server's keys; `federation`
+/// the server-server API and keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    Client,
+    Federation,
+}
+
+impl ListenerConfig {
+    pub fn serves(&self, resource: Resource) -> bool {
+        self.resources.contains(&resource)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        !self.tls_cert.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -200,6 +237,7 @@ impl Default for Config {
             default_room_version: RoomVersionId::V12,
             max_request_bytes: 50 * 1024 * 1024,
             refreshable_access_token_lifetime_secs: 300,
+            listeners: Vec::new(),
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
             rate_limits: RateLimitConfig::default(),
@@ -256,14 +294,36 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("WEFT_").split("__"));
-        Ok(figment.extract()?)
+        let config: Self = figment.extract()?;
+        config.check_listeners()?;
+        Ok(config)
+    }
+
+    /// Listener settings that cannot work, as one-line start-up errors naming the listener.
+    pub fn check_listeners(&self) -> anyhow::Result<()> {
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let name = format!("listeners[{index}] ({})", listener.bind);
+            if listener.resources.is_empty() {
+                anyhow::bail!("{name}: `resources` is empty; name \"client\", \"federation\" or both");
+            }
+            if listener.tls_cert.is_empty() != listener.tls_key.is_empty() {
+                anyhow::bail!("{name}: give both `tls_cert` and `tls_key`, or neither");
+            }
+            if listener.serves(Resource::Federation) && !self.federation.enabled {
+                anyhow::bail!("{name}: serves \"federation\" but federation.enabled is false");
+            }
+        }
+        Ok(())
     }
 
     pub fn public_base_url(&self) -> String {
-        if self.public_baseurl.is_empty() {
-            format!("http://{}/", self.listen)
-        } else {
-            self.public_baseurl.clone()
+        if !self.public_baseurl.is_empty() {
+            return self.public_baseurl.clone();
+        }
+        match self.listeners.iter().find(|l| l.serves(Resource::Client)) {
+            Some(listener) if listener.is_tls() => format!("https://{}/", listener.bind),
+            Some(listener) => format!("http://{}/", listener.bind),
+            None => format!("http://{}/", self.listen),
         }
     }
 
@@ -289,6 +349,16 @@ data_dir = "weft-data"
 
 # Client API listener.
 listen = "127.0.0.1:8008"
+
+# Listeners, as Synapse's: when any is given, they replace `listen` and federation.listen.
+# One TLS port for both APIs, e.g.:
+#   [[listeners]]
+#   bind = "0.0.0.0:8448"
+#   tls_cert = "/etc/weft/tls.crt"
+#   tls_key = "/etc/weft/tls.key"
+#   resources = ["client", "federation"]
+# (`client` includes media; without tls_cert/tls_key a listener speaks plain HTTP.)
+listeners = []
 
 # Public URL of the client API, announced in /.well-known/matrix/client.
 # Empty: http://<listen>/.

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context;
+
 use axum::{
     extract::Request,
     http::{header, Method},
@@ -70,7 +72,7 @@ use crate::{
         router::{method_not_allowed, unrecognized, RumaRouter},
         push, session, sliding_sync, sync, ClientApiState,
     },
-    config::Config,
+    config::{Config, ListenerConfig, Resource},
     crypto::ServerKeys,
     error::MatrixError,
     rooms::Rooms,
@@ -204,6 +206,16 @@ impl Services {
     /// The federation API, served over TLS.
     pub fn federation_router(&self) -> Router {
         self.with_common_layers(federation_routes())
+    }
+
+    /// What one listener serves: the client API, the federation API, or both on one port.
+    /// Both include this server's keys.
+    pub fn router_for(&self, listener: &ListenerConfig) -> Router {
+        match (listener.serves(Resource::Client), listener.serves(Resource::Federation)) {
+            (true, true) => self.with_common_layers(client_routes().merge(federation_routes())),
+            (false, true) => self.federation_router(),
+            _ => self.router(),
+        }
     }
 
     fn with_common_layers(&self, routes: Router<ClientApiState>) -> Router {
@@ -456,73 +468,112 @@ async fn json_errors_for_rejections(request: Request, next: Next) -> Response {
 
 /// A server that is up and serving.
 pub struct RunningServer {
+    /// The first listener serving the client API (else the first listener).
     pub addr: SocketAddr,
-    /// The federation listener's address, when federation is enabled.
+    /// The first listener serving the federation API, when federation is enabled.
     pub federation_addr: Option<SocketAddr>,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    federation: Option<(axum_server::Handle<SocketAddr>, tokio::task::JoinHandle<std::io::Result<()>>)>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tls_handles: Vec<axum_server::Handle<SocketAddr>>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    db: Db,
 }
 
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
-        if let Some((handle, task)) = self.federation {
+        for handle in &self.tls_handles {
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
             task.await??;
         }
-        let _ = self.shutdown.send(());
-        self.task.await?
+        // In-flight requests (and their writes) have finished; flush and close.
+        tokio::time::timeout(Duration::from_secs(10), self.db.close()).await.ok();
+        Ok(())
     }
+}
+
+/// The listeners to open: the configured ones, or today's two (client API in plain HTTP on
+/// `listen`, federation over TLS on `federation.listen`).
+fn planned_listeners(config: &Config) -> Vec<ListenerConfig> {
+    if !config.listeners.is_empty() {
+        return config.listeners.clone();
+    }
+    let mut listeners = vec![ListenerConfig { bind: config.listen, tls_cert: String::new(), tls_key: String::new(), resources: vec![Resource::Client] }];
+    if config.federation.enabled {
+        listeners.push(ListenerConfig {
+            bind: config.federation.listen,
+            tls_cert: config.federation.tls_cert.clone(),
+            tls_key: config.federation.tls_key.clone(),
+            resources: vec![Resource::Federation],
+        });
+    }
+    listeners
 }
 
 /// Binds and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let listen = config.listen;
+    config.check_listeners()?;
     let services = Services::build(config).await?;
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    // Responses go out in more than one write; with Nagle's algorithm on, the second waits
-    // for the client's delayed ACK (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set");
+    let planned = planned_listeners(&services.config);
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tls_handles = Vec::new();
+    let mut tasks = Vec::new();
+    for (index, listener) in planned.iter().enumerate() {
+        let app = services.router_for(listener).into_make_service_with_connect_info::<SocketAddr>();
+        // The default federation listener makes its own certificate when none is configured.
+        let default_federation = services.config.listeners.is_empty() && index == 1;
+        let tls = if default_federation {
+            Some(crate::federation::tls::listener_config(&services.config).await?)
+        } else if listener.is_tls() {
+            Some(crate::federation::tls::rustls_config(&listener.tls_cert, &listener.tls_key).await?)
+        } else {
+            None
+        };
+        let bound = std::net::TcpListener::bind(listener.bind).with_context(|| format!("cannot listen on {}", listener.bind))?;
+        bound.set_nonblocking(true)?;
+        let addr = bound.local_addr()?;
+        addrs.push(addr);
+        match tls {
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let server = axum_server::from_tcp_rustls(bound, tls)?.handle(handle.clone());
+                tls_handles.push(handle);
+                tasks.push(tokio::spawn(async move { server.serve(app).await }));
+            }
+            None => {
+                // Responses go out in more than one write; with Nagle's algorithm on, the
+                // second waits for the client's delayed ACK (40 ms on Linux).
+                let bound = axum::serve::ListenerExt::tap_io(TcpListener::from_std(bound)?, |stream: &mut tokio::net::TcpStream| {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(%error, "TCP_NODELAY not set");
+                    }
+                });
+                let mut stop = shutdown_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    axum::serve(bound, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|stopping| *stopping).await;
+                        })
+                        .await
+                }));
+            }
         }
-    });
-    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let names: Vec<&str> = listener.resources.iter().map(|r| match r {
+            Resource::Client => "client",
+            Resource::Federation => "federation",
+        }).collect();
+        tracing::info!(%addr, tls = listener.is_tls() || default_federation, resources = ?names, "listening");
+    }
     services.presence.spawn_timeouts();
     services.media.spawn_remote_expiry();
     if services.config.federation.enabled {
         services.federation.spawn_sender(Duration::from_millis(services.config.federation.max_retry_delay_ms));
     }
-    let app = services.router();
-    let db = services.db.clone();
-    let federation = if services.config.federation.enabled {
-        let tls = crate::federation::tls::listener_config(&services.config).await?;
-        let listener = std::net::TcpListener::bind(services.config.federation.listen)?;
-        listener.set_nonblocking(true)?;
-        let federation_addr = listener.local_addr()?;
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
-        let federation_app = services.federation_router();
-        let task = tokio::spawn(async move { server.serve(federation_app.into_make_service_with_connect_info::<SocketAddr>()).await });
-        tracing::info!(addr = %federation_addr, "federation API listening (TLS)");
-        Some((federation_addr, handle, task))
-    } else {
-        None
-    };
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-            })
-            .await?;
-        // In-flight requests (and their writes) have finished; flush and close.
-        tokio::time::timeout(Duration::from_secs(10), db.close()).await.ok();
-        Ok(())
-    });
-    tracing::info!(%addr, "client API listening");
-    let federation_addr = federation.as_ref().map(|(addr, ..)| *addr);
-    let federation = federation.map(|(_, handle, task)| (handle, task));
-    Ok(RunningServer { addr, federation_addr, shutdown, task, federation })
+    let first_serving = |resource| planned.iter().position(|l| l.serves(resource)).map(|i| addrs[i]);
+    let addr = first_serving(Resource::Client).unwrap_or(addrs[0]);
+    let federation_addr = if services.config.federation.enabled { first_serving(Resource::Federation) } else { None };
+    Ok(RunningServer { addr, federation_addr, shutdown, tls_handles, tasks, db: services.db.clone() })
 }

@@ -17,12 +17,16 @@ pub async fn listener_config(config: &Config) -> anyhow::Result<RustlsConfig> {
     install_crypto_provider();
     let federation = &config.federation;
     if !federation.tls_cert.is_empty() || !federation.tls_key.is_empty() {
-        return RustlsConfig::from_pem_file(&federation.tls_cert, &federation.tls_key)
-            .await
-            .with_context(|| format!("loading TLS certificate {} and key {}", federation.tls_cert, federation.tls_key));
+        return rustls_config(&federation.tls_cert, &federation.tls_key).await;
     }
     let (cert, key) = self_signed(config)?;
     Ok(RustlsConfig::from_pem(cert, key).await?)
+}
+
+/// A TLS listener's configuration from PEM files; the error names both files.
+pub async fn rustls_config(cert: &str, key: &str) -> anyhow::Result<RustlsConfig> {
+    install_crypto_provider();
+    RustlsConfig::from_pem_file(cert, key).await.with_context(|| format!("loading TLS certificate {cert} and key {key}"))
 }
 
 /// A self-signed certificate for the server name, made once and kept in the data dir.

@@ -67,8 +67,11 @@ impl TestServer {
             config.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         }
         let running = server::start(config.clone()).await.expect("server starts");
-        let base = format!("http://{}", running.addr);
-        Self { base, http: reqwest::Client::new(), running: Some(running), config, _dir: dir }
+        // A configured TLS listener for the client API (self-signed in tests) is spoken to in TLS.
+        let tls = config.listeners.iter().find(|l| l.serves(weft::config::Resource::Client)).is_some_and(|l| l.is_tls());
+        let base = format!("{}://{}", if tls { "https" } else { "http" }, running.addr);
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(tls).build().unwrap();
+        Self { base, http, running: Some(running), config, _dir: dir }
     }
 
     /// Stops the server (gracefully) and starts it again on the same data and addresses.
