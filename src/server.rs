@@ -9,7 +9,7 @@ use axum::{
     http::{header, Method},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get, put},
     Router,
 };
 #[allow(deprecated)]
@@ -394,6 +394,13 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<set_pushrule_enabled::v3::Request, _, _>(push::set_enabled)
         .ruma::<get_pushrule_actions::v3::Request, _, _>(push::get_actions)
         .ruma::<set_pushrule_actions::v3::Request, _, _>(push::set_actions)
+        .ruma::<push::get_rules_of_kind::Request, _, _>(push::get_kind)
+        .route("/_matrix/client/v3/pushrules/", put(push::malformed_path).post(push::malformed_path).delete(push::malformed_path))
+        .route("/_matrix/client/v3/pushrules/global/{kind}/", put(push::malformed_path).post(push::malformed_path).delete(push::malformed_path))
+        .route("/_matrix/client/r0/pushrules/", put(push::malformed_path).post(push::malformed_path).delete(push::malformed_path))
+        .route("/_matrix/client/r0/pushrules/global/{kind}/", put(push::malformed_path).post(push::malformed_path).delete(push::malformed_path))
+        .route("/_matrix/client/v3/pushrules/{*rest}", any(push::malformed_path))
+        .route("/_matrix/client/r0/pushrules/{*rest}", any(push::malformed_path))
         .ruma::<get_pushers::v3::Request, _, _>(push::get_pushers)
         .ruma::<set_pusher::v3::Request, _, _>(push::set_pusher)
         .ruma::<get_notifications::v3::Request, _, _>(push::notifications)

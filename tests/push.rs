@@ -100,6 +100,33 @@ async fn default_rules_are_served_and_synced() {
 }
 
 #[tokio::test]
+async fn rules_of_one_kind_are_listed_and_malformed_paths_are_bad_requests() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    server
+        .put("/_matrix/client/v3/pushrules/global/content/my_rule", Some(&alice), json!({ "actions": ["notify"], "pattern": "cake" }))
+        .await
+        .ok();
+    let content = server.get("/_matrix/client/v3/pushrules/global/content/", Some(&alice)).await.ok();
+    let ids: Vec<&str> = content.as_array().unwrap().iter().map(|r| r["rule_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["my_rule"], "{content}");
+    let underride = server.get("/_matrix/client/v3/pushrules/global/underride/", Some(&alice)).await.ok();
+    assert!(underride.as_array().unwrap().iter().any(|r| r["rule_id"] == ".m.rule.message"));
+
+    // What names no scope, kind, rule or attribute: 400 M_UNRECOGNIZED (Synapse's answer).
+    for path in ["/", "/not_a_scope/room/!r:x", "/global", "/global/room", "/global/room/"] {
+        server.put(&format!("/_matrix/client/v3/pushrules{path}"), Some(&alice), json!({})).await.err(400, "M_UNRECOGNIZED");
+    }
+    for path in ["/global", "/global/room", "/not_a_scope/", "/global/not_a_kind/", "/global/override/.m.rule.master/not_an_attr"] {
+        server.get(&format!("/_matrix/client/v3/pushrules{path}"), Some(&alice)).await.err(400, "M_UNRECOGNIZED");
+    }
+    // The whole list still needs its trailing slash, and unknown rules are still not found.
+    server.get("/_matrix/client/v3/pushrules", Some(&alice)).await.err(404, "M_UNRECOGNIZED");
+    server.get("/_matrix/client/v3/pushrules/global/override/not_a_rule", Some(&alice)).await.err(404, "M_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn counts_in_sync_and_reset_by_receipts() {
     let (server, _alice_id, alice, bob_id, bob, room) = two_people().await;
     server.send_text(&alice, &room, "1", "hello").await;

@@ -38,6 +38,53 @@ pub async fn get_global(
     Ok(RumaResponse(get_pushrules_global_scope::v3::Response::new((*ruleset).clone())))
 }
 
+/// `GET /pushrules/global/{kind}/`: the user's rules of one kind, as Synapse serves it (the
+/// spec lists all rules, or one).
+pub mod get_rules_of_kind {
+    use ruma::{api::auth_scheme::AccessToken, api::request, api::response, metadata};
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/pushrules/global/{kind}/",
+            1.1 => "/_matrix/client/v3/pushrules/global/{kind}/",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub kind: String,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub rules: Value,
+    }
+}
+
+pub async fn get_kind(
+    State(push): State<Push>,
+    request: Ruma<get_rules_of_kind::Request>,
+) -> Result<RumaResponse<get_rules_of_kind::Response>> {
+    let ruleset = push.ruleset(&request.user().user_id).await?;
+    let all = serde_json::to_value(&*ruleset).map_err(|e| MatrixError::internal(format!("serializing push rules: {e}")))?;
+    match all.get(request.body.kind.as_str()) {
+        Some(rules) if rules.is_array() => Ok(RumaResponse(get_rules_of_kind::Response { rules: rules.clone() })),
+        _ => Err(malformed_path().await),
+    }
+}
+
+/// Paths under `/pushrules/` that name no rule, kind or attribute the API has (an unknown
+/// scope or kind, a missing rule id): `400 M_UNRECOGNIZED`, as Synapse answers them.
+pub async fn malformed_path() -> MatrixError {
+    MatrixError::new(http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", "Not a push rule path")
+}
+
 pub async fn get_rule(
     State(push): State<Push>,
     request: Ruma<get_pushrule::v3::Request>,
