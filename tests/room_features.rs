@@ -42,6 +42,7 @@ async fn redaction() {
         let event = server.get(&format!("{base}/event/{}", enc(&bob_msg)), Some(&alice)).await.ok();
         assert_eq!(event["content"], json!({}), "v{version}: content is gone");
         assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction);
+        assert_eq!(event["unsigned"]["redacted_by"], redaction);
         assert_eq!(event["unsigned"]["redacted_because"]["content"]["reason"], "oops");
         let redaction_event = server.get(&format!("{base}/event/{}", enc(&redaction)), Some(&alice)).await.ok();
         assert_eq!(redaction_event["redacts"], bob_msg, "v{version}: redacts is visible to clients");

@@ -168,6 +168,8 @@ impl Rooms {
             }
         }
         if let Some(redacted_by) = &row.redacted_by {
+            // Synapse gives the redaction's id too, and clients (and SyTest) read it.
+            unsigned.insert("redacted_by".into(), redacted_by.as_str().into());
             if let Some(redaction_row) = event_repo::get(self.db.pool(), redacted_by).await? {
                 let redaction = pdu_from_row(&redaction_row.event_id, &redaction_row.room_id, &redaction_row.json)?;
                 unsigned.insert("redacted_because".into(), Value::Object(redaction.to_client_event()));
