@@ -428,20 +428,33 @@ async fn server_acls_shut_a_server_out() {
     let a = federating_server().await;
     let b = federating_server().await;
     let (_, alice_token) = a.register("alice").await;
-    let (_, bob_token) = b.register("bob").await;
+    let (bob, bob_token) = b.register("bob").await;
     let room = shared_room(&a, &b, &alice_token, &bob_token).await;
     b.send_text(&bob_token, &room, "before", "before the ACL").await;
     wait_for_message(&a, &alice_token, &room, "before the ACL").await;
 
     // Deny B (by host: both servers are 127.0.0.1 here, so B's events are what it stops;
     // A's own events never cross its own federation boundary).
-    a.put(
-        &format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)),
-        Some(&alice_token),
-        json!({ "allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": true }),
-    )
-    .await
-    .ok();
+    let acl_event = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)),
+            Some(&alice_token),
+            json!({ "allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": true }),
+        )
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // B may no longer read the room's state or history, nor leave through A.
+    let room_id: ruma::OwnedRoomId = room.as_str().try_into().unwrap();
+    let event_id: ruma::OwnedEventId = acl_event.as_str().try_into().unwrap();
+    let state_ids = ruma::api::federation::event::get_room_state_ids::v1::Request::new(event_id.clone(), room_id.clone());
+    b.federation_request(&a, state_ids).await.err(403, "M_FORBIDDEN");
+    let backfill = ruma::api::federation::backfill::get_backfill::v1::Request::new(room_id.clone(), vec![event_id], 10u32.into());
+    b.federation_request(&a, backfill).await.err(403, "M_FORBIDDEN");
+    let make_leave = ruma::api::federation::membership::prepare_leave_event::v1::Request::new(room_id, bob.as_str().try_into().unwrap());
+    b.federation_request(&a, make_leave).await.err(403, "M_FORBIDDEN");
     // Once B has the ACL too (it arrives over federation), B's new events are refused by A.
     for _ in 0..100 {
         if b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)), Some(&bob_token)).await.status.is_success() {

@@ -201,6 +201,7 @@ pub async fn receive_invite(
         return Err(MatrixError::not_found("No such user here"));
     }
     require_origin(request.origin.as_ref(), &pdu.fields.sender)?;
+    federation.check_acl(&b.room_id, pdu.fields.sender.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     let mut object = pdu.json().clone();
     signatures::sign_event(federation.server_name().as_str(), &*federation.keys.keypair, &mut object, &rules.redaction)
@@ -236,6 +237,7 @@ pub async fn make_leave(
 ) -> Result<Json<Value>> {
     let b = &request.body;
     require_origin(request.origin.as_ref(), &b.user_id)?;
+    federation.check_acl(&b.room_id, b.user_id.server_name()).await?;
     let (version, template) = federation.rooms.leave_template(&b.room_id, &b.user_id).await?;
     Ok(Json(json!({ "room_version": version, "event": template })))
 }
@@ -256,6 +258,7 @@ pub async fn send_leave(
         return Err(MatrixError::bad_json("send_leave takes the user's own leave event"));
     }
     require_origin(request.origin.as_ref(), &leaver)?;
+    federation.check_acl(&b.room_id, leaver.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     federation.rooms.persist_remote(pdu, &version, None).await?;
     Ok(Json(json!({})))

@@ -115,6 +115,7 @@ pub async fn query_directory(
 /// The asking server must be (or have been) in the event's room.
 async fn check_visible_to(federation: &Federation, origin: Option<&ruma::OwnedServerName>, room_id: &ruma::RoomId) -> Result<()> {
     let origin = origin.ok_or_else(|| MatrixError::forbidden("Unsigned request"))?;
+    federation.check_acl(room_id, origin).await?;
     let members = crate::storage::rooms::memberships_in_room(federation.db.pool(), room_id.as_str()).await?;
     let present = members
         .iter()
