@@ -188,6 +188,7 @@ async fn pushers_deliver_to_the_gateway() {
         }
     };
     let notification = &body["notification"];
+    assert_eq!(notification["id"], event_id, "the event id under its old name too");
     assert_eq!(notification["room_id"], room);
     assert_eq!(notification["type"], "m.room.message");
     assert_eq!(notification["sender"], alice_id);

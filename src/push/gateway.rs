@@ -145,9 +145,17 @@ impl Gateway {
     /// POSTs to the gateway with retries; returns the pushkeys it rejected.
     async fn post(&self, url: &str, notification: Notification) -> anyhow::Result<Vec<String>> {
         self.dns.check_url(url).await.map_err(|e| anyhow::anyhow!("push gateway refused: {e}"))?;
-        let body = Request::new(notification)
+        let event_id = notification.event_id.clone();
+        let mut body = Request::new(notification)
             .try_into_http_request::<Vec<u8>>("http://gateway.invalid", (), ())?
             .into_body();
+        // Synapse also sends the event id as `id`, the field's name before `event_id`; older
+        // gateways (and SyTest) still read it.
+        if let Some(event_id) = event_id {
+            let mut json: serde_json::Value = serde_json::from_slice(&body)?;
+            json["notification"]["id"] = event_id.as_str().into();
+            body = serde_json::to_vec(&json)?;
+        }
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             let result = self
