@@ -70,6 +70,11 @@ async fn upload_query_and_sync_counts() {
     let keys = &query["device_keys"][&alice_id][&device];
     assert_eq!(keys["keys"][format!("ed25519:{device}")], "edkey");
     assert_eq!(keys["unsigned"]["device_display_name"], "Alice's laptop");
+    // A device without a name still has an (empty) unsigned object.
+    let (bob_id, bob_device) = (server.get("/_matrix/client/v3/account/whoami", Some(&bob)).await.ok()["user_id"].as_str().unwrap().to_owned(), device_of(&server, &bob).await);
+    upload_device(&server, &bob, &bob_id, &bob_device, 1).await;
+    let query = server.post("/_matrix/client/v3/keys/query", Some(&alice), json!({ "device_keys": { &bob_id: [] } })).await.ok();
+    assert_eq!(query["device_keys"][&bob_id][&bob_device]["unsigned"], json!({}), "{query}");
     // Asking for a device that does not exist gives nothing for it.
     let none = server.post("/_matrix/client/v3/keys/query", Some(&bob), json!({ "device_keys": { &alice_id: ["NOPE"] } })).await.ok();
     assert_eq!(none["device_keys"][&alice_id], json!({}));

@@ -157,6 +157,10 @@ impl E2ee {
                 }
                 let mut keys = parse_object(&key_json);
                 self.merge_signatures(&mut keys, user, &device_id).await?;
+                // Always an object, as Synapse serves it (clients read unsigned without checking).
+                if !keys["unsigned"].is_object() {
+                    keys["unsigned"] = Value::Object(Map::new());
+                }
                 if let Some(device) = crate::storage::accounts::get_device(self.db.pool(), user, &device_id).await? {
                     if let Some(name) = device.display_name {
                         keys["unsigned"]["device_display_name"] = name.into();
