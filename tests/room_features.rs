@@ -28,6 +28,13 @@ async fn redaction() {
             .put(&format!("{base}/redact/{}/r1", enc(&alice_msg)), Some(&bob), json!({}))
             .await
             .err(403, "M_FORBIDDEN");
+        // Nor may alice redact, through this room, an event of another room.
+        let elsewhere = server.create_room(&alice, json!({ "room_version": version })).await;
+        let other_msg = server.send_text(&alice, &elsewhere, "e1", "elsewhere").await;
+        server
+            .put(&format!("{base}/redact/{}/r0", enc(&other_msg)), Some(&alice), json!({}))
+            .await
+            .err(400, "M_INVALID_PARAM");
         let redaction = server
             .put(&format!("{base}/redact/{}/r2", enc(&bob_msg)), Some(&bob), json!({ "reason": "oops" }))
             .await

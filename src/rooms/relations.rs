@@ -44,7 +44,11 @@ impl Rooms {
         txn: (&str, &str),
     ) -> Result<OwnedEventId> {
         self.require_joined(room_id, user).await?;
-        let original = event_repo::get(self.db.pool(), target.as_str()).await?.filter(|row| row.room_id == room_id.as_str());
+        let original = event_repo::get(self.db.pool(), target.as_str()).await?;
+        if original.as_ref().is_some_and(|row| row.room_id != room_id.as_str()) {
+            // As Synapse: an event of another room is not this room's to redact.
+            return Err(MatrixError::invalid_param("Cannot redact an event of a different room"));
+        }
         let own = match &original {
             Some(row) => pdu_from_row(&row.event_id, &row.room_id, &row.json)?.fields.sender == user,
             None => false,
