@@ -478,3 +478,27 @@ async fn concurrent_sends_to_one_room() {
     assert_eq!(unique.len(), ids.len());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn joining_again_unchanged_makes_no_new_event() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let join = |body: serde_json::Value| {
+        let (server, bob, room) = (&server, bob.clone(), room.clone());
+        async move { server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), body).await.ok() }
+    };
+    join(json!({})).await;
+    let member_event = || async {
+        let state = server.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&alice)).await.ok();
+        state.as_array().unwrap().iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == bob_id.as_str()).unwrap()["event_id"].clone()
+    };
+    let first = member_event().await;
+    join(json!({})).await;
+    assert_eq!(member_event().await, first, "the same join, no new event");
+    // A join that changes something (a reason) is a new event.
+    join(json!({ "reason": "back again" })).await;
+    assert_ne!(member_event().await, first);
+    server.stop().await;
+}

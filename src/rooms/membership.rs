@@ -111,6 +111,14 @@ impl Rooms {
                 content.insert("join_authorised_via_users_server".into(), authoriser.into());
             }
         }
+        if change == Change::Join && current.as_deref() == Some("join") {
+            // Joining again with nothing changed is no new event (Synapse's idempotent join).
+            if let Some(existing) = self.current_state_event(room_id, "m.room.member", target.as_str()).await? {
+                if existing.content_value() == Value::Object(content.clone()) {
+                    return Ok(existing.event_id.clone());
+                }
+            }
+        }
         let template = EventTemplate::state(
             ruma::events::StateEventType::RoomMember,
             target.as_str(),
