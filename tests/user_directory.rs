@@ -162,6 +162,9 @@ async fn openid_tokens_are_exchanged_for_the_user_id_over_federation() {
 
     let (status, body) = userinfo("not-a-token".into()).await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    let url = format!("https://{}/_matrix/federation/v1/openid/userinfo", server.server_name());
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401, "no token at all is unauthorized too");
     // Only for oneself.
     let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(&bob));
     server.post(&path, Some(&alice_token), json!({})).await.err(403, "M_FORBIDDEN");

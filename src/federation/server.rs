@@ -414,8 +414,15 @@ pub async fn hierarchy(
 /// The user an OpenID token (from the client API's `openid/request_token`) belongs to.
 pub async fn openid_userinfo(
     State(accounts): State<crate::accounts::Accounts>,
-    request: Ruma<ruma::api::federation::openid::get_openid_userinfo::v1::Request>,
+    request: std::result::Result<Ruma<ruma::api::federation::openid::get_openid_userinfo::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<ruma::api::federation::openid::get_openid_userinfo::v1::Response>> {
+    let request = match request {
+        // No token at all is an authentication failure too (401, as Synapse), not a bad request.
+        Err(error) if error.errcode == "M_MISSING_PARAM" => {
+            return Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Access token required"));
+        }
+        other => other?,
+    };
     match accounts.openid_token_owner(&request.body.access_token).await? {
         Some(user) => Ok(RumaResponse(ruma::api::federation::openid::get_openid_userinfo::v1::Response::new(user))),
         None => Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Access token unknown or expired")),
