@@ -130,6 +130,18 @@ async fn required_state_wildcards_lazy_members_and_expansion() {
     assert!(keys.contains(&("m.room.member".into(), alice.clone())));
     assert!(!keys.contains(&("m.room.member".into(), carol.clone())), "carol sent nothing in the timeline");
 
+    // Incremental, lazily: carol's first message brings her member event; alice's own
+    // message does not send alice's again ($ME sent it already, and it did not change).
+    let pos = first["pos"].as_str().unwrap();
+    server.send_text(&carol_token, &room, "c1", "from carol").await;
+    let next = sliding(&server, &alice_token, Some(pos), 0, &body).await;
+    assert_eq!(state_keys(&next["rooms"][&room]), vec![("m.room.member".to_owned(), carol.clone())]);
+    let pos = next["pos"].as_str().unwrap();
+    server.send_text(&alice_token, &room, "a1", "from alice").await;
+    let own = sliding(&server, &alice_token, Some(pos), 0, &body).await;
+    assert_eq!(bodies(&own["rooms"][&room]), vec!["from alice"]);
+    assert_eq!(state_keys(&own["rooms"][&room]), Vec::<(String, String)>::new(), "{own}");
+
     // Asking for more state: the newly required events arrive on the next response, even with
     // nothing new in the room.
     let pos = first["pos"].as_str().unwrap();

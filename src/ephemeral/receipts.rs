@@ -1,6 +1,8 @@
 //! Read receipts (public, private, threaded) and read markers.
 
-use ruma::{EventId, RoomId, UserId};
+use std::collections::HashMap;
+
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -95,23 +97,41 @@ impl Receipts {
     /// may see them (private receipts only their own).
     pub async fn event_since(&self, room_id: &RoomId, viewer: &UserId, since: i64) -> Result<Option<Value>> {
         let rows = repo::changed_since(self.rooms.db().pool(), room_id.as_str(), since).await?;
-        let mut content: Map<String, Value> = Map::new();
-        for row in rows {
-            if row.receipt_type == READ_PRIVATE && row.user_id != viewer.as_str() {
-                continue;
-            }
-            let mut receipt = json!({ "ts": row.ts });
-            if !row.thread_id.is_empty() {
-                receipt["thread_id"] = row.thread_id.clone().into();
-            }
-            let by_type = content.entry(row.event_id).or_insert_with(|| json!({}));
-            let by_user = by_type
-                .as_object_mut()
-                .expect("object")
-                .entry(row.receipt_type)
-                .or_insert_with(|| json!({}));
-            by_user[row.user_id] = receipt;
-        }
-        Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+        Ok(receipt_event(rows, viewer))
     }
+
+    /// `event_since` for several rooms in one read: the rooms with receipts, each with its event.
+    pub async fn events_since(&self, room_ids: &[&RoomId], viewer: &UserId, since: i64) -> Result<HashMap<OwnedRoomId, Value>> {
+        let ids: Vec<&str> = room_ids.iter().map(|r| r.as_str()).collect();
+        let mut by_room: HashMap<String, Vec<repo::ReceiptRow>> = HashMap::new();
+        for (room_id, row) in repo::changed_since_in_rooms(self.rooms.db().pool(), &ids, since).await? {
+            by_room.entry(room_id).or_default().push(row);
+        }
+        Ok(by_room
+            .into_iter()
+            .filter_map(|(room_id, rows)| Some((OwnedRoomId::try_from(room_id).ok()?, receipt_event(rows, viewer)?)))
+            .collect())
+    }
+}
+
+/// The `m.receipt` event of a room's receipt rows (in stream order), as `viewer` may see them.
+fn receipt_event(rows: Vec<repo::ReceiptRow>, viewer: &UserId) -> Option<Value> {
+    let mut content: Map<String, Value> = Map::new();
+    for row in rows {
+        if row.receipt_type == READ_PRIVATE && row.user_id != viewer.as_str() {
+            continue;
+        }
+        let mut receipt = json!({ "ts": row.ts });
+        if !row.thread_id.is_empty() {
+            receipt["thread_id"] = row.thread_id.clone().into();
+        }
+        let by_type = content.entry(row.event_id).or_insert_with(|| json!({}));
+        let by_user = by_type
+            .as_object_mut()
+            .expect("object")
+            .entry(row.receipt_type)
+            .or_insert_with(|| json!({}));
+        by_user[row.user_id] = receipt;
+    }
+    (!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content }))
 }

@@ -58,6 +58,35 @@ pub async fn changed_since<'c>(db: impl Executor<'c, Database = Any>, room_id: &
         .collect())
 }
 
+/// Receipts of several rooms that changed after `since`, each row with its room id: one
+/// statement for a whole sliding sync page.
+pub async fn changed_since_in_rooms<'c>(
+    db: impl Executor<'c, Database = Any>,
+    room_ids: &[&str],
+    since: i64,
+) -> sqlx::Result<Vec<(String, ReceiptRow)>> {
+    if room_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts \
+         WHERE stream_ordering > $1 AND room_id IN ({}) ORDER BY stream_ordering",
+        super::in_list(room_ids.len(), 2)
+    );
+    let mut query = sqlx::query(&sql).bind(since);
+    for room_id in room_ids {
+        query = query.bind(*room_id);
+    }
+    let rows = query.fetch_all(db).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let receipt = ReceiptRow { receipt_type: row.get(1), user_id: row.get(2), thread_id: row.get(3), event_id: row.get(4), ts: row.get(5) };
+            (row.get(0), receipt)
+        })
+        .collect())
+}
+
 /// Rooms whose receipts changed after `since`.
 pub async fn rooms_changed_since<'c>(db: impl Executor<'c, Database = Any>, since: i64) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query("SELECT DISTINCT room_id FROM receipts WHERE stream_ordering > $1")

@@ -247,7 +247,9 @@ impl Sync {
         let mut picked: Vec<(EventRow, Pdu, Value)> = Vec::new();
         let mut cursor = up_to;
         let mut limited = false;
-        let batch = (limit as i64 * 2).max(20);
+        // Twice what is asked, for events hidden from the user; small timelines (sliding
+        // sync's room lists ask for one event) read a few rows, not a fixed 20.
+        let batch = limit as i64 * 2 + 1;
         'scan: loop {
             let rows = event_repo::newest_in_range(self.db.pool(), room_id.as_str(), after, cursor, batch).await?;
             let exhausted = (rows.len() as i64) < batch;

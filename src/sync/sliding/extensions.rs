@@ -8,7 +8,7 @@ use ruma::{
         v5::{self, request::ExtensionRoomConfig},
         DeviceLists,
     },
-    OwnedRoomId, OwnedUserId, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
 use serde_json::{json, Value};
 
@@ -134,20 +134,24 @@ impl Sync {
 
         if enabled(asked.receipts.enabled) {
             let rooms = scope.rooms(asked.receipts.lists.as_ref(), asked.receipts.rooms.as_ref());
-            for room_id in scope.joined(rooms) {
-                let event = match scope.initial_rooms.get(&room_id) {
-                    // A room new to the connection: receipts of the events it was sent, and
-                    // the user's own.
-                    Some(timeline_ids) => self.receipts.event_since(&room_id, user, 0).await?.map(|mut event| {
-                        keep_receipts(&mut event, timeline_ids, user.as_str());
-                        event
-                    }),
-                    None => match span.from {
-                        Some(from) if from.receipts < span.to.receipts => self.receipts.event_since(&room_id, user, from.receipts).await?,
-                        _ => None,
-                    },
-                };
-                if let Some(event) = event.filter(|e| e["content"].as_object().is_some_and(|c| !c.is_empty())) {
+            let joined: Vec<OwnedRoomId> = scope.joined(rooms).collect();
+            // Rooms new to the connection get their receipts from the start, the others
+            // those since the connection's position: one read for each kind.
+            let (new_rooms, known_rooms): (Vec<&RoomId>, Vec<&RoomId>) =
+                joined.iter().map(|r| r.as_ref()).partition(|r: &&RoomId| scope.initial_rooms.contains_key(*r));
+            let mut events = self.receipts.events_since(&new_rooms, user, 0).await?;
+            for (room_id, event) in &mut events {
+                if let Some(timeline_ids) = scope.initial_rooms.get(room_id) {
+                    // Of a room new to the connection: receipts of the events it was sent,
+                    // and the user's own.
+                    keep_receipts(event, timeline_ids, user.as_str());
+                }
+            }
+            if let Some(from) = span.from.filter(|from| from.receipts < span.to.receipts) {
+                events.extend(self.receipts.events_since(&known_rooms, user, from.receipts).await?);
+            }
+            for (room_id, event) in events {
+                if event["content"].as_object().is_some_and(|c| !c.is_empty()) {
                     out.receipts.rooms.insert(room_id, raw(&event));
                 }
             }

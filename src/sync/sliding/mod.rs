@@ -11,6 +11,7 @@ mod room;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use futures_util::{stream::FuturesOrdered, StreamExt};
 use ruma::{api::client::sync::sync_events::v5, DeviceId, OwnedRoomId, UserId};
 
 use self::{
@@ -23,6 +24,9 @@ use crate::error::Result;
 
 /// Largest timeline asked per room.
 const MAX_TIMELINE_LIMIT: usize = 100;
+
+/// Rooms of one response built concurrently (the database pool has 8 connections).
+const ROOMS_BUILT_AT_ONCE: usize = 6;
 
 /// One sliding sync request, with what ruma's types do not carry.
 pub struct SlidingRequest<'a> {
@@ -161,6 +165,7 @@ impl Sync {
             memberships: Some(candidates.memberships()),
         };
         let mut initial_rooms: HashMap<OwnedRoomId, std::collections::HashSet<String>> = HashMap::new();
+        let mut to_look = Vec::new();
         for (room_id, config) in &wanted {
             let Some(entry) = candidates.get(room_id) else { continue };
             let sent = previous.and_then(|p| p.rooms.get(room_id));
@@ -175,10 +180,29 @@ impl Sync {
                         || changes.rooms_with_receipts.contains(room_id.as_str())
                 }
             };
-            if !needs_look {
-                continue;
+            if needs_look {
+                to_look.push((room_id, config, entry, sent));
             }
-            let built = Box::pin(self.sliding_room(user, request.device, &candidates, entry, config, sent, span)).await?;
+        }
+        // Rooms are independent: several are built at once, so one room's reads overlap
+        // another's hand-offs to the database threads (a new connection's page is 20 rooms).
+        let candidates = &candidates;
+        type Building<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<room::BuiltRoom>>> + Send + 'f>>;
+        let mut pending = to_look.into_iter();
+        let mut running = FuturesOrdered::new();
+        let mut built_rooms = Vec::new();
+        loop {
+            while running.len() < ROOMS_BUILT_AT_ONCE {
+                let Some((room_id, config, entry, sent)) = pending.next() else { break };
+                let building: Building<'_> = Box::pin(self.sliding_room(user, request.device, candidates, entry, config, sent, span));
+                running.push_back(async move { (room_id, config, entry, sent, building.await) });
+            }
+            match running.next().await {
+                Some((room_id, config, entry, sent, built)) => built_rooms.push((room_id, config, entry, sent, built?)),
+                None => break,
+            }
+        }
+        for (room_id, config, entry, sent, built) in built_rooms {
             let mut unread = sent.map(|s| s.unread).unwrap_or_default();
             if let Some(built) = built {
                 if built.initial {

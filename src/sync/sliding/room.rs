@@ -135,13 +135,13 @@ impl Sync {
             let already: HashSet<(String, String)> = newest.into_keys().collect();
             let old = sent.required_state.clone();
             let grown = old != *required;
-            let lazy = required.lazy_members() && !timeline.senders.is_empty();
+            // Lazy members: senders whose member event the old rules did not already send
+            // (the user's own, under `$ME`, is sent once and then only when it changes).
+            let lazy = required.lazy_members() && timeline.senders.iter().any(|sender| !old.matches("m.room.member", sender, &HashSet::new()));
             if grown || lazy {
-                let senders = timeline.senders.clone();
                 let more = self
                     .required_state_ids(room_id, left_state.as_ref(), required, &timeline.senders, move |kind, key| {
-                        !already.contains(&(kind.to_owned(), key.to_owned()))
-                            && (!old.matches(kind, key, &HashSet::new()) || (kind == "m.room.member" && senders.contains(key)))
+                        !already.contains(&(kind.to_owned(), key.to_owned())) && !old.matches(kind, key, &HashSet::new())
                     })
                     .await?;
                 state_ids.extend(more);
