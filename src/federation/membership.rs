@@ -145,12 +145,21 @@ impl Federation {
                 return Err(MatrixError::forbidden("send_join answered with events of another room"));
             }
             let pdu = self.verify_pdu(pdu, &rules).await?;
-            self.keep_outlier(&pdu).await?;
-            known.push(pdu);
+            if self.rooms.pdu(&pdu.event_id).await?.is_none() {
+                known.push(pdu);
+            }
+        }
+        // Each checked against its own auth events; a state event the room's auth chain
+        // forbids is left out of the state the join takes.
+        if let Err(error) = self.keep_checked_outliers(known, &version).await {
+            tracing::info!(%room_id, %server, %error, "send_join state with a rejected event");
         }
         let mut state = StateMap::new();
         for raw in &room_state.state {
             let (pdu, _) = parse_pdu(raw, &version)?;
+            if self.rooms.pdu(&pdu.event_id).await?.is_none() {
+                continue;
+            }
             if let Some(key) = pdu.state_key() {
                 state.insert((pdu.kind().to_string(), key.to_owned()), pdu.event_id.to_string());
             }

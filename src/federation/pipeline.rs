@@ -3,11 +3,12 @@
 //! events fetched (or the state at the event asked for) when missing, then the rooms'
 //! persistence path (auth against auth events, state before and current state).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ruma::{
     api::federation::event::{get_event, get_missing_events, get_room_state_ids},
     canonical_json::redact,
+    events::TimelineEventType,
     room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     serde::Base64,
     signatures::{self, PublicKeyMap, Verified},
@@ -46,6 +47,18 @@ pub fn parse_pdu(json: &RawValue, version: &RoomVersionId) -> Result<(Pdu, RoomV
     };
     let pdu = Pdu::from_json(event_id, room_id, object).map_err(MatrixError::bad_json)?;
     Ok((pdu, rules))
+}
+
+/// The auth events an event relies on: those it lists, and the create event for room
+/// versions whose room id names it.
+fn cited_auth_events(event: &Pdu, rules: &RoomVersionRules) -> Vec<OwnedEventId> {
+    let mut cited = event.auth_events.clone();
+    if rules.authorization.room_create_event_id_as_room_id && *event.kind() != TimelineEventType::RoomCreate {
+        if let Ok(create) = EventId::parse(format!("${}", &event.room_id.as_str()[1..])) {
+            cited.push(create);
+        }
+    }
+    cited
 }
 
 impl Federation {
@@ -95,23 +108,87 @@ impl Federation {
         self.verify_pdu(pdu, &rules).await
     }
 
-    /// Makes sure the auth events (recursively) of the PDUs are known, fetching and keeping
-    /// missing ones as outliers.
+    /// Makes sure the auth events (recursively) of the PDUs are known, fetching missing ones
+    /// and keeping them as outliers once each passed the auth rules against its own auth
+    /// events. A fetched event that fails them is kept as rejected, and the PDUs that rely on
+    /// it are refused.
     async fn fetch_missing_auth(&self, origin: &ServerName, pdus: &[&Pdu], version: &RoomVersionId) -> Result<()> {
         let mut wanted: Vec<OwnedEventId> = pdus.iter().flat_map(|p| p.auth_events.iter().cloned()).collect();
         let mut seen = HashSet::new();
+        let mut fetched = Vec::new();
         while let Some(id) = wanted.pop() {
             if !seen.insert(id.clone()) || self.rooms.pdu(&id).await?.is_some() {
                 continue;
+            }
+            if federation_repo::is_rejected_outlier(self.db.pool(), id.as_str()).await? {
+                return Err(MatrixError::forbidden(format!("auth event {id} was rejected")));
             }
             if seen.len() > MAX_FETCHED_AUTH_EVENTS {
                 return Err(MatrixError::forbidden("auth chain too long to fetch"));
             }
             let event = self.fetch_event(origin, &id, version).await?;
             wanted.extend(event.auth_events.iter().cloned());
-            self.keep_outlier(&event).await?;
+            fetched.push(event);
         }
-        Ok(())
+        self.keep_checked_outliers(fetched, version).await
+    }
+
+    /// Keeps fetched events as outliers, each checked against its own auth events first (so
+    /// in auth-chain order: an event after the events it cites). Events that fail, cite a
+    /// failed one, or cite one that is nowhere, are kept as rejected; the error names one.
+    pub(crate) async fn keep_checked_outliers(&self, events: Vec<Pdu>, version: &RoomVersionId) -> Result<()> {
+        let rules = rules_for(version)?;
+        let mut pending: HashMap<OwnedEventId, Pdu> = events.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+        let mut first_rejection: Option<String> = None;
+        // Accepted in this call: their dependants find them here, not with a read each.
+        let mut accepted: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        while !pending.is_empty() {
+            // The events none of whose auth events are still waiting for their own check.
+            let ready: Vec<OwnedEventId> =
+                pending.values().filter(|e| cited_auth_events(e, &rules).iter().all(|a| !pending.contains_key(a))).map(|e| e.event_id.clone()).collect();
+            // An auth cycle (impossible with honest hashes): nothing can be checked; refuse all.
+            let cycle = ready.is_empty();
+            let ids = if cycle { pending.keys().cloned().collect() } else { ready };
+            for id in ids {
+                let Some(event) = pending.remove(&id) else { continue };
+                let verdict = if cycle { Err("its auth events form a cycle".to_owned()) } else { self.check_outlier(&event, &rules, &accepted).await? };
+                match verdict {
+                    Ok(()) => {
+                        self.keep_outlier(&event).await?;
+                        accepted.insert(event.event_id.clone(), event);
+                    }
+                    Err(reason) => {
+                        tracing::info!(event_id = %event.event_id, %reason, "rejected a fetched auth event");
+                        let json = serde_json::to_string(&event.json())?;
+                        federation_repo::insert_rejected_outlier(self.db.pool(), event.event_id.as_str(), event.room_id.as_str(), &json).await?;
+                        first_rejection.get_or_insert(format!("auth event {} was rejected: {reason}", event.event_id));
+                    }
+                }
+            }
+        }
+        match first_rejection {
+            Some(reason) => Err(MatrixError::forbidden(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// An outlier's verdict: the auth rules against its own auth events (which must all be
+    /// known and not rejected: rejected ones are never read back).
+    async fn check_outlier(&self, event: &Pdu, rules: &RoomVersionRules, accepted: &HashMap<OwnedEventId, Pdu>) -> Result<std::result::Result<(), String>> {
+        let mut auth_events = HashMap::new();
+        for id in cited_auth_events(event, rules) {
+            let known = match accepted.get(&id) {
+                Some(event) => Some(event.clone()),
+                None => self.rooms.pdu(&id).await?,
+            };
+            match known {
+                Some(auth_event) => {
+                    auth_events.insert(id, auth_event);
+                }
+                None => return Ok(Err(format!("auth event {id} is unknown or rejected"))),
+            }
+        }
+        Ok(crate::rooms::auth::check_against_auth_events(rules, event, &auth_events))
     }
 
     pub(crate) async fn keep_outlier(&self, pdu: &Pdu) -> Result<()> {
@@ -187,14 +264,19 @@ impl Federation {
     async fn state_at(&self, origin: &ServerName, pdu: &Pdu, version: &RoomVersionId) -> Result<StateMap> {
         let response = self.send(origin, get_room_state_ids::v1::Request::new(pdu.event_id.clone(), pdu.room_id.clone())).await?;
         let mut state = StateMap::new();
+        let mut fetched = Vec::new();
+        let mut seen = HashSet::new();
         for id in response.auth_chain_ids.iter().chain(response.pdu_ids.iter()) {
-            if self.rooms.pdu(id).await?.is_none() {
-                let event = self.fetch_event(origin, id, version).await?;
-                self.keep_outlier(&event).await?;
+            if seen.insert(id.clone()) && self.rooms.pdu(id).await?.is_none() && !federation_repo::is_rejected_outlier(self.db.pool(), id.as_str()).await? {
+                fetched.push(self.fetch_event(origin, id, version).await?);
             }
         }
+        if let Err(error) = self.keep_checked_outliers(fetched, version).await {
+            // The origin's state holds an event its own auth chain forbids: it is left out.
+            tracing::info!(%origin, %error, "state from /state_ids with a rejected event");
+        }
         for id in &response.pdu_ids {
-            let event = self.rooms.pdu(id).await?.ok_or_else(|| MatrixError::not_found("state event vanished"))?;
+            let Some(event) = self.rooms.pdu(id).await? else { continue };
             if let Some(key) = event.state_key() {
                 state.insert((event.kind().to_string(), key.to_owned()), id.to_string());
             }

@@ -1,6 +1,7 @@
 //! Rooms: building, authorizing and persisting events — the one path every event takes —
 //! and reading them back with history visibility applied.
 
+pub(crate) mod auth;
 pub mod batch;
 pub mod cache;
 pub mod create;

@@ -108,10 +108,17 @@ impl Rooms {
         };
         let state_before = self.auth_state(&before, &pdu, &rules).await?;
 
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| {
-            auth_events.get(id).cloned()
-        })
-        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+        if remote {
+            // A remote event must be allowed by the auth events it cites, as well as by the
+            // state before it (a local one's auth events are picked from that state).
+            super::auth::check_against_auth_events(&rules, &pdu, &auth_events)
+                .map_err(|e| MatrixError::forbidden(format!("Event not allowed by its auth events: {e}")))?;
+        } else {
+            ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id: &EventId| {
+                auth_events.get(id).cloned()
+            })
+            .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+        }
         ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind: &StateEventType, key: &str| {
             state_before.get(&(kind.to_string(), key.to_owned())).cloned()
         })

@@ -130,7 +130,7 @@ pub async fn forward_extremities<'c>(
 pub async fn get<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
     let row = sqlx::query(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1 UNION ALL \
-         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE event_id = $1 LIMIT 1"
+         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE event_id = $1 AND rejected = 0 LIMIT 1"
     ))
     .bind(event_id)
     .fetch_optional(db)
@@ -146,7 +146,7 @@ pub async fn get_many<'c>(db: impl Executor<'c, Database = Any>, event_ids: &[St
     let list = super::in_list(event_ids.len(), 1);
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({list}) UNION ALL \
-         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE event_id IN ({list}) \
+         SELECT 0, event_id, room_id, 0, json, -1, NULL, NULL, NULL FROM outlier_events WHERE rejected = 0 AND event_id IN ({list}) \
          AND event_id NOT IN (SELECT event_id FROM events WHERE event_id IN ({list}))"
     );
     let mut query = sqlx::query(&sql);
@@ -167,7 +167,7 @@ pub async fn get_timeline<'c>(db: impl Executor<'c, Database = Any>, event_id: &
 
 pub async fn get_json<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<String>> {
     let row = sqlx::query(
-        "SELECT json FROM events WHERE event_id = $1 UNION ALL SELECT json FROM outlier_events WHERE event_id = $1 LIMIT 1",
+        "SELECT json FROM events WHERE event_id = $1 UNION ALL SELECT json FROM outlier_events WHERE event_id = $1 AND rejected = 0 LIMIT 1",
     )
     .bind(event_id)
     .fetch_optional(db)

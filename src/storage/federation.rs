@@ -23,9 +23,30 @@ pub async fn insert_outlier<'c>(
     Ok(())
 }
 
+/// Keeps an event that failed the auth rules against its own auth events: never read back
+/// as an event (so nothing can rely on it), but known, so it is not fetched again.
+pub async fn insert_rejected_outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str, room_id: &str, json: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO outlier_events (event_id, room_id, json, rejected) VALUES ($1, $2, $3, 1) ON CONFLICT DO NOTHING")
+        .bind(event_id)
+        .bind(room_id)
+        .bind(json)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether the event is known as rejected.
+pub async fn is_rejected_outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<bool> {
+    let row = sqlx::query("SELECT 1 FROM outlier_events WHERE event_id = $1 AND rejected = 1")
+        .bind(event_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.is_some())
+}
+
 /// (room_id, json) of an outlier.
 pub async fn outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<(String, String)>> {
-    let row = sqlx::query("SELECT room_id, json FROM outlier_events WHERE event_id = $1")
+    let row = sqlx::query("SELECT room_id, json FROM outlier_events WHERE event_id = $1 AND rejected = 0")
         .bind(event_id)
         .fetch_optional(db)
         .await?;

@@ -1,0 +1,450 @@
+//! Federation against forged input: a fake server on loopback (its own signing key, key
+//! server and a few federation endpoints) joins a weft room and then sends PDUs and EDUs to
+//! `/send` the way a hostile or broken server would. Each test checks what weft answers and
+//! what its local users see.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post, put},
+    Json, Router,
+};
+use common::{bodies, enc, eventually, federating_server, TestServer};
+use ruma::{
+    api::{
+        federation::{
+            authentication::{ServerSignatures, XMatrixSigningInput},
+            membership::{create_join_event, prepare_join_event},
+            transactions::send_transaction_message,
+        },
+        path_builder::SinglePath,
+        OutgoingRequest, OutgoingRequestExt,
+    },
+    signatures::Ed25519KeyPair,
+    CanonicalJsonObject, OwnedServerName, RoomVersionId,
+};
+use serde_json::{json, value::to_raw_value, Value};
+
+/// What the fake server serves to weft: events by id (for `/event` and
+/// `/get_missing_events`), and the transactions weft sends it.
+#[derive(Default)]
+struct Served {
+    events: HashMap<String, Value>,
+    /// Events answered to `/get_missing_events`, oldest first.
+    missing: Vec<String>,
+    transactions: Vec<Value>,
+}
+
+struct FakePeer {
+    name: OwnedServerName,
+    keypair: Ed25519KeyPair,
+    served: Arc<Mutex<Served>>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+}
+
+fn rules() -> ruma::room_version_rules::RoomVersionRules {
+    RoomVersionId::V10.rules().unwrap()
+}
+
+fn canonical(value: Value) -> CanonicalJsonObject {
+    serde_json::from_value(value).unwrap()
+}
+
+impl FakePeer {
+    /// Starts the fake server: TLS on a free loopback port, named by its address.
+    async fn start() -> Self {
+        weft::federation::tls::install_crypto_provider();
+        let port = common::free_port();
+        let name: OwnedServerName = format!("127.0.0.1:{port}").try_into().unwrap();
+        let der = Ed25519KeyPair::generate();
+        let keypair = Ed25519KeyPair::from_der(&der, "fake".into()).unwrap();
+        let served: Arc<Mutex<Served>> = Arc::default();
+
+        let mut key_response = canonical(json!({
+            "server_name": name,
+            "valid_until_ts": ruma::MilliSecondsSinceUnixEpoch::now().get() + ruma::UInt::from(3_600_000u32),
+            "verify_keys": { "ed25519:fake": { "key": ruma::serde::Base64::<ruma::serde::base64::Standard>::new(keypair.public_key().to_vec()).encode().trim_end_matches('=') } },
+            "old_verify_keys": {},
+        }));
+        ruma::signatures::sign_json(name.as_str(), &Ed25519KeyPair::from_der(&der, "fake".into()).unwrap(), &mut key_response).unwrap();
+        let key_response = serde_json::to_value(key_response).unwrap();
+        let origin = name.to_string();
+
+        let app = Router::new()
+            .route("/_matrix/key/v2/server", get(move || async move { Json(key_response) }))
+            .route(
+                "/_matrix/federation/v1/event/{event_id}",
+                get(move |State(served): State<Arc<Mutex<Served>>>, Path(event_id): Path<String>| async move {
+                    let event = served.lock().unwrap().events.get(&event_id).cloned();
+                    match event {
+                        Some(event) => (http::StatusCode::OK, Json(json!({ "origin": origin, "origin_server_ts": 1, "pdus": [event] }))),
+                        None => (http::StatusCode::NOT_FOUND, Json(json!({ "errcode": "M_NOT_FOUND", "error": "no such event" }))),
+                    }
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/get_missing_events/{room_id}",
+                post(|State(served): State<Arc<Mutex<Served>>>| async move {
+                    let served = served.lock().unwrap();
+                    let events: Vec<Value> = served.missing.iter().filter_map(|id| served.events.get(id).cloned()).collect();
+                    Json(json!({ "events": events }))
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/send/{txn}",
+                put(|State(served): State<Arc<Mutex<Served>>>, Json(body): Json<Value>| async move {
+                    served.lock().unwrap().transactions.push(body);
+                    Json(json!({ "pdus": {} }))
+                }),
+            )
+            .with_state(served.clone());
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(certified.cert.pem().into_bytes(), certified.signing_key.serialize_pem().into_bytes())
+            .await
+            .unwrap();
+        let handle = axum_server::Handle::new();
+        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::spawn(axum_server::bind_rustls(address, tls).handle(handle.clone()).serve(app.into_make_service()));
+        Self { name, keypair, served, handle }
+    }
+
+    fn user(&self, local: &str) -> String {
+        format!("@{local}:{}", self.name)
+    }
+
+    /// A request to `to`, signed with the fake's key (or, when `keypair` is given, with
+    /// another key claimed to be the fake's).
+    async fn request<R>(&self, to: &TestServer, request: R) -> common::Reply
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
+        let destination: OwnedServerName = to.server_name().try_into().unwrap();
+        let input = XMatrixSigningInput::new(self.name.clone(), destination, &self.keypair);
+        let http_request: http::Request<Vec<u8>> = request.try_into_http_request(&format!("https://{}", to.server_name()), input, ()).unwrap();
+        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let response = client.execute(reqwest::Request::try_from(http_request).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+        common::Reply { status, body, headers }
+    }
+
+    /// Hashes and signs an event (with `keypair`, the fake's own unless given) and returns
+    /// its id and JSON; the fake also serves it from then on.
+    fn sign_with(&self, keypair: &Ed25519KeyPair, event: Value) -> (String, Value) {
+        let mut object = canonical(event);
+        ruma::signatures::hash_and_sign_event(self.name.as_str(), keypair, &mut object, &rules().redaction).unwrap();
+        let event_id = format!("${}", ruma::signatures::reference_hash(&object, &rules()).unwrap());
+        let json = serde_json::to_value(&object).unwrap();
+        self.served.lock().unwrap().events.insert(event_id.clone(), json.clone());
+        (event_id, json)
+    }
+
+    fn sign(&self, event: Value) -> (String, Value) {
+        self.sign_with(&self.keypair, event)
+    }
+
+    /// Joins `user` (of the fake) to a room on `to` through make_join / send_join.
+    async fn join(&self, to: &TestServer, room: &str, user: &str) -> String {
+        let mut make = prepare_join_event::v1::Request::new(room.try_into().unwrap(), user.try_into().unwrap());
+        make.ver = vec![RoomVersionId::V10];
+        let template = self.request(to, make).await.ok();
+        let mut event = template["event"].clone();
+        event["origin_server_ts"] = json!(now());
+        event["origin"] = json!(self.name);
+        let (event_id, json) = self.sign(event);
+        let send = create_join_event::v2::Request::new(room.try_into().unwrap(), event_id.as_str().try_into().unwrap(), to_raw_value(&json).unwrap());
+        self.request(to, send).await.ok();
+        event_id
+    }
+
+    /// Sends one transaction of PDUs and EDUs; returns weft's per-PDU results.
+    async fn send(&self, to: &TestServer, pdus: &[&Value], edus: &[Value]) -> Value {
+        let txn = format!("t{}", now());
+        let mut request = send_transaction_message::v1::Request::new(txn.into(), self.name.clone(), ruma::MilliSecondsSinceUnixEpoch::now());
+        request.pdus = pdus.iter().map(|p| to_raw_value(p).unwrap()).collect();
+        request.edus = edus.iter().map(|e| ruma::serde::Raw::from_json(to_raw_value(e).unwrap())).collect();
+        let reply = self.request(to, request).await.ok();
+        reply["pdus"].clone()
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A weft room (alice's, public, v10) the fake's user `mallory` has joined.
+struct Room {
+    server: TestServer,
+    alice_token: String,
+    room_id: String,
+    mallory: String,
+    mallory_join: String,
+}
+
+impl Room {
+    async fn set_up(peer: &FakePeer) -> Self {
+        let server = federating_server().await;
+        let (_, alice_token) = server.register("alice").await;
+        let room_id = server.create_room(&alice_token, json!({ "preset": "public_chat", "room_version": "10", "name": "forged" })).await;
+        let mallory = peer.user("mallory");
+        let mallory_join = peer.join(&server, &room_id, &mallory).await;
+        Self { server, alice_token, room_id, mallory, mallory_join }
+    }
+
+    /// The id of the room's current state event of a type and key.
+    async fn state_id(&self, kind: &str, key: &str) -> String {
+        let state = self.server.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&self.room_id)), Some(&self.alice_token)).await.ok();
+        let event = state.as_array().unwrap().iter().find(|e| e["type"] == kind && e["state_key"] == key).cloned();
+        event.unwrap_or_else(|| panic!("no {kind}/{key} in {state}"))["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The newest event of the room as alice sees it, and its depth.
+    async fn latest(&self, peer: &FakePeer) -> (String, u64) {
+        let page = self.server.messages(&self.alice_token, &self.room_id, "dir=b&limit=1").await;
+        let event_id = page["chunk"][0]["event_id"].as_str().unwrap().to_owned();
+        let pdu = peer.request(&self.server, ruma::api::federation::event::get_event::v1::Request::new(event_id.as_str().try_into().unwrap())).await.ok();
+        (event_id, pdu["pdus"][0]["depth"].as_u64().unwrap())
+    }
+
+    /// An event of mallory's on top of the room's newest event, authorised by the usual
+    /// auth events (create, power levels, mallory's membership).
+    async fn mallory_event(&self, peer: &FakePeer, kind: &str, state_key: Option<&str>, content: Value) -> Value {
+        let (prev, depth) = self.latest(peer).await;
+        let auth = vec![self.state_id("m.room.create", "").await, self.state_id("m.room.power_levels", "").await, self.mallory_join.clone()];
+        let mut event = json!({
+            "room_id": self.room_id, "sender": self.mallory, "type": kind, "content": content, "origin": peer.name,
+            "origin_server_ts": now(), "depth": depth + 1, "prev_events": [prev], "auth_events": auth,
+        });
+        if let Some(key) = state_key {
+            event["state_key"] = json!(key);
+        }
+        event
+    }
+
+    /// Whether alice can fetch the event through the Client-Server API, and its content.
+    async fn alice_sees(&self, event_id: &str) -> Option<Value> {
+        let reply = self.server.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&self.room_id), enc(event_id)), Some(&self.alice_token)).await;
+        reply.status.is_success().then(|| reply.body["content"].clone())
+    }
+
+    async fn timeline_bodies(&self) -> Vec<String> {
+        let mut page = self.server.messages(&self.alice_token, &self.room_id, "dir=b&limit=50").await;
+        page["chunk"].as_array_mut().unwrap().reverse();
+        bodies(&page)
+    }
+}
+
+fn message(body: &str) -> Value {
+    json!({ "msgtype": "m.text", "body": body })
+}
+
+/// The baseline the other tests stand on: a well-formed event of the fake's user is accepted
+/// and shown.
+#[tokio::test]
+async fn a_well_formed_event_is_accepted() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let (event_id, event) = peer.sign(room.mallory_event(&peer, "m.room.message", None, message("hello")).await);
+    let results = peer.send(&room.server, &[&event], &[]).await;
+    assert_eq!(results[&event_id], json!({}), "{results}");
+    assert_eq!(room.alice_sees(&event_id).await.unwrap()["body"], "hello");
+    assert_eq!(room.timeline_bodies().await.last().map(String::as_str), Some("hello"));
+    // weft sends its own users' events to the fake, which is in the room.
+    room.server.send_text(&room.alice_token, &room.room_id, "a1", "to the fake").await;
+    eventually(Duration::from_secs(20), || {
+        let sent = peer.served.lock().unwrap().transactions.iter().any(|t| t.to_string().contains("to the fake"));
+        async move { sent }
+    })
+    .await;
+    room.server.stop().await;
+}
+
+/// A signature that does not verify with the origin's key: the PDU is refused (an error in
+/// its result) and never stored.
+#[tokio::test]
+async fn a_bad_signature_is_refused() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let other = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "fake".into()).unwrap();
+    let (event_id, event) = peer.sign_with(&other, room.mallory_event(&peer, "m.room.message", None, message("forged")).await);
+    let results = peer.send(&room.server, &[&event], &[]).await;
+    assert!(results[&event_id]["error"].is_string(), "{results}");
+    assert_eq!(room.alice_sees(&event_id).await, None);
+    assert!(!room.timeline_bodies().await.contains(&"forged".to_owned()));
+    room.server.stop().await;
+}
+
+/// Content changed after signing: the signature still holds (it covers the redacted form),
+/// the content hash does not, so the event is kept redacted, not dropped.
+#[tokio::test]
+async fn a_content_hash_mismatch_is_kept_redacted() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let (event_id, mut event) = peer.sign(room.mallory_event(&peer, "m.room.message", None, message("original")).await);
+    event["content"]["body"] = json!("tampered");
+    let results = peer.send(&room.server, &[&event], &[]).await;
+    assert_eq!(results[&event_id], json!({}), "{results}");
+    assert_eq!(room.alice_sees(&event_id).await, Some(json!({})), "stored with its content redacted");
+    let timeline = room.timeline_bodies().await;
+    assert!(!timeline.iter().any(|b| b == "tampered" || b == "original"), "{timeline:?}");
+    room.server.stop().await;
+}
+
+/// An event its auth rules forbid (mallory, at power 0, raising their own power level) is
+/// rejected: not in the timeline, and the room's state stays as it was.
+#[tokio::test]
+async fn an_event_failing_auth_is_rejected() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let pl_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room.room_id));
+    let mut levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
+    levels["users"][&room.mallory] = json!(100);
+    let (event_id, event) = peer.sign(room.mallory_event(&peer, "m.room.power_levels", Some(""), levels).await);
+    peer.send(&room.server, &[&event], &[]).await;
+    assert_eq!(room.alice_sees(&event_id).await, None);
+    let now_levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
+    assert!(now_levels["users"].get(&room.mallory).is_none(), "{now_levels}");
+    room.server.stop().await;
+}
+
+/// Soft failure: an event allowed by the state before it (mallory joined) but not by the
+/// room's current state (mallory since banned) is stored, shown to nobody, and not built on.
+#[tokio::test]
+async fn an_event_passing_auth_only_at_its_own_state_is_soft_failed() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    // Another of the fake's users stays, so the fake is still in the room after the ban.
+    peer.join(&room.server, &room.room_id, &peer.user("trudy")).await;
+    // Written before the ban, sent after it.
+    let (event_id, event) = peer.sign(room.mallory_event(&peer, "m.room.message", None, message("from before the ban")).await);
+    room.server.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&room.room_id)), Some(&room.alice_token), json!({ "user_id": room.mallory })).await.ok();
+    let results = peer.send(&room.server, &[&event], &[]).await;
+    assert!(results.get(&event_id).is_none_or(|r| r.get("error").is_none()), "soft failure is not an error: {results}");
+    assert!(!room.timeline_bodies().await.contains(&"from before the ban".to_owned()));
+    // alice's next event does not point at it.
+    let next = room.server.send_text(&room.alice_token, &room.room_id, "a2", "after").await;
+    let pdu = peer.request(&room.server, ruma::api::federation::event::get_event::v1::Request::new(next.as_str().try_into().unwrap())).await.ok();
+    assert!(!pdu["pdus"][0]["prev_events"].as_array().unwrap().contains(&json!(event_id)), "{pdu}");
+    room.server.stop().await;
+}
+
+/// A gap: the fake sends only the second of two new events; weft fetches the first with
+/// /get_missing_events and shows both, in order.
+#[tokio::test]
+async fn a_gap_is_filled_from_the_origin() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let first_json = room.mallory_event(&peer, "m.room.message", None, message("first")).await;
+    let depth = first_json["depth"].as_u64().unwrap();
+    let auth = first_json["auth_events"].clone();
+    let (first_id, _) = peer.sign(first_json);
+    let (second_id, second) = peer.sign(json!({
+        "room_id": room.room_id, "sender": room.mallory, "type": "m.room.message", "content": message("second"),
+        "origin": peer.name, "origin_server_ts": now(), "depth": depth + 1, "prev_events": [first_id], "auth_events": auth,
+    }));
+    peer.served.lock().unwrap().missing = vec![first_id.clone()];
+    let results = peer.send(&room.server, &[&second], &[]).await;
+    assert_eq!(results[&second_id], json!({}), "{results}");
+    let timeline = room.timeline_bodies().await;
+    assert_eq!(timeline[timeline.len() - 2..], ["first".to_owned(), "second".to_owned()], "{timeline:?}");
+    room.server.stop().await;
+}
+
+/// Gives mallory power level 50 (enough for `m.room.name`); returns the power levels as they
+/// were before (mallory at 0), and the id of that old event.
+async fn raise_mallory(room: &Room) -> (Value, String) {
+    let pl_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room.room_id));
+    let old_id = room.state_id("m.room.power_levels", "").await;
+    let old = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
+    let mut raised = old.clone();
+    raised["users"][&room.mallory] = json!(50);
+    room.server.put(&pl_path, Some(&room.alice_token), raised).await.ok();
+    (old, old_id)
+}
+
+async fn room_name(room: &Room) -> Value {
+    room.server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name", enc(&room.room_id)), Some(&room.alice_token)).await.ok()["name"].clone()
+}
+
+/// An event must pass the auth rules against its own auth events, not only against the state
+/// before it: mallory (now at 50) renames the room citing the power levels from when they
+/// were at 0. Allowed by the room's state, refused by its auth events: rejected.
+#[tokio::test]
+async fn an_event_its_own_auth_events_forbid_is_rejected() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let (_, old_levels) = raise_mallory(&room).await;
+    let mut rename = room.mallory_event(&peer, "m.room.name", Some(""), json!({ "name": "renamed" })).await;
+    rename["auth_events"] = json!([room.state_id("m.room.create", "").await, old_levels, room.mallory_join]);
+    let (rename_id, rename) = peer.sign(rename);
+    peer.send(&room.server, &[&rename], &[]).await;
+    assert_eq!(room.alice_sees(&rename_id).await, None);
+    assert_eq!(room_name(&room).await, "forged");
+
+    // The same rename citing the current power levels is accepted (so the refusal above was
+    // about the auth events).
+    let (rename_id, rename) = peer.sign(room.mallory_event(&peer, "m.room.name", Some(""), json!({ "name": "renamed" })).await);
+    peer.send(&room.server, &[&rename], &[]).await;
+    assert!(room.alice_sees(&rename_id).await.is_some());
+    assert_eq!(room_name(&room).await, "renamed");
+    room.server.stop().await;
+}
+
+/// An auth event weft must fetch (an outlier) that its own auth events do not allow: a
+/// power-levels event, never sent, in which mallory (at 0 then) made themselves 50. A rename
+/// citing it would pass against it and against the room's state (mallory is at 50 now), so
+/// only checking the fetched event itself finds the forgery: the rename is rejected.
+#[tokio::test]
+async fn an_outlier_its_auth_chain_does_not_allow_is_not_trusted() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let mut levels = room.server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room.room_id)), Some(&room.alice_token)).await.ok();
+    levels["users"][&room.mallory] = json!(50);
+    let (forged_levels, _) = peer.sign(room.mallory_event(&peer, "m.room.power_levels", Some(""), levels).await);
+    raise_mallory(&room).await;
+    let mut rename = room.mallory_event(&peer, "m.room.name", Some(""), json!({ "name": "taken over" })).await;
+    rename["auth_events"] = json!([room.state_id("m.room.create", "").await, forged_levels, room.mallory_join]);
+    let (rename_id, rename) = peer.sign(rename);
+    let results = peer.send(&room.server, &[&rename], &[]).await;
+    assert_eq!(room.alice_sees(&rename_id).await, None, "{results}");
+    assert_eq!(room_name(&room).await, "forged");
+    room.server.stop().await;
+}
+
+/// EDUs speak only for the origin's own users: typing of mallory shows, typing claimed for
+/// alice (a user of weft's) by the fake is ignored.
+#[tokio::test]
+async fn edus_for_users_of_other_servers_are_ignored() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let alice = format!("@alice:{}", room.server.server_name());
+    let typing = |user: &str| json!({ "edu_type": "m.typing", "content": { "room_id": room.room_id, "user_id": user, "typing": true } });
+    peer.send(&room.server, &[], &[typing(&alice)]).await;
+    peer.send(&room.server, &[], &[typing(&room.mallory)]).await;
+    let sync = room.server.get("/_matrix/client/v3/sync?timeout=0", Some(&room.alice_token)).await.ok();
+    let ephemeral = &sync["rooms"]["join"][&room.room_id]["ephemeral"]["events"];
+    let typing_users: Vec<String> = ephemeral
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.typing")
+        .flat_map(|e| e["content"]["user_ids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|u| u.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(typing_users, vec![room.mallory.clone()], "{sync}");
+    room.server.stop().await;
+}
