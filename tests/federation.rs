@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{enc, federating_server};
+use common::{enc, eventually, federating_server};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -229,29 +229,15 @@ async fn kicks_bans_and_leaves_propagate() {
     a.post(&format!("/_matrix/client/v3/rooms/{}/kick", enc(&room)), Some(&alice_token), json!({ "user_id": bob, "reason": "out" }))
         .await
         .ok();
-    let mut kicked = false;
-    for _ in 0..100 {
-        if membership(&b, &bob_token, &room, &bob).await == "leave" {
-            kicked = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(kicked, "the kick reached B");
+    // the kick reached B.
+    eventually(Duration::from_secs(5), || async { membership(&b, &bob_token, &room, &bob).await == "leave" }).await;
     // Bob can rejoin (public room), then leaves by himself; A sees it.
     let alias = format!("#town:{}", a.server_name());
     b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await.ok();
     assert_eq!(membership(&a, &alice_token, &room, &bob).await, "join");
     b.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&bob_token), json!({})).await.ok();
-    let mut left = false;
-    for _ in 0..100 {
-        if membership(&a, &alice_token, &room, &bob).await == "leave" {
-            left = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(left, "the leave reached A");
+    // the leave reached A.
+    eventually(Duration::from_secs(5), || async { membership(&a, &alice_token, &room, &bob).await == "leave" }).await;
     // A ban reaches B too, and bob cannot come back.
     a.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
     let rejoin = b.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&bob_token), json!({})).await;
@@ -272,13 +258,8 @@ async fn concurrent_state_changes_converge() {
     let mut power = power;
     power["users"][&bob] = json!(50);
     a.put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room)), Some(&alice_token), power).await.ok();
-    for _ in 0..100 {
-        let on_b = b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room)), Some(&bob_token)).await;
-        if on_b.body["users"][&bob] == 50 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room));
+    eventually(Duration::from_secs(5), || async { b.get(&levels_path, Some(&bob_token)).await.body["users"][&bob] == 50 }).await;
     // Both rename at once.
     let name_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.name", enc(&room));
     let name_a = a.put(&name_path, Some(&alice_token), json!({ "name": "from A" }));
@@ -286,23 +267,19 @@ async fn concurrent_state_changes_converge() {
     let (ra, rb) = tokio::join!(name_a, name_b);
     ra.ok();
     rb.ok();
-    // Let both events cross, then compare.
-    let mut same = false;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let on_a = a.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&alice_token)).await.ok();
-        let on_b = b.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&bob_token)).await.ok();
-        let ids = |state: &Value| {
-            let mut ids: Vec<String> = state.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
-            ids.sort();
-            ids
-        };
-        if ids(&on_a) == ids(&on_b) {
-            same = true;
-            break;
-        }
-    }
-    assert!(same, "the two servers' states converge");
+    // Let both events cross: the two servers' states converge.
+    let state_path = format!("/_matrix/client/v3/rooms/{}/state", enc(&room));
+    let ids = |state: Value| {
+        let mut ids: Vec<String> = state.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    eventually(Duration::from_secs(10), || async {
+        let on_a = a.get(&state_path, Some(&alice_token)).await.ok();
+        let on_b = b.get(&state_path, Some(&bob_token)).await.ok();
+        ids(on_a) == ids(on_b)
+    })
+    .await;
     let _ = alice;
     a.stop().await;
     b.stop().await;
@@ -409,15 +386,8 @@ async fn invites_across_servers_accepted_and_rejected() {
     // Her client sees the invite first (B is in the room, so it comes with the room's events).
     wait_for_sync(&b, &carol_token, "carol's invite", |r| r["rooms"]["invite"].get(&room).is_some()).await;
     b.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&carol_token), json!({})).await.ok();
-    let mut rejected = false;
-    for _ in 0..100 {
-        if membership(&a, &alice_token, &room, &carol).await == "leave" {
-            rejected = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(rejected, "A sees carol's rejection");
+    // A sees carol's rejection.
+    eventually(Duration::from_secs(5), || async { membership(&a, &alice_token, &room, &carol).await == "leave" }).await;
     let _ = alice;
     a.stop().await;
     b.stop().await;
@@ -456,13 +426,10 @@ async fn server_acls_shut_a_server_out() {
     let make_leave = ruma::api::federation::membership::prepare_leave_event::v1::Request::new(room_id, bob.as_str().try_into().unwrap());
     b.federation_request(&a, make_leave).await.err(403, "M_FORBIDDEN");
     // Once B has the ACL too (it arrives over federation), B's new events are refused by A.
-    for _ in 0..100 {
-        if b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room)), Some(&bob_token)).await.status.is_success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let acl_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl", enc(&room));
+    eventually(Duration::from_secs(5), || async { b.get(&acl_path, Some(&bob_token)).await.status.is_success() }).await;
     b.send_text(&bob_token, &room, "after", "after the ACL").await;
+    // What must not arrive cannot be waited for: give it the time a delivery takes here.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let page = a.messages(&alice_token, &room, "dir=b&limit=50").await;
     let bodies = common::bodies(&page);
@@ -515,13 +482,9 @@ async fn knocking_across_servers() {
     assert_eq!(membership(&a, &alice_token, &room, &bob).await, "knock");
     // Alice lets him in with an invite; he joins.
     a.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice_token), json!({ "user_id": bob })).await.ok();
-    for _ in 0..100 {
-        let joined = b.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob_token), json!({})).await;
-        if joined.status.is_success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The join succeeds once the invite has reached B.
+    let join_path = format!("/_matrix/client/v3/rooms/{}/join", enc(&room));
+    eventually(Duration::from_secs(5), || async { b.post(&join_path, Some(&bob_token), json!({})).await.status.is_success() }).await;
     assert_eq!(membership(&a, &alice_token, &room, &bob).await, "join");
     a.stop().await;
     b.stop().await;
