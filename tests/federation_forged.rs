@@ -448,3 +448,33 @@ async fn edus_for_users_of_other_servers_are_ignored() {
     assert_eq!(typing_users, vec![room.mallory.clone()], "{sync}");
     room.server.stop().await;
 }
+
+/// /state_ids at an event with two prev events answers the state before it: both branches'
+/// changes resolved, not the state after one of its prev events.
+#[tokio::test]
+async fn state_ids_answer_the_state_before_an_event_resolved_over_its_prev_events() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let trudy = peer.user("trudy");
+    let trudy_join = peer.join(&room.server, &room.room_id, &trudy).await;
+    // Two concurrent display-name changes on the same parent: a fork.
+    let mut mallory_rename = room.mallory_event(&peer, "m.room.member", Some(&room.mallory), json!({ "membership": "join", "displayname": "M" })).await;
+    mallory_rename["auth_events"].as_array_mut().unwrap().push(json!(room.state_id("m.room.join_rules", "").await));
+    let mut trudy_rename = mallory_rename.clone();
+    trudy_rename["sender"] = json!(trudy);
+    trudy_rename["state_key"] = json!(trudy);
+    trudy_rename["content"]["displayname"] = json!("T");
+    trudy_rename["auth_events"][2] = json!(trudy_join);
+    let (mallory_id, mallory_rename) = peer.sign(mallory_rename);
+    let (trudy_id, trudy_rename) = peer.sign(trudy_rename);
+    let results = peer.send(&room.server, &[&mallory_rename, &trudy_rename], &[]).await;
+    assert_eq!(results, json!({ &mallory_id: {}, &trudy_id: {} }));
+    // alice's next event joins the two branches.
+    let joined = room.server.send_text(&room.alice_token, &room.room_id, "m1", "after the fork").await;
+    let request = ruma::api::federation::event::get_room_state_ids::v1::Request::new(joined.as_str().try_into().unwrap(), room.room_id.as_str().try_into().unwrap());
+    let state = peer.request(&room.server, request).await.ok();
+    let ids: Vec<&str> = state["pdu_ids"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(ids.contains(&mallory_id.as_str()) && ids.contains(&trudy_id.as_str()), "{state}");
+    assert!(!ids.contains(&joined.as_str()));
+    room.server.stop().await;
+}

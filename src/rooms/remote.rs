@@ -99,12 +99,7 @@ impl Rooms {
     /// The state before an event (the state after its prev events) and the auth chain of
     /// that state, as stored PDUs.
     pub async fn state_and_auth_chain_before(&self, event: &Pdu) -> Result<(Vec<Value>, Vec<Value>)> {
-        let mut state_ids: Vec<String> = Vec::new();
-        if let Some(prev) = event.prev_events.first() {
-            if let Some(row) = event_repo::get(self.db().pool(), prev.as_str()).await? {
-                state_ids = state_repo::load_group(self.db().pool(), row.state_group).await?.into_values().collect();
-            }
-        }
+        let state_ids: Vec<String> = self.state_map_before(event).await?.into_values().collect();
         let mut state = Vec::new();
         let mut wanted: Vec<OwnedEventId> = Vec::new();
         for id in &state_ids {
@@ -115,6 +110,32 @@ impl Rooms {
         }
         wanted.extend(event.auth_events.iter().cloned());
         Ok((state, self.auth_chain_pdus(wanted).await?))
+    }
+
+    /// The room's state before an event of its timeline (what /state and /state_ids answer):
+    /// the states after its prev events, resolved when they are several. An event whose prev
+    /// events are not all known (it came after a gap, with the state its sender gave) has its
+    /// own state group less itself.
+    pub(crate) async fn state_map_before(&self, event: &Pdu) -> Result<state_repo::StateMap> {
+        let rules = rules_for(&self.room_version(&event.room_id).await?)?;
+        let mut prevs_known = true;
+        for prev in &event.prev_events {
+            prevs_known &= event_repo::get_timeline(self.db().pool(), prev.as_str()).await?.is_some();
+        }
+        if prevs_known {
+            let before = self.state_before(event, &rules).await?;
+            return self.full_state(&before).await;
+        }
+        let Some(row) = event_repo::get_timeline(self.db().pool(), event.event_id.as_str()).await? else {
+            return Ok(state_repo::StateMap::new());
+        };
+        let mut state = state_repo::load_group(self.db().pool(), row.state_group).await?;
+        if let Some(key) = event.state_key() {
+            if state.get(&(event.kind().to_string(), key.to_owned())).is_some_and(|id| id == event.event_id.as_str()) {
+                state.remove(&(event.kind().to_string(), key.to_owned()));
+            }
+        }
+        Ok(state)
     }
 
     /// Every stored event reachable from `start` through auth_events (start included).
