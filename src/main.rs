@@ -54,9 +54,18 @@ fn release_large_allocations() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     release_large_allocations();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line naming what is at fault, with its causes; an operator's error, not a
+            // crash, so no backtrace.
+            eprintln!("weft: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -105,7 +105,7 @@ pub struct Services {
 
 impl Services {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
         let db = Db::open(&config.database_url()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
         crate::federation::tls::install_crypto_provider();
@@ -116,7 +116,7 @@ impl Services {
         let mut extra_roots = Vec::new();
         for file in &config.federation.extra_ca_files {
             let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", file.display()))?;
-            extra_roots.extend(reqwest::Certificate::from_pem_bundle(&pem)?);
+            extra_roots.extend(reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("CA file {} is not PEM certificates", file.display()))?);
         }
         let dns = crate::outbound::GuardedDns::with_extra_roots(config.federation.ip_range_blocklist.clone(), extra_roots);
         let push = Push::new(db.clone(), config.server_name.clone(), Gateway::new(db.clone(), dns.clone()));

@@ -98,3 +98,32 @@ fn missing_config_file_is_a_clear_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
+
+/// Start-up errors are one line naming the file or address at fault, without a backtrace
+/// (even with RUST_BACKTRACE set, as it is on many developer machines).
+#[test]
+fn start_up_errors_name_what_is_at_fault_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |envs: &[(&str, String)]| {
+        let output = Command::new(WEFT)
+            .arg("serve")
+            .env("WEFT_DATA_DIR", dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LOG", "error")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(!stderr.contains("backtrace") && !stderr.contains("Caused by"), "{stderr}");
+        stderr
+    };
+    let missing_ca = serve(&[("WEFT_LISTEN", "127.0.0.1:0".into()), ("WEFT_FEDERATION__EXTRA_CA_FILES", "[\"/nonexistent/ca.pem\"]".into())]);
+    assert!(missing_ca.contains("/nonexistent/ca.pem"), "{missing_ca}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let in_use = serve(&[("WEFT_LISTEN", address.clone())]);
+    assert!(in_use.contains(&address), "{in_use}");
+}

@@ -34,7 +34,8 @@ fn self_signed(config: &Config) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let cert_path = config.data_dir.join("federation-selfsigned.crt");
     let key_path = config.data_dir.join("federation-selfsigned.key");
     if cert_path.exists() && key_path.exists() {
-        return Ok((std::fs::read(&cert_path)?, std::fs::read(&key_path)?));
+        let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        return Ok((read(&cert_path)?, read(&key_path)?));
     }
     let host = host_of(config.server_name.as_str());
     let mut names = vec![host.to_owned()];
@@ -44,7 +45,7 @@ fn self_signed(config: &Config) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
     let cert = certified.cert.pem().into_bytes();
     let key = certified.signing_key.serialize_pem().into_bytes();
-    std::fs::write(&cert_path, &cert)?;
+    std::fs::write(&cert_path, &cert).with_context(|| format!("writing {}", cert_path.display()))?;
     write_private(&key_path, &key)?;
     tracing::warn!(path = %cert_path.display(), "federation uses a self-signed certificate: other servers must skip TLS verification");
     Ok((cert, key))

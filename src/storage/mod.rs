@@ -25,6 +25,7 @@ pub mod user_directory;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
     AnyPool, Executor,
@@ -74,7 +75,7 @@ impl Db {
             anyhow::bail!("unsupported database url {url:?}: only sqlite:// is available so far");
         }
         let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
-        let options = AnyConnectOptions::from_str(&url)?;
+        let options = AnyConnectOptions::from_str(&url).with_context(|| format!("database url {url:?}"))?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -97,8 +98,9 @@ impl Db {
                 })
             })
             .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            .await
+            .with_context(|| format!("opening the database {url}"))?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.with_context(|| format!("migrating the database {url}"))?;
         Ok(Self { pool, write_lock: Arc::default() })
     }
 
