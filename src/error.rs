@@ -90,9 +90,19 @@ impl std::fmt::Display for MatrixError {
 impl std::error::Error for MatrixError {}
 
 impl IntoResponse for MatrixError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(error = %self.message, "internal error");
+    fn into_response(mut self) -> Response {
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            // What went wrong (database text, file paths) is for the log, not the client: the
+            // client gets a reference to quote, found beside the error in the log.
+            let reference: String = {
+                use rand::Rng;
+                let mut rng = rand::thread_rng();
+                (0..10).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect()
+            };
+            tracing::error!(error = %self.message, %reference, "internal error");
+            self.message = format!("Internal server error (reference {reference})");
+        } else if self.status.is_server_error() {
+            tracing::warn!(error = %self.message, status = %self.status, "answered with a server error");
         }
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(ms) = self.extra.get("retry_after_ms").and_then(Value::as_u64) {
@@ -111,9 +121,11 @@ impl From<sqlx::Error> for MatrixError {
     }
 }
 
+/// JSON the server stored or built itself that does not parse is corrupt data: a 500. Input
+/// from a client or another server is parsed where it arrives, with its own 400.
 impl From<serde_json::Error> for MatrixError {
     fn from(error: serde_json::Error) -> Self {
-        Self::bad_json(error.to_string())
+        Self::internal(format!("malformed JSON: {error}"))
     }
 }
 

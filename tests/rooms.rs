@@ -502,3 +502,24 @@ async fn joining_again_unchanged_makes_no_new_event() {
     assert_ne!(member_event().await, first);
     server.stop().await;
 }
+
+/// Corrupt stored data is the server's fault: a 500 `M_UNKNOWN` whose message is only a
+/// reference to the log, never the database's or parser's text.
+#[tokio::test]
+async fn corrupt_stored_events_are_a_500_that_leaks_nothing() {
+    let mut server = TestServer::start().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let event_id = server.send_text(&token, &room, "t1", "soon corrupt").await;
+    server.stop_in_place().await;
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data_dir().join("weft.db").display())).await.unwrap();
+    sqlx::query("UPDATE events SET json = '{not json' WHERE event_id = ?").bind(&event_id).execute(&db).await.unwrap();
+    db.close().await;
+    server.start_again().await;
+    let reply = server.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&event_id)), Some(&token)).await;
+    reply.err(500, "M_UNKNOWN");
+    let message = reply.body["error"].as_str().unwrap();
+    assert!(message.starts_with("Internal server error (reference "), "{message}");
+    assert!(!message.contains("json") && !message.contains(&event_id), "{message}");
+    server.stop().await;
+}

@@ -40,7 +40,7 @@ fn reject_server_managed(kind: &str) -> Result<()> {
 }
 
 fn object_text(raw_json: &str) -> Result<String> {
-    match serde_json::from_str::<Value>(raw_json)? {
+    match serde_json::from_str::<Value>(raw_json).map_err(|e| MatrixError::bad_json(e.to_string()))? {
         value @ Value::Object(_) => Ok(value.to_string()),
         _ => Err(MatrixError::bad_json("Account data must be a JSON object")),
     }

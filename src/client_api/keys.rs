@@ -31,7 +31,7 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<Value> {
 }
 
 fn raw_value<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
-    Ok(serde_json::from_str(raw.json().get())?)
+    serde_json::from_str(raw.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))
 }
 
 pub async fn upload(State(e2ee): State<E2ee>, request: Ruma<upload_keys::v3::Request>) -> Result<Json<Value>> {

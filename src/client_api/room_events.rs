@@ -33,7 +33,7 @@ fn raw<T>(value: &Value) -> Result<Raw<T>> {
 }
 
 fn object(raw_json: &str, what: &str) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(raw_json)? {
+    match serde_json::from_str::<Value>(raw_json).map_err(|e| MatrixError::bad_json(e.to_string()))? {
         Value::Object(map) => Ok(map),
         _ => Err(MatrixError::bad_json(format!("{what} must be a JSON object"))),
     }
@@ -103,7 +103,7 @@ pub async fn send_message(
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let user = request.user().clone();
     let body = request.body;
-    let content = serde_json::from_str::<Value>(body.body.json().get())?;
+    let content = serde_json::from_str::<Value>(body.body.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(MatrixError::bad_json("Event content must be a JSON object"));
     }
@@ -130,7 +130,7 @@ pub async fn send_state(
 ) -> Result<RumaResponse<send_state_event::v3::Response>> {
     let user = request.user().clone();
     let body = request.body;
-    let content = serde_json::from_str::<Value>(body.body.json().get())?;
+    let content = serde_json::from_str::<Value>(body.body.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(MatrixError::bad_json("Event content must be a JSON object"));
     }

@@ -201,7 +201,7 @@ pub async fn send_to_device(
     let mut messages = Vec::new();
     for (user, devices) in &body.messages {
         for (device, content) in devices {
-            let content: Value = serde_json::from_str(content.json().get())?;
+            let content: Value = serde_json::from_str(content.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
             if !content.is_object() {
                 return Err(MatrixError::bad_json("To-device content must be an object"));
             }

@@ -670,8 +670,10 @@ fn relation_of(pdu: &Pdu) -> Option<(String, String)> {
 }
 
 pub fn pdu_from_row(event_id: &str, room_id: &str, json: &str) -> Result<Pdu> {
-    Pdu::from_text(EventId::parse(event_id)?, RoomId::parse(room_id)?, json)
-        .map_err(|e| MatrixError::internal(format!("stored event unreadable: {e}")))
+    let corrupt = |e: String| MatrixError::internal(format!("stored event {event_id} unreadable: {e}"));
+    let event_id_parsed = EventId::parse(event_id).map_err(|e| corrupt(e.to_string()))?;
+    let room_id_parsed = RoomId::parse(room_id).map_err(|e| corrupt(e.to_string()))?;
+    Pdu::from_text(event_id_parsed, room_id_parsed, json).map_err(corrupt)
 }
 
 /// Auth failures say what rule failed, in terms a client can act on.
