@@ -12,7 +12,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     routing::{get, post, put},
     Json, Router,
 };
@@ -39,6 +39,10 @@ struct Served {
     events: HashMap<String, Value>,
     /// Events answered to `/get_missing_events`, oldest first.
     missing: Vec<String>,
+    /// `/state_ids` answers by event id: (pdu_ids, auth_chain_ids).
+    state_ids: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// The event ids weft asked `/state_ids` for.
+    state_ids_asked: Vec<String>,
     transactions: Vec<Value>,
 }
 
@@ -95,6 +99,18 @@ impl FakePeer {
                     let served = served.lock().unwrap();
                     let events: Vec<Value> = served.missing.iter().filter_map(|id| served.events.get(id).cloned()).collect();
                     Json(json!({ "events": events }))
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/state_ids/{room_id}",
+                get(|State(served): State<Arc<Mutex<Served>>>, Query(query): Query<HashMap<String, String>>| async move {
+                    let mut served = served.lock().unwrap();
+                    let event_id = query.get("event_id").cloned().unwrap_or_default();
+                    served.state_ids_asked.push(event_id.clone());
+                    match served.state_ids.get(&event_id) {
+                        Some((pdu_ids, auth_chain_ids)) => (http::StatusCode::OK, Json(json!({ "pdu_ids": pdu_ids, "auth_chain_ids": auth_chain_ids }))),
+                        None => (http::StatusCode::NOT_FOUND, Json(json!({ "errcode": "M_NOT_FOUND", "error": "no such event" }))),
+                    }
                 }),
             )
             .route(
@@ -314,7 +330,9 @@ async fn an_event_failing_auth_is_rejected() {
     let mut levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
     levels["users"][&room.mallory] = json!(100);
     let (event_id, event) = peer.sign(room.mallory_event(&peer, "m.room.power_levels", Some(""), levels).await);
-    peer.send(&room.server, &[&event], &[]).await;
+    let results = peer.send(&room.server, &[&event], &[]).await;
+    // Received, and rejected: no error for its sender to retry on (as Synapse answers).
+    assert_eq!(results[&event_id], json!({}), "{results}");
     assert_eq!(room.alice_sees(&event_id).await, None);
     let now_levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
     assert!(now_levels["users"].get(&room.mallory).is_none(), "{now_levels}");
@@ -476,5 +494,87 @@ async fn state_ids_answer_the_state_before_an_event_resolved_over_its_prev_event
     let ids: Vec<&str> = state["pdu_ids"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(ids.contains(&mallory_id.as_str()) && ids.contains(&trudy_id.as_str()), "{state}");
     assert!(!ids.contains(&joined.as_str()));
+    room.server.stop().await;
+}
+
+/// mallory's message on top of `prev` (at `depth`), with the usual auth events.
+fn mallory_message_on(room: &Room, peer: &FakePeer, prev: &str, depth: u64, auth: &Value, body: &str) -> Value {
+    json!({
+        "room_id": room.room_id, "sender": room.mallory, "type": "m.room.message", "content": message(body),
+        "origin": peer.name, "origin_server_ts": now(), "depth": depth, "prev_events": [prev], "auth_events": auth,
+    })
+}
+
+/// An event pushed to weft whose prev event its server will not give (not in
+/// /get_missing_events) is refused: taking the state it claims on trust could hand the room
+/// to its sender. Nothing of it is shown.
+#[tokio::test]
+async fn a_pushed_event_whose_history_is_withheld_is_refused() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let first = room.mallory_event(&peer, "m.room.message", None, message("withheld")).await;
+    let (depth, auth) = (first["depth"].as_u64().unwrap(), first["auth_events"].clone());
+    let (first_id, _) = peer.sign(first);
+    peer.served.lock().unwrap().events.remove(&first_id);
+    let (second_id, second) = peer.sign(mallory_message_on(&room, &peer, &first_id, depth + 1, &auth, "after the withheld"));
+    let results = peer.send(&room.server, &[&second], &[]).await;
+    assert!(results[&second_id]["error"].is_string(), "{results}");
+    assert_eq!(room.alice_sees(&second_id).await, None);
+    assert!(!room.timeline_bodies().await.contains(&"after the withheld".to_owned()));
+    room.server.stop().await;
+}
+
+/// A gap /get_missing_events does not close: weft pushed C, pulls B, and B's prev A is not
+/// given. weft asks the origin for the state at A (/state_ids), fetches A itself, and
+/// persists B and C on that state with A in it: mallory's name from A shows.
+#[tokio::test]
+async fn a_pulled_event_with_a_gap_takes_the_state_at_its_missing_prev() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let before_a = room.server.send_text(&room.alice_token, &room.room_id, "m0", "before the gap").await;
+    // The state before A is the state after alice's message, which is the state before it.
+    let request = ruma::api::federation::event::get_room_state_ids::v1::Request::new(before_a.as_str().try_into().unwrap(), room.room_id.as_str().try_into().unwrap());
+    let state_before_a = peer.request(&room.server, request).await.ok();
+    let mut rename = room.mallory_event(&peer, "m.room.member", Some(&room.mallory), json!({ "membership": "join", "displayname": "Across The Gap" })).await;
+    rename["auth_events"].as_array_mut().unwrap().push(json!(room.state_id("m.room.join_rules", "").await));
+    let (depth, auth) = (rename["depth"].as_u64().unwrap(), room.mallory_event(&peer, "m.room.message", None, json!({})).await["auth_events"].clone());
+    let (a_id, _) = peer.sign(rename);
+    let ids = |key: &str| state_before_a[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    peer.served.lock().unwrap().state_ids.insert(a_id.clone(), (ids("pdu_ids"), ids("auth_chain_ids")));
+    let (b_id, _) = peer.sign(mallory_message_on(&room, &peer, &a_id, depth + 1, &auth, "B"));
+    let (c_id, c) = peer.sign(mallory_message_on(&room, &peer, &b_id, depth + 2, &auth, "C"));
+    peer.served.lock().unwrap().missing = vec![b_id.clone()];
+
+    let results = peer.send(&room.server, &[&c], &[]).await;
+    assert_eq!(results[&c_id], json!({}), "{results}");
+    assert_eq!(peer.served.lock().unwrap().state_ids_asked, vec![a_id.clone()]);
+    let timeline = room.timeline_bodies().await;
+    assert_eq!(timeline[timeline.len() - 3..], ["before the gap".to_owned(), "B".to_owned(), "C".to_owned()], "{timeline:?}");
+    let member = room.server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room.room_id), enc(&room.mallory)), Some(&room.alice_token)).await.ok();
+    assert_eq!(member["displayname"], "Across The Gap", "{member}");
+    room.server.stop().await;
+}
+
+/// A rejected event stays in the room's graph: an event built on it is accepted, on the state
+/// before the rejected one (mallory's self-promotion does not take effect).
+#[tokio::test]
+async fn an_event_built_on_a_rejected_event_is_accepted() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let pl_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels", enc(&room.room_id));
+    let mut levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
+    levels["users"][&room.mallory] = json!(100);
+    let promotion = room.mallory_event(&peer, "m.room.power_levels", Some(""), levels).await;
+    let (depth, auth) = (promotion["depth"].as_u64().unwrap(), promotion["auth_events"].clone());
+    let (rejected_id, rejected) = peer.sign(promotion);
+    assert_eq!(peer.send(&room.server, &[&rejected], &[]).await[&rejected_id], json!({}));
+    assert_eq!(room.alice_sees(&rejected_id).await, None);
+
+    let (next_id, next) = peer.sign(mallory_message_on(&room, &peer, &rejected_id, depth + 1, &auth, "after the rejected"));
+    let results = peer.send(&room.server, &[&next], &[]).await;
+    assert_eq!(results[&next_id], json!({}), "{results}");
+    assert!(room.alice_sees(&next_id).await.is_some());
+    let now_levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
+    assert!(now_levels["users"].get(&room.mallory).is_none(), "{now_levels}");
     room.server.stop().await;
 }

@@ -204,6 +204,9 @@ impl Federation {
         if event_repo::get_timeline(self.db.pool(), event_id.as_str()).await?.is_some() {
             return Ok((event_id, Persisted::Stored(0)));
         }
+        if federation_repo::is_rejected_outlier(self.db.pool(), event_id.as_str()).await? {
+            return Ok((event_id, Persisted::Rejected));
+        }
         let pdu = self.verify_pdu(pdu, &rules).await?;
         Box::pin(self.accept(origin, pdu, version, 0)).await.map(|p| (event_id, p))
     }
@@ -211,17 +214,13 @@ impl Federation {
     /// Accepts a verified PDU: fills gaps in its history, then persists it.
     async fn accept(&self, origin: &ServerName, pdu: Pdu, version: &RoomVersionId, depth: u32) -> Result<Persisted> {
         self.fetch_missing_auth(origin, &[&pdu], version).await?;
-        let mut missing: Vec<OwnedEventId> = Vec::new();
-        for prev in &pdu.prev_events {
-            if event_repo::get_timeline(self.db.pool(), prev.as_str()).await?.is_none() {
-                missing.push(prev.clone());
-            }
-        }
+        let (missing, after_rejected) = self.missing_prevs(&pdu).await?;
         if missing.is_empty() {
-            return self.rooms.persist_remote(pdu, version, None).await;
+            return self.persist_after_known_prevs(origin, pdu, version, after_rejected).await;
         }
-        if depth < 3 {
-            // Ask the origin for what lies between what we have and this event.
+        if depth == 0 {
+            // Ask the origin once for what lies between what we have and this event (as
+            // Synapse does); events it gives that still have a gap take the state across it.
             let extremities: Vec<OwnedEventId> = event_repo::forward_extremities(self.db.pool(), pdu.room_id.as_str())
                 .await?
                 .into_iter()
@@ -246,23 +245,103 @@ impl Federation {
                         }
                     }
                 }
-                let mut still_missing = false;
-                for prev in &pdu.prev_events {
-                    still_missing |= event_repo::get_timeline(self.db.pool(), prev.as_str()).await?.is_none();
-                }
-                if !still_missing {
-                    return self.rooms.persist_remote(pdu, version, None).await;
+                let (still_missing, after_rejected) = self.missing_prevs(&pdu).await?;
+                if still_missing.is_empty() {
+                    return self.persist_after_known_prevs(origin, pdu, version, after_rejected).await;
                 }
             }
+            // Pushed to us with history its server will not give: trusting the state it
+            // claims could make it the room's only extremity. Refused, as Synapse does.
+            return Err(MatrixError::forbidden("Your server isn't divulging details about prev_events referenced in this event."));
         }
-        // Still a gap: take the state at the event from the origin.
-        let state = self.state_at(origin, &pdu, version).await?;
-        self.rooms.persist_remote(pdu, version, Some(state)).await
+        // Pulled (from /get_missing_events) with a gap still before it: the state across it.
+        let state = self.state_across_gap(origin, &pdu, version).await?;
+        self.persist_or_reject(pdu, version, Some(state)).await
     }
 
-    /// The room state before `pdu` as `origin` has it (/state_ids), missing events fetched.
-    async fn state_at(&self, origin: &ServerName, pdu: &Pdu, version: &RoomVersionId) -> Result<StateMap> {
-        let response = self.send(origin, get_room_state_ids::v1::Request::new(pdu.event_id.clone(), pdu.room_id.clone())).await?;
+    /// The prev events we do not have, and whether any we have is a rejected event.
+    async fn missing_prevs(&self, pdu: &Pdu) -> Result<(Vec<OwnedEventId>, bool)> {
+        let mut missing = Vec::new();
+        let mut after_rejected = false;
+        for prev in &pdu.prev_events {
+            if event_repo::get_timeline(self.db.pool(), prev.as_str()).await?.is_some() {
+                continue;
+            }
+            if federation_repo::is_rejected_outlier(self.db.pool(), prev.as_str()).await? {
+                after_rejected = true;
+            } else {
+                missing.push(prev.clone());
+            }
+        }
+        Ok((missing, after_rejected))
+    }
+
+    /// Persists an event all of whose prev events we have. A rejected prev event is in the
+    /// room's graph but changed nothing: the state after it is the state before it.
+    async fn persist_after_known_prevs(&self, origin: &ServerName, pdu: Pdu, version: &RoomVersionId, after_rejected: bool) -> Result<Persisted> {
+        if !after_rejected {
+            return self.persist_or_reject(pdu, version, None).await;
+        }
+        let state = self.state_across_gap(origin, &pdu, version).await?;
+        self.persist_or_reject(pdu, version, Some(state)).await
+    }
+
+    /// Persists a remote event; one the auth rules reject is kept as rejected and counts as
+    /// received (no error in /send's answer, as Synapse does: its sender must not retry it).
+    async fn persist_or_reject(&self, pdu: Pdu, version: &RoomVersionId, state: Option<StateMap>) -> Result<Persisted> {
+        let (event_id, room_id, json) = (pdu.event_id.clone(), pdu.room_id.clone(), serde_json::to_string(&pdu.json())?);
+        match self.rooms.persist_remote(pdu, version, state).await {
+            // The persistence path refuses only auth-rule failures with M_FORBIDDEN.
+            Err(error) if error.errcode == "M_FORBIDDEN" => {
+                tracing::info!(%event_id, reason = %error.message, "rejected a PDU by the auth rules");
+                federation_repo::insert_rejected_outlier(self.db.pool(), event_id.as_str(), room_id.as_str(), &json).await?;
+                Ok(Persisted::Rejected)
+            }
+            other => other,
+        }
+    }
+
+    /// The state before an event some of whose prev events are missing: for each prev event,
+    /// the state after it — ours when we have it, else the origin's state at it (/state_ids)
+    /// plus the prev event itself (fetched and kept as an outlier) — resolved together.
+    async fn state_across_gap(&self, origin: &ServerName, pdu: &Pdu, version: &RoomVersionId) -> Result<StateMap> {
+        let mut states = Vec::new();
+        for prev in &pdu.prev_events {
+            if let Some(state) = self.rooms.state_after(prev).await? {
+                states.push(state);
+                continue;
+            }
+            if let Some((room_id, json)) = federation_repo::rejected_outlier(self.db.pool(), prev.as_str()).await? {
+                // Rejected: the state after it is the state before it.
+                let rejected = crate::rooms::pdu_from_row(prev.as_str(), &room_id, &json)?;
+                states.push(Box::pin(self.state_across_gap(origin, &rejected, version)).await?);
+                continue;
+            }
+            let mut state = self.state_at(origin, &pdu.room_id, prev, version).await?;
+            let prev_event = match self.rooms.pdu(prev).await? {
+                Some(event) => event,
+                None => {
+                    let event = self.fetch_event(origin, prev, version).await?;
+                    self.fetch_missing_auth(origin, &[&event], version).await?;
+                    self.keep_checked_outliers(vec![event.clone()], version).await?;
+                    event
+                }
+            };
+            if let Some(key) = prev_event.state_key() {
+                state.insert((prev_event.kind().to_string(), key.to_owned()), prev_event.event_id.to_string());
+            }
+            states.push(state);
+        }
+        match states.len() {
+            0 => Ok(StateMap::new()),
+            1 => Ok(states.remove(0)),
+            _ => self.rooms.resolve_state_maps(&pdu.room_id, states).await,
+        }
+    }
+
+    /// The room state before an event as `origin` has it (/state_ids), missing events fetched.
+    async fn state_at(&self, origin: &ServerName, room_id: &RoomId, event_id: &EventId, version: &RoomVersionId) -> Result<StateMap> {
+        let response = self.send(origin, get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned())).await?;
         let mut state = StateMap::new();
         let mut fetched = Vec::new();
         let mut seen = HashSet::new();

@@ -151,7 +151,8 @@ pub async fn state_ids(
 ) -> Result<Json<Value>> {
     let b = &request.body;
     check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
-    let pdu = federation.rooms.pdu(&b.event_id).await?.filter(|p| p.room_id == b.room_id).ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    // Only events of the timeline have a state: outliers and rejected events are unknown here.
+    let pdu = federation.rooms.timeline_pdu(&b.room_id, &b.event_id).await?.ok_or_else(|| MatrixError::not_found("Unknown event"))?;
     let (pdu_ids, auth_chain_ids) = federation.rooms.state_ids_before(&pdu).await?;
     Ok(Json(json!({ "pdu_ids": pdu_ids, "auth_chain_ids": auth_chain_ids })))
 }
@@ -209,7 +210,7 @@ pub async fn state(
 ) -> Result<Json<Value>> {
     let b = &request.body;
     check_visible_to(&federation, request.origin.as_ref(), &b.room_id).await?;
-    let pdu = federation.rooms.pdu(&b.event_id).await?.filter(|p| p.room_id == b.room_id).ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    let pdu = federation.rooms.timeline_pdu(&b.room_id, &b.event_id).await?.ok_or_else(|| MatrixError::not_found("Unknown event"))?;
     let (pdus, auth_chain) = federation.rooms.state_and_auth_chain_before(&pdu).await?;
     Ok(Json(json!({ "pdus": pdus, "auth_chain": auth_chain })))
 }

@@ -74,6 +74,9 @@ pub enum Persisted {
     Stored(i64),
     /// Kept as an outlier: it fails the auth rules against the room's current state.
     SoftFailed,
+    /// Kept as rejected: it fails the auth rules against its auth events or the state before
+    /// it (see `Federation::persist_or_reject`).
+    Rejected,
 }
 
 /// The state before an event, as the persistence path finds it.
@@ -241,6 +244,14 @@ impl Rooms {
                 Ok(Some(pdu))
             }
             None => Ok(None),
+        }
+    }
+
+    /// An event of the room's timeline (not an outlier, nor a soft-failed or rejected event).
+    pub async fn timeline_pdu(&self, room_id: &RoomId, event_id: &EventId) -> Result<Option<Pdu>> {
+        match event_repo::get_timeline(self.db.pool(), event_id.as_str()).await? {
+            Some(row) if row.room_id == room_id.as_str() => Ok(Some(pdu_from_row(&row.event_id, &row.room_id, &row.json)?)),
+            _ => Ok(None),
         }
     }
 
@@ -450,7 +461,7 @@ impl Rooms {
     async fn persist(&self, pdu: Pdu, version: &RoomVersionId, txn: Option<(&str, &str, &str)>) -> Result<i64> {
         match self.persist_with(pdu, version, txn, None, false).await? {
             Persisted::Stored(stream) => Ok(stream),
-            Persisted::SoftFailed => Err(MatrixError::internal("a local event cannot soft-fail")),
+            Persisted::SoftFailed | Persisted::Rejected => Err(MatrixError::internal("a local event cannot soft-fail or be rejected")),
         }
     }
 

@@ -138,6 +138,20 @@ impl Rooms {
         Ok(state)
     }
 
+    /// The state after an event of the timeline; None for events we do not have there.
+    pub(crate) async fn state_after(&self, event_id: &EventId) -> Result<Option<state_repo::StateMap>> {
+        match event_repo::get_timeline(self.db().pool(), event_id.as_str()).await? {
+            Some(row) => Ok(Some(state_repo::load_group(self.db().pool(), row.state_group).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Several states of a room resolved by its version's state resolution.
+    pub(crate) async fn resolve_state_maps(&self, room_id: &RoomId, states: Vec<state_repo::StateMap>) -> Result<state_repo::StateMap> {
+        let rules = rules_for(&self.room_version(room_id).await?)?;
+        self.resolve_states(states, &rules, None).await
+    }
+
     /// Every stored event reachable from `start` through auth_events (start included).
     pub async fn auth_chain_pdus(&self, mut wanted: Vec<OwnedEventId>) -> Result<Vec<Value>> {
         let mut seen = HashSet::new();

@@ -44,6 +44,15 @@ pub async fn is_rejected_outlier<'c>(db: impl Executor<'c, Database = Any>, even
     Ok(row.is_some())
 }
 
+/// (room_id, json) of a rejected event: what events built on it need (the state before it).
+pub async fn rejected_outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query("SELECT room_id, json FROM outlier_events WHERE event_id = $1 AND rejected = 1")
+        .bind(event_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
 /// (room_id, json) of an outlier.
 pub async fn outlier<'c>(db: impl Executor<'c, Database = Any>, event_id: &str) -> sqlx::Result<Option<(String, String)>> {
     let row = sqlx::query("SELECT room_id, json FROM outlier_events WHERE event_id = $1 AND rejected = 0")
