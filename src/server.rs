@@ -111,8 +111,6 @@ impl Services {
         crate::federation::tls::install_crypto_provider();
 
         let notifier = Notifier::new();
-        let accounts = Accounts::new(db.clone(), config.server_name.clone())
-            .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)));
         let mut extra_roots = Vec::new();
         for file in &config.federation.extra_ca_files {
             let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", file.display()))?;
@@ -128,6 +126,9 @@ impl Services {
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?.with_federation(edus.clone());
         let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let e2ee = E2ee::new(db.clone(), notifier.clone()).with_federation(edus.clone());
+        let accounts = Accounts::new(db.clone(), config.server_name.clone())
+            .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)))
+            .with_device_lists(e2ee.clone());
         let federation = Federation::new(
             db.clone(),
             keys.clone(),

@@ -368,3 +368,41 @@ async fn key_backup_round_trip() {
     server.get(&format!("/_matrix/client/v3/room_keys/version/{version}"), Some(&alice)).await.err(404, "M_NOT_FOUND");
     server.stop().await;
 }
+
+/// Syncs alice and bob from where they were; both must see bob's device list changed.
+async fn both_see_bob_change(server: &TestServer, (alice, alice_from): (&str, &str), (bob, bob_from): (&str, &str), bob_id: &str, what: &str) -> (String, String) {
+    let seen = server.get(&format!("/_matrix/client/v3/sync?since={alice_from}&timeout=10000"), Some(alice)).await.ok();
+    assert_eq!(seen["device_lists"]["changed"], json!([bob_id]), "{what}: {seen}");
+    let own = server.get(&format!("/_matrix/client/v3/sync?since={bob_from}&timeout=10000"), Some(bob)).await.ok();
+    assert_eq!(own["device_lists"]["changed"], json!([bob_id]), "{what}, bob's own: {own}");
+    (seen["next_batch"].as_str().unwrap().to_owned(), own["next_batch"].as_str().unwrap().to_owned())
+}
+
+/// Every device change shows in the device lists of those sharing a room, and of the user
+/// themself: a new login, a renamed device, a deleted device (as Synapse reports them).
+#[tokio::test]
+async fn new_renamed_and_deleted_devices_are_device_list_changes() {
+    let server = TestServer::start().await;
+    let (_alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    let alice_since = server.get("/_matrix/client/v3/sync", Some(&alice)).await.ok()["next_batch"].as_str().unwrap().to_owned();
+    let bob_since = server.get("/_matrix/client/v3/sync", Some(&bob)).await.ok()["next_batch"].as_str().unwrap().to_owned();
+
+    let password = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" }, "password": "password" });
+    let login = server.post("/_matrix/client/v3/login", None, password.clone()).await.ok();
+    let new_device = login["device_id"].as_str().unwrap().to_owned();
+    let (alice_since, bob_since) = both_see_bob_change(&server, (&alice, &alice_since), (&bob, &bob_since), &bob_id, "a new login").await;
+
+    server.put(&format!("/_matrix/client/v3/devices/{new_device}"), Some(&bob), json!({ "display_name": "laptop" })).await.ok();
+    let (alice_since, bob_since) = both_see_bob_change(&server, (&alice, &alice_since), (&bob, &bob_since), &bob_id, "a renamed device").await;
+
+    let path = format!("/_matrix/client/v3/devices/{new_device}");
+    let challenge = server.delete(&path, Some(&bob), json!({})).await;
+    let mut auth = password;
+    auth["session"] = challenge.body["session"].clone();
+    server.delete(&path, Some(&bob), json!({ "auth": auth })).await.ok();
+    both_see_bob_change(&server, (&alice, &alice_since), (&bob, &bob_since), &bob_id, "a deleted device").await;
+    server.stop().await;
+}

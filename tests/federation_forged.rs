@@ -80,6 +80,7 @@ impl FakePeer {
         ruma::signatures::sign_json(name.as_str(), &Ed25519KeyPair::from_der(&der, "fake".into()).unwrap(), &mut key_response).unwrap();
         let key_response = serde_json::to_value(key_response).unwrap();
         let origin = name.to_string();
+        let (invite_signer, invite_der) = (name.to_string(), der.clone());
 
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(move || async move { Json(key_response) }))
@@ -118,6 +119,16 @@ impl FakePeer {
                 put(|State(served): State<Arc<Mutex<Served>>>, Json(body): Json<Value>| async move {
                     served.lock().unwrap().transactions.push(body);
                     Json(json!({ "pdus": {} }))
+                }),
+            )
+            // Invites to the fake's users are countersigned and accepted.
+            .route(
+                "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+                put(move |Json(body): Json<Value>| async move {
+                    let mut event = canonical(body["event"].clone());
+                    let keypair = Ed25519KeyPair::from_der(&invite_der, "fake".into()).unwrap();
+                    ruma::signatures::sign_event(&invite_signer, &keypair, &mut event, &rules().redaction).unwrap();
+                    Json(json!({ "event": event }))
                 }),
             )
             .with_state(served.clone());
@@ -576,5 +587,62 @@ async fn an_event_built_on_a_rejected_event_is_accepted() {
     assert!(room.alice_sees(&next_id).await.is_some());
     let now_levels = room.server.get(&pl_path, Some(&room.alice_token)).await.ok();
     assert!(now_levels["users"].get(&room.mallory).is_none(), "{now_levels}");
+    room.server.stop().await;
+}
+
+/// The m.device_list_update EDUs the fake received for a user.
+fn device_list_updates(peer: &FakePeer, user: &str) -> Vec<Value> {
+    let served = peer.served.lock().unwrap();
+    served
+        .transactions
+        .iter()
+        .flat_map(|t| t["edus"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["edu_type"] == "m.device_list_update" && e["content"]["user_id"] == user)
+        .map(|e| e["content"].clone())
+        .collect()
+}
+
+/// A new login of alice's and the deletion of that device reach the servers sharing her
+/// rooms as m.device_list_update EDUs (their users' clients then refetch her keys).
+#[tokio::test]
+async fn new_and_deleted_devices_reach_servers_sharing_a_room() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let alice = format!("@alice:{}", room.server.server_name());
+    let password = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "password" });
+    let login = room.server.post("/_matrix/client/v3/login", None, password.clone()).await.ok();
+    let device = login["device_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), || async { device_list_updates(&peer, &alice).iter().any(|u| u["device_id"] == device.as_str()) }).await;
+
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    let challenge = room.server.delete(&path, Some(&room.alice_token), json!({})).await;
+    let mut auth = password;
+    auth["session"] = challenge.body["session"].clone();
+    room.server.delete(&path, Some(&room.alice_token), json!({ "auth": auth })).await.ok();
+    eventually(Duration::from_secs(10), || async {
+        device_list_updates(&peer, &alice).iter().any(|u| u["device_id"] == device.as_str() && u["deleted"] == true)
+    })
+    .await;
+    room.server.stop().await;
+}
+
+/// An invite for a user of a server not in the room goes to that server through /invite
+/// only; no room events are sent to it as if it were in the room.
+#[tokio::test]
+async fn a_server_with_only_an_invitee_is_sent_no_room_events() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let outsider = FakePeer::start().await;
+    let invitee = outsider.user("ivan");
+    room.server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room.room_id)), Some(&room.alice_token), json!({ "user_id": invitee })).await.ok();
+    room.server.send_text(&room.alice_token, &room.room_id, "after-invite", "after the invite").await;
+    // The server in the room has the message by now; the outsider had the same chance.
+    eventually(Duration::from_secs(10), || async {
+        let served = peer.served.lock().unwrap();
+        served.transactions.iter().any(|t| t["pdus"].as_array().is_some_and(|pdus| pdus.iter().any(|p| p["content"]["body"] == "after the invite")))
+    })
+    .await;
+    let sent_to_outsider: Vec<Value> = outsider.served.lock().unwrap().transactions.iter().flat_map(|t| t["pdus"].as_array().cloned().unwrap_or_default()).collect();
+    assert!(sent_to_outsider.is_empty(), "{sent_to_outsider:?}");
     room.server.stop().await;
 }

@@ -201,6 +201,7 @@ async fn pushers_deliver_to_the_gateway() {
     assert_eq!(device["app_id"], "org.example.app");
     assert_eq!(device["pushkey"], "bobs-phone");
     assert!(device["data"].get("url").is_none(), "the url is not sent to the gateway");
+    assert_eq!(device["data"], json!({}), "data is sent even when nothing is left in it (as Synapse does)");
     assert!(device["tweaks"]["sound"].is_string(), "one-to-one rooms ring: {device}");
 
     // event_id_only: no content.
@@ -374,5 +375,25 @@ async fn gateway_errors_are_retried() {
     let body = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
     assert_eq!(body["notification"]["event_id"], event_id);
     assert!(calls.load(Ordering::SeqCst) >= 2);
+    server.stop().await;
+}
+
+/// An invite is pushed to the invitee with its membership (as Synapse sends it), and a room
+/// without a name is named by its alias.
+#[tokio::test]
+async fn invites_are_pushed_with_their_membership_and_the_room_named_by_its_alias() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let mut gateway = gateway().await;
+    set_pusher(&server, &bob, &gateway.url, "bobs-phone", None).await;
+    let room = server.create_room(&alice, json!({ "room_alias_name": "lobby" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": bob_id })).await.ok();
+    let body = gateway.next().await;
+    let notification = &body["notification"];
+    assert_eq!(notification["type"], "m.room.member", "{body}");
+    assert_eq!(notification["membership"], "invite", "{body}");
+    assert_eq!(notification["user_is_target"], true, "{body}");
+    assert_eq!(notification["room_name"], format!("#lobby:{}", server.server_name()), "{body}");
     server.stop().await;
 }

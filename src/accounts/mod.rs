@@ -38,6 +38,8 @@ pub struct Accounts {
     passwords: password::Passwords,
     /// How long an access token issued with a refresh token lives.
     refreshable_lifetime: Duration,
+    /// Announces device changes (new, renamed, deleted devices) to syncs and other servers.
+    device_lists: Option<crate::e2ee::E2ee>,
 }
 
 /// A fresh login: the tokens are shown to the client once and stored only hashed.
@@ -67,7 +69,21 @@ fn hash_token(token: &str) -> String {
 
 impl Accounts {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, passwords: password::Passwords::default(), refreshable_lifetime: DEFAULT_REFRESHABLE_LIFETIME }
+        Self { db, server_name, passwords: password::Passwords::default(), refreshable_lifetime: DEFAULT_REFRESHABLE_LIFETIME, device_lists: None }
+    }
+
+    /// Device changes are announced through the E2EE service (device lists in /sync,
+    /// m.device_list_update to other servers).
+    pub fn with_device_lists(mut self, e2ee: crate::e2ee::E2ee) -> Self {
+        self.device_lists = Some(e2ee);
+        self
+    }
+
+    async fn announce_device_change(&self, user_id: &UserId, device_id: &str, deleted: bool) -> Result<()> {
+        match &self.device_lists {
+            Some(e2ee) => e2ee.local_device_changed(user_id, device_id, deleted).await,
+            None => Ok(()),
+        }
     }
 
     /// Lifetime of access tokens issued with refresh tokens.
@@ -274,7 +290,11 @@ impl Accounts {
     ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
         let mut tx = self.db.begin_write().await?;
+        let new_device = repo::get_device(&mut **tx, user_id.as_str(), device_id.as_str()).await?.is_none();
         repo::upsert_device(&mut **tx, user_id.as_str(), device_id.as_str(), display_name).await?;
+        if new_device {
+            crate::storage::e2ee::mark_device_list_change(&mut tx, user_id.as_str()).await?;
+        }
         // A re-login on the same device replaces its old session.
         repo::delete_device_tokens(&mut tx, user_id.as_str(), device_id.as_str()).await?;
         let session = if refreshable {
@@ -285,6 +305,9 @@ impl Accounts {
             Session { user_id: user_id.to_owned(), device_id, access_token, refresh: None }
         };
         tx.commit().await?;
+        if new_device {
+            self.announce_device_change(user_id, session.device_id.as_str(), false).await?;
+        }
         Ok(session)
     }
 
@@ -344,15 +367,31 @@ impl Accounts {
         let mut tx = self.db.begin_write().await?;
         repo::delete_device(&mut tx, user_id.as_str(), device_id).await?;
         tx.commit().await?;
-        Ok(())
+        self.announce_device_change(user_id, device_id, true).await
+    }
+
+    /// Renames a device (None clears its name); false when the user has no such device.
+    pub async fn rename_device(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        if !repo::rename_device(&mut **tx, user_id.as_str(), device_id, display_name).await? {
+            return Ok(false);
+        }
+        crate::storage::e2ee::mark_device_list_change(&mut tx, user_id.as_str()).await?;
+        tx.commit().await?;
+        self.announce_device_change(user_id, device_id, false).await?;
+        Ok(true)
     }
 
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let devices = repo::list_devices(self.db.pool(), user_id.as_str()).await?;
         let mut tx = self.db.begin_write().await?;
         repo::delete_all_devices(&mut tx, user_id.as_str(), None).await?;
         repo::deactivate(&mut **tx, user_id.as_str()).await?;
         directory_repo::remove(&mut tx, user_id.as_str()).await?;
         tx.commit().await?;
+        for device in devices {
+            self.announce_device_change(user_id, &device.device_id, true).await?;
+        }
         Ok(())
     }
 }

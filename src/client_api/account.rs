@@ -102,13 +102,7 @@ pub async fn update_device(
     State(accounts): State<Accounts>,
     request: Ruma<update_device::v3::Request>,
 ) -> Result<RumaResponse<update_device::v3::Response>> {
-    let renamed = repo::rename_device(
-        accounts.db().pool(),
-        request.user().user_id.as_str(),
-        request.body.device_id.as_str(),
-        request.body.display_name.as_deref(),
-    )
-    .await?;
+    let renamed = accounts.rename_device(&request.user().user_id, request.body.device_id.as_str(), request.body.display_name.as_deref()).await?;
     if !renamed {
         return Err(MatrixError::not_found("Device not found"));
     }

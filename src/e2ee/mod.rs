@@ -95,6 +95,19 @@ impl E2ee {
         Ok(())
     }
 
+    /// A local user's device was created, renamed or deleted (the change is already marked
+    /// in the device-list stream): wakes the syncs that show it and tells the other servers
+    /// sharing a room with the user, as Synapse does for every device change.
+    pub async fn local_device_changed(&self, user: &UserId, device: &str, deleted: bool) -> Result<()> {
+        self.announce_device_change(user).await?;
+        let keys = if deleted {
+            None
+        } else {
+            repo::device_keys(self.db.pool(), user.as_str()).await?.into_iter().find(|(d, _)| d == device).map(|(_, k)| parse_object(&k))
+        };
+        self.send_device_update(user, device, keys.as_ref(), deleted).await
+    }
+
     /// keys/upload: device keys, one-time keys, fallback keys. Returns the one-time key counts.
     pub async fn upload(
         &self,

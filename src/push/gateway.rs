@@ -134,10 +134,10 @@ impl Gateway {
             notification.content = Some(serde_json::value::to_raw_value(&event["content"])?);
             let room = pdu.room_id.as_str();
             notification.sender_display_name = state_field(&self.db, room, "m.room.member", pdu.fields.sender.as_str(), "displayname").await?;
-            notification.room_name = state_field(&self.db, room, "m.room.name", "", "name").await?;
-            notification.room_alias = state_field(&self.db, room, "m.room.canonical_alias", "", "alias")
-                .await?
-                .and_then(|a| ruma::RoomAliasId::parse(a).ok());
+            let alias = state_field(&self.db, room, "m.room.canonical_alias", "", "alias").await?;
+            // The room's name, else its alias, as Synapse names rooms in pushes.
+            notification.room_name = state_field(&self.db, room, "m.room.name", "", "name").await?.or_else(|| alias.clone());
+            notification.room_alias = alias.and_then(|a| ruma::RoomAliasId::parse(a).ok());
         }
         Ok(notification)
     }
@@ -149,13 +149,25 @@ impl Gateway {
         let mut body = Request::new(notification)
             .try_into_http_request::<Vec<u8>>("http://gateway.invalid", (), ())?
             .into_body();
-        // Synapse also sends the event id as `id`, the field's name before `event_id`; older
-        // gateways (and SyTest) still read it.
+        // What Synapse sends beyond ruma's form, which gateways (and SyTest) read: the event id
+        // also as `id` (the field's name before `event_id`), `membership` for member events,
+        // and every device's `data` even when empty.
+        let mut json: serde_json::Value = serde_json::from_slice(&body)?;
+        let notification_json = &mut json["notification"];
         if let Some(event_id) = event_id {
-            let mut json: serde_json::Value = serde_json::from_slice(&body)?;
-            json["notification"]["id"] = event_id.as_str().into();
-            body = serde_json::to_vec(&json)?;
+            notification_json["id"] = event_id.as_str().into();
         }
+        if notification_json["type"] == "m.room.member" {
+            if let Some(membership) = notification_json["content"]["membership"].as_str().map(str::to_owned) {
+                notification_json["membership"] = membership.into();
+            }
+        }
+        for device in notification_json["devices"].as_array_mut().into_iter().flatten() {
+            if device.get("data").is_none() {
+                device["data"] = serde_json::json!({});
+            }
+        }
+        body = serde_json::to_vec(&json)?;
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             let result = self

@@ -175,13 +175,15 @@ impl Rooms {
     }
 
     /// Queues a local event for every other server in the room (and the server of a remote
-    /// user whose membership it changes), in the event's own transaction.
+    /// user whose membership it changes), in the event's own transaction. An invite is not
+    /// queued for the invitee's server: that server had it through /invite, and is not in the
+    /// room (as Synapse, which sends room events only to servers in the room).
     async fn queue_for_other_servers(&self, tx: &mut crate::storage::Tx, pdu: &Pdu, json: &str, known: Option<&[String]>) -> Result<()> {
         let mut servers = match known {
             Some(servers) => servers.to_vec(),
             None => self.remote_servers(&mut **tx, pdu.room_id.as_str()).await?,
         };
-        if *pdu.kind() == TimelineEventType::RoomMember {
+        if *pdu.kind() == TimelineEventType::RoomMember && pdu.content_value()["membership"] != "invite" {
             if let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok()) {
                 let server = target.server_name().to_string();
                 if server != self.keys.server_name.as_str() && !servers.contains(&server) {
