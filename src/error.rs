@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub struct MatrixError {
     pub status: StatusCode,
-    pub errcode: &'static str,
+    /// Ours are constants; a remote server's refusal passed on keeps its own code.
+    pub errcode: std::borrow::Cow<'static, str>,
     pub message: String,
     /// Extra top-level fields (retry_after_ms, UIA flows, ...).
     pub extra: Map<String, Value>,
@@ -52,8 +53,8 @@ constructors! {
 }
 
 impl MatrixError {
-    pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into(), extra: Map::new() }
+    pub fn new(status: StatusCode, errcode: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self { status, errcode: errcode.into(), message: message.into(), extra: Map::new() }
     }
 
     pub fn method_not_allowed() -> Self {
@@ -74,7 +75,7 @@ impl MatrixError {
         let mut body = self.extra.clone();
         // A UIA challenge without a failed stage has no errcode.
         if !self.errcode.is_empty() {
-            body.insert("errcode".into(), self.errcode.into());
+            body.insert("errcode".into(), self.errcode.clone().into());
             body.insert("error".into(), self.message.clone().into());
         }
         Value::Object(body)

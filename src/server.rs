@@ -290,6 +290,9 @@ fn federation_routes() -> Router<ClientApiState> {
         .ruma::<ruma::api::federation::membership::prepare_knock_event::v1::Request, _, _>(crate::federation::membership::make_knock)
         .ruma::<ruma::api::federation::membership::create_knock_event::v1::Request, _, _>(crate::federation::membership::send_knock)
         .ruma::<ruma::api::federation::membership::create_leave_event::v2::Request, _, _>(crate::federation::membership::send_leave)
+        .ruma::<crate::federation::v1_membership::send_join::Request, _, _>(crate::federation::membership::send_join_v1)
+        .ruma::<crate::federation::v1_membership::send_leave::Request, _, _>(crate::federation::membership::send_leave_v1)
+        .ruma::<crate::federation::v1_membership::invite::Request, _, _>(crate::federation::membership::receive_invite_v1)
         .ruma::<send_transaction_message::v1::Request, _, _>(crate::federation::transactions::receive)
 }
 

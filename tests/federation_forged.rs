@@ -43,6 +43,10 @@ struct Served {
     state_ids: HashMap<String, (Vec<String>, Vec<String>)>,
     /// The event ids weft asked `/state_ids` for.
     state_ids_asked: Vec<String>,
+    /// Behave as a server older than /v2/invite: that route answers a bare 404.
+    v1_only: bool,
+    /// What make_join answers, when set (an error, say).
+    make_join_answer: Option<(u16, Value)>,
     transactions: Vec<Value>,
 }
 
@@ -81,6 +85,7 @@ impl FakePeer {
         let key_response = serde_json::to_value(key_response).unwrap();
         let origin = name.to_string();
         let (invite_signer, invite_der) = (name.to_string(), der.clone());
+        let (invite_v1_signer, invite_v1_der) = (name.to_string(), der.clone());
 
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(move || async move { Json(key_response) }))
@@ -124,11 +129,33 @@ impl FakePeer {
             // Invites to the fake's users are countersigned and accepted.
             .route(
                 "/_matrix/federation/v2/invite/{room_id}/{event_id}",
-                put(move |Json(body): Json<Value>| async move {
+                put(move |State(served): State<Arc<Mutex<Served>>>, Json(body): Json<Value>| async move {
+                    if served.lock().unwrap().v1_only {
+                        return (http::StatusCode::NOT_FOUND, String::new());
+                    }
                     let mut event = canonical(body["event"].clone());
                     let keypair = Ed25519KeyPair::from_der(&invite_der, "fake".into()).unwrap();
-                    ruma::signatures::sign_event(&invite_signer, &keypair, &mut event, &rules().redaction).unwrap();
-                    Json(json!({ "event": event }))
+                    let rules = body["room_version"].as_str().and_then(|v| RoomVersionId::try_from(v).ok()).unwrap_or(RoomVersionId::V10).rules().unwrap();
+                    ruma::signatures::sign_event(&invite_signer, &keypair, &mut event, &rules.redaction).unwrap();
+                    (http::StatusCode::OK, json!({ "event": event }).to_string())
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/invite/{room_id}/{event_id}",
+                put(move |State(served): State<Arc<Mutex<Served>>>, Json(body): Json<Value>| async move {
+                    served.lock().unwrap().transactions.push(json!({ "v1_invite": body }));
+                    let mut event = canonical(body);
+                    let keypair = Ed25519KeyPair::from_der(&invite_v1_der, "fake".into()).unwrap();
+                    // v1 invites are of rooms of version 1 or 2, redacted alike.
+                    ruma::signatures::sign_event(&invite_v1_signer, &keypair, &mut event, &RoomVersionId::V2.rules().unwrap().redaction).unwrap();
+                    Json(json!([200, { "event": event }]))
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+                get(|State(served): State<Arc<Mutex<Served>>>| async move {
+                    let answer = served.lock().unwrap().make_join_answer.clone().unwrap_or((404, json!({ "errcode": "M_NOT_FOUND", "error": "no room" })));
+                    (http::StatusCode::from_u16(answer.0).unwrap(), Json(answer.1))
                 }),
             )
             .with_state(served.clone());
@@ -645,4 +672,98 @@ async fn a_server_with_only_an_invitee_is_sent_no_room_events() {
     let sent_to_outsider: Vec<Value> = outsider.served.lock().unwrap().transactions.iter().flat_map(|t| t["pdus"].as_array().cloned().unwrap_or_default()).collect();
     assert!(sent_to_outsider.is_empty(), "{sent_to_outsider:?}");
     room.server.stop().await;
+}
+
+/// A server older than /v2/send_join joins through /v1/send_join: answered `[200, {...}]`
+/// with the room's state, and the join takes effect.
+#[tokio::test]
+async fn v1_send_join_is_served() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let joiner = peer.user("oldtimer");
+    let mut make = prepare_join_event::v1::Request::new(room.room_id.as_str().try_into().unwrap(), joiner.as_str().try_into().unwrap());
+    make.ver = vec![RoomVersionId::V10];
+    let mut event = peer.request(&room.server, make).await.ok()["event"].clone();
+    event["origin_server_ts"] = json!(now());
+    event["origin"] = json!(peer.name);
+    let (event_id, json) = peer.sign(event);
+    let request = weft::federation::v1_membership::send_join::Request::new(
+        room.room_id.as_str().try_into().unwrap(),
+        event_id.as_str().try_into().unwrap(),
+        to_raw_value(&json).unwrap(),
+    );
+    let answer = peer.request(&room.server, request).await.ok();
+    assert_eq!(answer[0], 200, "{answer}");
+    let state = answer[1]["state"].as_array().unwrap();
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{answer}");
+    assert!(answer[1]["auth_chain"].is_array(), "{answer}");
+    assert_eq!(room.state_id("m.room.member", &joiner).await, event_id);
+    room.server.stop().await;
+}
+
+/// An invite through /v1/invite (the event as the body, no room version: a room of version
+/// 1 or 2) is countersigned, answered `[200, { "event": ... }]` and shown to the invitee.
+#[tokio::test]
+async fn v1_invites_are_received() {
+    let peer = FakePeer::start().await;
+    let server = federating_server().await;
+    let (alice, alice_token) = server.register("alice").await;
+    let room_id = format!("!old:{}", peer.name);
+    let event_id = format!("$invite:{}", peer.name);
+    let mut event = canonical(json!({
+        "event_id": event_id, "room_id": room_id, "sender": peer.user("mallory"), "type": "m.room.member", "state_key": alice,
+        "content": { "membership": "invite" }, "origin": peer.name, "origin_server_ts": now(), "depth": 5,
+        "prev_events": [], "auth_events": [],
+        "unsigned": { "invite_room_state": [{ "type": "m.room.name", "state_key": "", "sender": peer.user("mallory"), "content": { "name": "Old times" } }] },
+    }));
+    ruma::signatures::hash_and_sign_event(peer.name.as_str(), &peer.keypair, &mut event, &RoomVersionId::V1.rules().unwrap().redaction).unwrap();
+    let request = weft::federation::v1_membership::invite::Request::new(
+        room_id.as_str().try_into().unwrap(),
+        event_id.as_str().try_into().unwrap(),
+        to_raw_value(&event).unwrap(),
+    );
+    let answer = peer.request(&server, request).await.ok();
+    assert_eq!(answer[0], 200, "{answer}");
+    assert!(answer[1]["event"]["signatures"][server.server_name()].is_object(), "countersigned: {answer}");
+    let sync = server.get("/_matrix/client/v3/sync", Some(&alice_token)).await.ok();
+    let invite_state = &sync["rooms"]["invite"][&room_id]["invite_state"]["events"];
+    assert!(invite_state.as_array().unwrap().iter().any(|e| e["content"]["name"] == "Old times"), "{sync}");
+    server.stop().await;
+}
+
+/// Inviting a user of a server without /v2/invite, to a room of version 2, goes through
+/// /v1/invite (the event with the room's stripped state in `unsigned`).
+#[tokio::test]
+async fn invites_fall_back_to_v1_for_old_servers() {
+    let peer = FakePeer::start().await;
+    peer.served.lock().unwrap().v1_only = true;
+    let server = federating_server().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({ "room_version": "2", "name": "vintage" })).await;
+    let invitee = peer.user("ivan");
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": invitee })).await.ok();
+    let sent = peer.served.lock().unwrap().transactions.iter().find_map(|t| t.get("v1_invite").cloned()).expect("a v1 invite");
+    assert_eq!(sent["state_key"], invitee.as_str());
+    assert!(sent["unsigned"]["invite_room_state"].as_array().unwrap().iter().any(|e| e["content"]["name"] == "vintage"), "{sent}");
+    let member = server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&invitee)), Some(&alice)).await.ok();
+    assert_eq!(member["membership"], "invite");
+
+    // A room version the old server cannot have is refused, not sent.
+    let modern = server.create_room(&alice, json!({ "room_version": "10" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&modern)), Some(&alice), json!({ "user_id": invitee })).await.err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    server.stop().await;
+}
+
+/// A remote server's refusal of a join reaches the client as that server sent it.
+#[tokio::test]
+async fn a_remote_make_join_refusal_reaches_the_client() {
+    let peer = FakePeer::start().await;
+    peer.served.lock().unwrap().make_join_answer = Some((403, json!({ "errcode": "M_FORBIDDEN", "error": "You are banned from this room" })));
+    let server = federating_server().await;
+    let (_, alice) = server.register("alice").await;
+    let room_id = format!("!closed:{}", peer.name);
+    let reply = server.post(&format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room_id), enc(peer.name.as_str())), Some(&alice), json!({})).await;
+    reply.err(403, "M_FORBIDDEN");
+    assert_eq!(reply.body["error"], "You are banned from this room");
+    server.stop().await;
 }

@@ -15,7 +15,7 @@ use ruma::{
     presence::PresenceState,
     OwnedRoomId, UInt,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::extract::{Ruma, RumaResponse};
@@ -47,7 +47,7 @@ pub struct Response {
     pub body: Value,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct MergedRequest {
     pos: Option<String>,
     timeout: Option<u64>,
@@ -62,7 +62,7 @@ pub struct MergedRequest {
     extensions: v5::request::Extensions,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 struct MergedRoomConfig {
     #[serde(default)]
     timeline_limit: UInt,
@@ -70,7 +70,7 @@ struct MergedRoomConfig {
     required_state: MergedRequiredState,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 struct MergedList {
     range: Option<(UInt, UInt)>,
     #[serde(flatten)]
@@ -78,7 +78,7 @@ struct MergedList {
     filters: Option<MergedFilters>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 struct MergedRequiredState {
     #[serde(default)]
     include: Vec<StateElement>,
@@ -87,14 +87,14 @@ struct MergedRequiredState {
 }
 
 /// `{}` matches everything; a missing field matches any value of it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 struct StateElement {
     #[serde(rename = "type")]
     kind: Option<String>,
     state_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 struct MergedFilters {
     is_dm: Option<bool>,
     is_encrypted: Option<bool>,

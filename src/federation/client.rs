@@ -54,6 +54,8 @@ auth_input!(signed:
     ruma::api::federation::membership::create_invite::v2::Request,
     ruma::api::federation::membership::prepare_leave_event::v1::Request,
     ruma::api::federation::membership::create_leave_event::v2::Request,
+    crate::federation::v1_membership::invite::Request,
+    crate::federation::v1_membership::send_join::Request,
     ruma::api::federation::event::get_room_state::v1::Request,
     ruma::api::federation::keys::get_keys::v1::Request,
     ruma::api::federation::keys::claim_keys::v1::Request,
@@ -72,7 +74,22 @@ impl Federation {
         let (parts, body) = self.send_http(destination, request).await?.into_parts();
         let status = parts.status;
         T::IncomingResponse::try_from_http_response(http::Response::from_parts(parts, &body[..])).map_err(|error| {
+            // A refusal the remote explained (400, 403, 404 with a Matrix error) reaches the
+            // caller as sent, as Synapse passes e.g. a remote make_join's refusal to the
+            // client; anything else is the remote failing us: 502.
+            if matches!(status.as_u16(), 400 | 403 | 404) {
+                if let Ok(remote) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    if let (Some(errcode), Some(message)) = (remote["errcode"].as_str(), remote["error"].as_str()) {
+                        return MatrixError::new(status, errcode.to_owned(), message);
+                    }
+                }
+            }
             let message = format!("{destination}: {error}");
+            // Older servers answer an endpoint they lack with a bare 404 / 405 (empty, or Go's
+            // "404 page not found"): that is M_UNRECOGNIZED, as Synapse reads it.
+            if matches!(status.as_u16(), 404 | 405) && (body.is_empty() || &body[..] == b"404 page not found") {
+                return MatrixError::new(status, "M_UNRECOGNIZED", message);
+            }
             if status == http::StatusCode::NOT_FOUND {
                 MatrixError::not_found(message)
             } else {

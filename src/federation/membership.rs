@@ -45,34 +45,48 @@ pub async fn send_join(
     request: Ruma<create_join_event::v2::Request>,
 ) -> Result<Json<Value>> {
     let b = &request.body;
-    let version = federation.rooms.room_version(&b.room_id).await?;
-    let (pdu, rules) = parse_pdu(&b.pdu, &version)?;
-    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+    accept_join(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.pdu).await.map(Json)
+}
+
+/// PUT /v1/send_join: the same, answered `[200, ...]`.
+pub async fn send_join_v1(
+    State(federation): State<Federation>,
+    request: Ruma<super::v1_membership::send_join::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    let answer = accept_join(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.pdu).await?;
+    Ok(Json(json!([200, answer])))
+}
+
+async fn accept_join(federation: &Federation, origin: Option<&OwnedServerName>, room_id: &RoomId, event_id: &EventId, raw: &RawValue) -> Result<Value> {
+    let version = federation.rooms.room_version(room_id).await?;
+    let (pdu, rules) = parse_pdu(raw, &version)?;
+    if pdu.event_id != event_id || pdu.room_id != room_id {
         return Err(MatrixError::bad_json("The event id or room id does not match the event"));
     }
     let joiner = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
     if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "join" || joiner != pdu.fields.sender {
         return Err(MatrixError::bad_json("send_join takes the joining user's own join event"));
     }
-    require_origin(request.origin.as_ref(), &joiner)?;
-    federation.check_acl(&b.room_id, joiner.server_name()).await?;
+    require_origin(origin, &joiner)?;
+    federation.check_acl(room_id, joiner.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     let (state, auth_chain) = federation.rooms.state_and_auth_chain_before(&pdu).await?;
     let stored = federation.rooms.persist_remote(pdu.clone(), &version, None).await?;
     if stored == Persisted::SoftFailed {
         return Err(MatrixError::forbidden("The join is not allowed by the room's current state"));
     }
-    let servers: Vec<String> = federation.rooms.remote_servers(federation.db.pool(), b.room_id.as_str()).await?;
+    let servers: Vec<String> = federation.rooms.remote_servers(federation.db.pool(), room_id.as_str()).await?;
     let mut servers_in_room = servers;
     servers_in_room.push(federation.server_name().to_string());
-    Ok(Json(json!({
+    Ok(json!({
         "origin": federation.server_name(),
         "members_omitted": false,
         "state": state,
         "auth_chain": auth_chain,
         "event": pdu.json(),
         "servers_in_room": servers_in_room,
-    })))
+    }))
 }
 
 impl Federation {
@@ -134,8 +148,17 @@ impl Federation {
         }
         let (join, raw) = self.sign_template(&template.event, &version, user, Value::Object(content)).await?;
 
-        let response = self.send(server, create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw)).await?;
-        let room_state = response.room_state;
+        let room_state = match self.send(server, create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw.clone())).await {
+            Ok(response) => response.room_state,
+            // A server without /v2/send_join: the same through /v1 (as Synapse falls back).
+            Err(error) if is_unknown_endpoint(&error) => {
+                let request = super::v1_membership::send_join::Request::new(room_id.to_owned(), join.event_id.clone(), raw);
+                let answer = super::v1_membership::unwrap_v1(self.send(server, request).await?.body)?;
+                serde_json::from_value::<create_join_event::v2::RoomState>(answer)
+                    .map_err(|e| MatrixError::new(http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("{server}: bad v1 send_join answer: {e}")))?
+            }
+            Err(error) => return Err(error),
+        };
 
         // Keep the state and its auth chain (checked) as outliers; the join takes that state.
         let mut known = Vec::new();
@@ -196,8 +219,51 @@ pub async fn receive_invite(
         return Err(MatrixError::new(http::StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION", "Unsupported room version")
             .with("room_version", b.room_version.as_str().into()));
     }
-    let (pdu, rules) = parse_pdu(&b.event, &b.room_version)?;
-    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+    // Since v1.16 the state comes as full PDUs; older servers send stripped events.
+    #[allow(deprecated)]
+    let state: Vec<Value> = b
+        .invite_room_state
+        .iter()
+        .filter_map(|state| {
+            let raw = match state {
+                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
+                ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
+                _ => return None,
+            };
+            serde_json::from_str(raw).ok()
+        })
+        .collect();
+    let signed = accept_invite(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.room_version, &b.event, &state).await?;
+    Ok(Json(json!({ "event": signed })))
+}
+
+/// PUT /v1/invite: the invite event is the body, the room's state in its
+/// `unsigned.invite_room_state`; answered `[200, { "event": ... }]`. No room version comes
+/// with it: v1 invites are of rooms of version 1 or 2, which process invites alike (as
+/// Synapse assumes).
+pub async fn receive_invite_v1(
+    State(federation): State<Federation>,
+    request: Ruma<super::v1_membership::invite::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    let event: Value = serde_json::from_str(b.event.get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+    let state = event["unsigned"]["invite_room_state"].as_array().cloned().unwrap_or_default();
+    let signed = accept_invite(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &RoomVersionId::V1, &b.event, &state).await?;
+    Ok(Json(json!([200, { "event": signed }])))
+}
+
+/// Checks an invite of one of our users and countersigns it; returns the signed event.
+async fn accept_invite(
+    federation: &Federation,
+    origin: Option<&OwnedServerName>,
+    room_id: &RoomId,
+    event_id: &EventId,
+    version: &RoomVersionId,
+    raw: &RawValue,
+    state: &[Value],
+) -> Result<Value> {
+    let (pdu, rules) = parse_pdu(raw, version)?;
+    if pdu.event_id != event_id || pdu.room_id != room_id {
         return Err(MatrixError::bad_json("The event id or room id does not match the event"));
     }
     let invitee = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
@@ -209,34 +275,23 @@ pub async fn receive_invite(
     {
         return Err(MatrixError::not_found("No such user here"));
     }
-    require_origin(request.origin.as_ref(), &pdu.fields.sender)?;
-    federation.check_acl(&b.room_id, pdu.fields.sender.server_name()).await?;
+    require_origin(origin, &pdu.fields.sender)?;
+    federation.check_acl(room_id, pdu.fields.sender.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     let mut object = pdu.json().clone();
     signatures::sign_event(federation.server_name().as_str(), &*federation.keys.keypair, &mut object, &rules.redaction)
         .map_err(|e| MatrixError::internal(e.to_string()))?;
     let signed = crate::rooms::Pdu::from_json(pdu.event_id.clone(), pdu.room_id.clone(), object).map_err(MatrixError::bad_json)?;
-    // Since v1.16 the state comes as full PDUs; older servers send stripped events.
-    #[allow(deprecated)]
-    let stripped: Vec<Value> = b
-        .invite_room_state
+    let stripped: Vec<Value> = state
         .iter()
-        .filter_map(|state| {
-            let raw = match state {
-                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
-                ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
-                _ => return None,
-            };
-            let value: Value = serde_json::from_str(raw).ok()?;
-            Some(json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
-        })
+        .map(|value| json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
         .collect();
-    if federation.rooms.participating(&b.room_id).await? {
+    if federation.rooms.participating(room_id).await? {
         // We are in the room: the invite arrives through /send as well; just countersign.
     } else {
         federation.rooms.record_out_of_room_membership(&signed, Some(&stripped)).await?;
     }
-    Ok(Json(json!({ "event": signed.json() })))
+    Ok(serde_json::to_value(signed.json())?)
 }
 
 /// GET /make_leave.
@@ -257,20 +312,41 @@ pub async fn send_leave(
     request: Ruma<ruma::api::federation::membership::create_leave_event::v2::Request>,
 ) -> Result<Json<Value>> {
     let b = &request.body;
-    let version = federation.rooms.room_version(&b.room_id).await?;
-    let (pdu, rules) = parse_pdu(&b.pdu, &version)?;
-    if pdu.event_id != b.event_id || pdu.room_id != b.room_id {
+    accept_leave(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.pdu).await?;
+    Ok(Json(json!({})))
+}
+
+/// PUT /v1/send_leave: the same, answered `[200, {}]`.
+pub async fn send_leave_v1(
+    State(federation): State<Federation>,
+    request: Ruma<super::v1_membership::send_leave::Request>,
+) -> Result<Json<Value>> {
+    let b = &request.body;
+    accept_leave(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.pdu).await?;
+    Ok(Json(json!([200, {}])))
+}
+
+async fn accept_leave(federation: &Federation, origin: Option<&OwnedServerName>, room_id: &RoomId, event_id: &EventId, raw: &RawValue) -> Result<()> {
+    let version = federation.rooms.room_version(room_id).await?;
+    let (pdu, rules) = parse_pdu(raw, &version)?;
+    if pdu.event_id != event_id || pdu.room_id != room_id {
         return Err(MatrixError::bad_json("The event id or room id does not match the event"));
     }
     let leaver = pdu.state_key().and_then(|k| UserId::parse(k).ok()).ok_or_else(|| MatrixError::bad_json("Not a member event"))?;
     if pdu.kind().to_string() != "m.room.member" || pdu.content_value()["membership"] != "leave" || leaver != pdu.fields.sender {
         return Err(MatrixError::bad_json("send_leave takes the user's own leave event"));
     }
-    require_origin(request.origin.as_ref(), &leaver)?;
-    federation.check_acl(&b.room_id, leaver.server_name()).await?;
+    require_origin(origin, &leaver)?;
+    federation.check_acl(room_id, leaver.server_name()).await?;
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     federation.rooms.persist_remote(pdu, &version, None).await?;
-    Ok(Json(json!({})))
+    Ok(())
+}
+
+/// The remote does not serve the endpoint at all (an older server): M_UNRECOGNIZED with a
+/// 404 or 405, or with a 400 (older Synapse).
+fn is_unknown_endpoint(error: &MatrixError) -> bool {
+    matches!(error.status.as_u16(), 400 | 404 | 405) && error.errcode == "M_UNRECOGNIZED"
 }
 
 impl Federation {
@@ -295,6 +371,13 @@ impl Federation {
             }
         }
         let raw = to_raw_value(&pdu.json()).map_err(|e| MatrixError::internal(e.to_string()))?;
+        let stripped: Vec<Value> = stripped_raw
+            .iter()
+            .filter_map(|state| match state {
+                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => serde_json::from_str(raw.get()).ok(),
+                _ => None,
+            })
+            .collect();
         let request = ruma::api::federation::membership::create_invite::v2::Request::new(
             room_id.to_owned(),
             pdu.event_id.clone(),
@@ -302,8 +385,23 @@ impl Federation {
             raw,
             stripped_raw,
         );
-        let response = self.send(invitee.server_name(), request).await?;
-        let (signed, rules) = parse_pdu(&response.event, &version)?;
+        let signed_raw = match self.send(invitee.server_name(), request).await {
+            Ok(response) => response.event,
+            // A server without /v2/invite takes rooms of version 1 and 2 through /v1/invite
+            // (as Synapse falls back); newer rooms it cannot have.
+            Err(error) if is_unknown_endpoint(&error) => {
+                if !matches!(version, RoomVersionId::V1 | RoomVersionId::V2) {
+                    return Err(MatrixError::new(http::StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", "The invitee's server does not support this room version"));
+                }
+                let mut event = serde_json::to_value(pdu.json())?;
+                event["unsigned"]["invite_room_state"] = Value::Array(stripped);
+                let request = super::v1_membership::invite::Request::new(room_id.to_owned(), pdu.event_id.clone(), to_raw_value(&event)?);
+                let answer = super::v1_membership::unwrap_v1(self.send(invitee.server_name(), request).await?.body)?;
+                to_raw_value(&answer["event"])?
+            }
+            Err(error) => return Err(error),
+        };
+        let (signed, rules) = parse_pdu(&signed_raw, &version)?;
         if signed.event_id != pdu.event_id {
             return Err(MatrixError::forbidden("The invitee's server changed the invite"));
         }

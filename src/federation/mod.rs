@@ -11,6 +11,7 @@ pub mod resolve;
 pub mod server;
 pub mod tls;
 pub mod transactions;
+pub mod v1_membership;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
