@@ -122,7 +122,7 @@ impl Services {
         let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
         let edus = crate::outbox::EduQueue::new(db.clone(), outbox_signal.clone(), config.server_name.clone());
         let typing = Typing::new(db.clone(), notifier.clone(), edus.clone());
-        let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone());
+        let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone(), push.clone());
         let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?.with_federation(edus.clone());
         let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let e2ee = E2ee::new(db.clone(), notifier.clone()).with_federation(edus.clone());

@@ -397,3 +397,24 @@ async fn invites_are_pushed_with_their_membership_and_the_room_named_by_its_alia
     assert_eq!(notification["room_name"], format!("#lobby:{}", server.server_name()), "{body}");
     server.stop().await;
 }
+
+/// Reading on one device updates the badge on the phone: after bob's read receipt his
+/// pushers get a push with counts only (no event), unread 0.
+#[tokio::test]
+async fn a_read_receipt_pushes_the_new_badge() {
+    let (server, _alice_id, alice, _bob_id, bob, room) = two_people().await;
+    let mut gateway = gateway().await;
+    set_pusher(&server, &bob, &gateway.url, "bobs-phone", None).await;
+    let message = server.send_text(&alice, &room, "b1", "unread for now").await;
+    let pushed = gateway.next().await;
+    assert_eq!(pushed["notification"]["event_id"], message);
+    assert_eq!(pushed["notification"]["counts"]["unread"], 1);
+
+    server.post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&message)), Some(&bob), json!({})).await.ok();
+    let badge = gateway.next().await;
+    let notification = &badge["notification"];
+    assert!(notification.get("event_id").is_none() && notification.get("type").is_none(), "{badge}");
+    assert_eq!(notification["counts"]["unread"], 0, "{badge}");
+    assert_eq!(notification["devices"][0]["pushkey"], "bobs-phone");
+    server.stop().await;
+}

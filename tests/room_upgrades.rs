@@ -63,7 +63,8 @@ async fn upgrade_replaces_the_room_and_carries_its_state() {
                 "initial_state": [
                     { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" } },
                     { "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } },
-                    { "type": "m.room.avatar", "state_key": "", "content": { "url": "mxc://localhost/avatar" } }
+                    { "type": "m.room.avatar", "state_key": "", "content": { "url": "mxc://localhost/avatar" } },
+                    { "type": "m.room.guest_access", "state_key": "", "content": { "guest_access": "forbidden" } }
                 ],
                 // Before v10 levels may be strings; the new room must get integers.
                 "power_level_content_override": { "users": { alice.as_str(): 100, bob.as_str(): "42" }, "ban": "60" }

@@ -91,6 +91,21 @@ async fn create_room_options() {
         .post("/_matrix/client/v3/createRoom", Some(&token), json!({ "room_alias_name": "lobby" }))
         .await
         .err(400, "M_ROOM_IN_USE");
+
+    // The presets' state, as Synapse creates it: guest access is an event only where guests
+    // may join (private chats); a public chat has none (its absence forbids guests).
+    let state_types = |room: String| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            let state = server.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), Some(&token)).await.ok();
+            state.as_array().unwrap().iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e["content"].clone())).collect::<Vec<_>>()
+        }
+    };
+    let public = state_types(server.create_room(&token, json!({ "preset": "public_chat" })).await).await;
+    assert!(!public.iter().any(|(kind, _)| kind == "m.room.guest_access"), "{public:?}");
+    let private = state_types(server.create_room(&token, json!({ "preset": "private_chat" })).await).await;
+    assert!(private.iter().any(|(kind, content)| kind == "m.room.guest_access" && content["guest_access"] == "can_join"), "{private:?}");
     server.stop().await;
 }
 

@@ -546,3 +546,93 @@ async fn timeline_limit_zero_gives_state_only() {
     assert_eq!(state[0]["content"]["displayname"], "Alice Z");
     server.stop().await;
 }
+
+/// A member changing their display name has not newly joined: the incremental sync has just
+/// the new events, not the room's whole timeline and state again.
+#[tokio::test]
+async fn a_display_name_change_is_not_a_new_join() {
+    let server = TestServer::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let since = server.get("/_matrix/client/v3/sync", Some(&alice)).await.ok()["next_batch"].as_str().unwrap().to_owned();
+    let rename = server
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&alice_id)), Some(&alice), json!({ "membership": "join", "displayname": "boris" }))
+        .await
+        .ok()["event_id"]
+        .clone();
+    let message = server.send_text(&alice, &room, "m1", "after the rename").await;
+    let sync = server.get(&format!("/_matrix/client/v3/sync?since={since}"), Some(&alice)).await.ok();
+    let section = &sync["rooms"]["join"][&room];
+    let timeline: Vec<&Value> = section["timeline"]["events"].as_array().unwrap().iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(timeline, vec![&rename, &json!(message)], "{section}");
+    assert_eq!(section["timeline"]["limited"], false);
+    let state = section["state"]["events"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(state, 0, "no full state: {section}");
+    server.stop().await;
+}
+
+/// The member events in a lazy-loading sync's state, by user id, with their membership.
+fn lazy_members(response: &Value, room: &str) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = response["rooms"]["join"][room]["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"]["membership"].as_str().unwrap().to_owned()))
+        .collect();
+    members.sort();
+    members
+}
+
+/// Lazy-loading members in incremental syncs, as Synapse does: the members of new senders
+/// only, never again one the device already has (unless it asks for redundant members);
+/// a gap brings the memberships that changed in it. A retried sync (same `since`) gets
+/// the same members again.
+#[tokio::test]
+async fn lazy_loaded_members_in_incremental_syncs() {
+    let server = TestServer::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let mut users = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let (id, token) = server.register(name).await;
+        if name != "dave" {
+            server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&token), json!({})).await.ok();
+        }
+        users.push((id, token));
+    }
+    let [(bob_id, bob), (carol_id, carol), (dave_id, dave)] = <[_; 3]>::try_from(users).unwrap();
+    let filter = enc(&json!({ "room": { "timeline": { "limit": 3 }, "state": { "lazy_load_members": true } } }).to_string());
+    for n in 0..3 {
+        server.send_text(&bob, &room, &format!("b{n}"), "bob speaks").await;
+    }
+    let first = sync(&server, &alice, &format!("filter={filter}")).await;
+    let joined = |who: &str| (who.to_owned(), "join".to_owned());
+    assert_eq!(lazy_members(&first, &room), vec![joined(&alice_id), joined(&bob_id)]);
+
+    server.send_text(&carol, &room, "c0", "carol speaks").await;
+    let second = sync(&server, &alice, &format!("filter={filter}&since={}", first["next_batch"].as_str().unwrap())).await;
+    assert_eq!(lazy_members(&second, &room), vec![joined(&carol_id)], "only the new sender");
+
+    server.send_text(&bob, &room, "b3", "bob again").await;
+    let third = sync(&server, &alice, &format!("filter={filter}&since={}", second["next_batch"].as_str().unwrap())).await;
+    assert_eq!(timeline_bodies(&third, &room), vec!["bob again"]);
+    assert_eq!(lazy_members(&third, &room), vec![], "bob's member is not sent twice");
+    let redundant = enc(&json!({ "room": { "timeline": { "limit": 3 }, "state": { "lazy_load_members": true, "include_redundant_members": true } } }).to_string());
+    let with_redundant = sync(&server, &alice, &format!("filter={redundant}&since={}", second["next_batch"].as_str().unwrap())).await;
+    assert_eq!(lazy_members(&with_redundant, &room), vec![joined(&bob_id)], "unless asked for");
+
+    // A gap: dave joins without speaking, carol says more than the timeline holds.
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&dave), json!({})).await.ok();
+    for n in 1..6 {
+        server.send_text(&carol, &room, &format!("c{n}"), "carol goes on").await;
+    }
+    let since = third["next_batch"].as_str().unwrap().to_owned();
+    let gapped = sync(&server, &alice, &format!("filter={filter}&since={since}")).await;
+    assert_eq!(gapped["rooms"]["join"][&room]["timeline"]["limited"], true);
+    assert_eq!(lazy_members(&gapped, &room), vec![joined(&dave_id)], "the gap's change; carol's member the device has");
+    // The answer was lost: the retry from the same token gets the same members.
+    let retried = sync(&server, &alice, &format!("filter={filter}&since={since}")).await;
+    assert_eq!(lazy_members(&retried, &room), vec![joined(&dave_id)]);
+    server.stop().await;
+}

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::{MatrixError, Result},
     outbox::EduQueue,
+    push::Push,
     rooms::Rooms,
     storage::{account_data, now_ms, receipts as repo, rooms as room_repo},
     sync::notifier::Notifier,
@@ -22,11 +23,13 @@ pub struct Receipts {
     rooms: Rooms,
     notifier: Notifier,
     edus: EduQueue,
+    /// Read receipts change a user's badge on their phones.
+    push: Push,
 }
 
 impl Receipts {
-    pub fn new(rooms: Rooms, notifier: Notifier, edus: EduQueue) -> Self {
-        Self { rooms, notifier, edus }
+    pub fn new(rooms: Rooms, notifier: Notifier, edus: EduQueue, push: Push) -> Self {
+        Self { rooms, notifier, edus, push }
     }
 
     /// A receipt from another server's user (m.receipt EDU): stored if they are joined.
@@ -59,10 +62,12 @@ impl Receipts {
                 return Err(MatrixError::invalid_param("thread_id must be \"main\" or an event id"));
             }
         }
+        let badge_before = self.push.badge_before_receipt(user).await?;
         let mut tx = self.rooms.db().begin_write().await?;
         repo::upsert(&mut tx, room_id.as_str(), receipt_type, user.as_str(), thread_id.unwrap_or(""), event_id.as_str(), now_ms())
             .await?;
         tx.commit().await?;
+        self.push.receipt_stored(user, badge_before);
         if receipt_type == READ_PRIVATE {
             self.notifier.wake([user.as_str()]);
         } else {

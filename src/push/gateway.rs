@@ -73,6 +73,41 @@ impl Gateway {
         });
     }
 
+    /// Sends the user's pushers their badge (rooms with unread notifications) when it is no
+    /// longer `before` (in the background).
+    pub fn update_badge(&self, user: ruma::OwnedUserId, before: i64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = this.send_badge(&user, before).await {
+                tracing::warn!(%user, %error, "badge push failed");
+            }
+        });
+    }
+
+    async fn send_badge(&self, user: &ruma::UserId, before: i64) -> anyhow::Result<()> {
+        let badge = repo::rooms_with_unread(self.db.pool(), user.as_str()).await?;
+        if badge == before {
+            return Ok(());
+        }
+        for (_, pusher_json, pushkey_ts) in repo::pushers_of_users(self.db.pool(), &[user.as_str()]).await? {
+            let pusher: Pusher = serde_json::from_str(&pusher_json)?;
+            let PusherKind::Http(http_data) = &pusher.kind else { continue };
+            let mut data = PusherData::new();
+            data.format = http_data.format.clone();
+            data.data = http_data.data.clone();
+            let mut device = Device::new(pusher.ids.app_id.clone(), pusher.ids.pushkey.clone());
+            device.pushkey_ts = Some(SecondsSinceUnixEpoch(UInt::try_from(pushkey_ts.max(0) as u64).unwrap_or_default()));
+            device.data = data;
+            let mut notification = Notification::new(vec![device]);
+            notification.counts = NotificationCounts::new(UInt::try_from(badge.max(0) as u64).unwrap_or_default(), UInt::MIN);
+            let rejected = self.post(&http_data.url, notification).await?;
+            if rejected.iter().any(|key| key == &pusher.ids.pushkey) {
+                repo::delete_pusher(self.db.pool(), user.as_str(), &pusher.ids.app_id, &pusher.ids.pushkey).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn notify_user(&self, pdu: &Pdu, event: &Value, recipient: &RecipientActions, pushers: Vec<(String, i64)>) -> anyhow::Result<()> {
         let unread = repo::rooms_with_unread(self.db.pool(), recipient.user_id.as_str()).await?;
         let tweaks: Vec<_> = recipient
@@ -151,9 +186,13 @@ impl Gateway {
             .into_body();
         // What Synapse sends beyond ruma's form, which gateways (and SyTest) read: the event id
         // also as `id` (the field's name before `event_id`), `membership` for member events,
-        // and every device's `data` even when empty.
+        // every device's `data` even when empty, and `counts` even when zero (ruma leaves
+        // empty ones out; a badge update to 0 is all counts).
         let mut json: serde_json::Value = serde_json::from_slice(&body)?;
         let notification_json = &mut json["notification"];
+        if notification_json.get("counts").is_none() {
+            notification_json["counts"] = serde_json::json!({ "unread": 0 });
+        }
         if let Some(event_id) = event_id {
             notification_json["id"] = event_id.as_str().into();
         }

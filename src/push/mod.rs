@@ -151,6 +151,24 @@ impl Push {
         }
     }
 
+    /// Before a user's read receipt: their badge (rooms with unread notifications) when they
+    /// have pushers, so that `receipt_stored` can tell whether it changed.
+    pub async fn badge_before_receipt(&self, user: &UserId) -> Result<Option<i64>> {
+        if repo::pushers_of_users(self.db.pool(), &[user.as_str()]).await?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(repo::rooms_with_unread(self.db.pool(), user.as_str()).await?))
+    }
+
+    /// After a user's read receipt: if their badge changed, their phones are told the new
+    /// count (a push with counts only, as Synapse sends), so the app icon stops showing
+    /// messages read elsewhere.
+    pub fn receipt_stored(&self, user: &UserId, badge_before: Option<i64>) {
+        if let Some(before) = badge_before {
+            self.gateway.update_badge(user.to_owned(), before);
+        }
+    }
+
     /// Unread counts in a room: (notifications, highlights) for the main timeline (all threads
     /// folded in unless `per_thread`), and per thread root when `per_thread`.
     pub async fn unread(&self, user: &UserId, room_id: &RoomId, per_thread: bool) -> Result<(Value, Option<Value>)> {

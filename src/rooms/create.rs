@@ -142,17 +142,20 @@ impl Rooms {
             send(EventTemplate::state(StateEventType::RoomCanonicalAlias, "", json!({ "alias": alias }))).await?;
         }
 
-        let (join_rule, history, guest) = match preset {
-            Preset::PublicChat => ("public", "shared", "forbidden"),
-            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "shared", "can_join"),
+        let (join_rule, history, guests_can_join) = match preset {
+            Preset::PublicChat => ("public", "shared", false),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "shared", true),
         };
         // The preset's state, unless initial_state sets it (as Synapse: no event that the
-        // next one replaces; an upgrade copies all three from the old room).
-        let preset_state = [
+        // next one replaces; an upgrade copies all three from the old room). Guest access is
+        // an event only where guests may join: its absence forbids them (as Synapse).
+        let mut preset_state = vec![
             (StateEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
             (StateEventType::RoomHistoryVisibility, json!({ "history_visibility": history })),
-            (StateEventType::RoomGuestAccess, json!({ "guest_access": guest })),
         ];
+        if guests_can_join {
+            preset_state.push((StateEventType::RoomGuestAccess, json!({ "guest_access": "can_join" })));
+        }
         for (kind, content) in preset_state {
             if !request.initial_state.iter().any(|(k, key, _)| *k == kind.to_string() && key.is_empty()) {
                 send(EventTemplate::state(kind, "", content)).await?;

@@ -182,6 +182,25 @@ pub async fn memberships_of<'c>(
         .collect())
 }
 
+/// The user's membership in the room as of a stream position: that of their last member
+/// event at or before it (None if they had none).
+pub async fn membership_at<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, user_id: &str, stream: i64) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT json FROM events WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 \
+         AND stream_ordering <= $3 ORDER BY stream_ordering DESC LIMIT 1",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(stream)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|row| {
+        let json: String = row.get(0);
+        let event: serde_json::Value = serde_json::from_str(&json).ok()?;
+        event["content"]["membership"].as_str().map(str::to_owned)
+    }))
+}
+
 /// Users with any membership in the room (joined, left, invited, ...).
 pub async fn memberships_in_room<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query("SELECT user_id FROM room_memberships WHERE room_id = $1").bind(room_id).fetch_all(db).await?;

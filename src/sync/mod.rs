@@ -1,6 +1,7 @@
 //! /sync: the notifier that wakes long-polls, sync tokens, filters, and the response builder.
 
 pub mod filter;
+pub mod lazy_members;
 pub mod legacy;
 pub mod notifier;
 pub mod rooms;
@@ -42,6 +43,8 @@ pub struct Sync {
     e2ee: E2ee,
     /// Sliding sync connections and what each was sent.
     connections: sliding::connection::Connections,
+    /// Member events each device was sent by lazy-loading syncs.
+    lazy_members: lazy_members::LazyMembersSent,
 }
 
 /// One /sync request.
@@ -67,7 +70,7 @@ impl Sync {
         push: Push,
         e2ee: E2ee,
     ) -> Self {
-        Self { db, rooms, notifier, typing, receipts, presence, to_device, push, e2ee, connections: Default::default() }
+        Self { db, rooms, notifier, typing, receipts, presence, to_device, push, e2ee, connections: Default::default(), lazy_members: Default::default() }
     }
 
     /// The positions of every stream now.
@@ -127,8 +130,17 @@ impl Sync {
             }
         }
 
-        // Rooms.
-        let room_sections = self.room_sections(request, since, &current, &room_account_data).await?;
+        // Rooms. Lazy-loading syncs leave out member events the device already has, unless
+        // it asks for redundant ones (or for everything again).
+        let lazy_options = &request.filter.room.state.lazy_load_options;
+        let skip_redundant = matches!(lazy_options, ruma::api::client::filter::LazyLoadOptions::Enabled { include_redundant_members: false });
+        let mut lazy_sent = lazy_members::LazySent::default();
+        if skip_redundant && !request.full_state {
+            if let Some(given) = request.since {
+                lazy_sent.before = self.lazy_members.as_of(user.as_str(), request.device.as_str(), &given.encode());
+            }
+        }
+        let room_sections = self.room_sections(request, since, &current, &room_account_data, &mut lazy_sent).await?;
         has_news |= !room_sections.is_empty();
         let mut response = Map::new();
         if !room_sections.is_empty() {
@@ -181,6 +193,11 @@ impl Sync {
         response.insert("device_one_time_keys_count".into(), otk_counts);
         response.insert("device_unused_fallback_key_types".into(), fallback_types);
 
+        if skip_redundant {
+            let mut sent: std::collections::HashSet<String> = lazy_sent.before.as_deref().cloned().unwrap_or_default();
+            sent.extend(lazy_sent.now);
+            self.lazy_members.record(user.as_str(), request.device.as_str(), next.encode(), sent);
+        }
         response.insert("next_batch".into(), next.encode().into());
         Ok((Value::Object(response), has_news))
     }

@@ -36,6 +36,7 @@ impl Sync {
         since: Option<SyncToken>,
         current: &SyncToken,
         account_data: &HashMap<String, Vec<Value>>,
+        lazy_sent: &mut super::lazy_members::LazySent,
     ) -> Result<Map<String, Value>> {
         let user = request.user;
         let room_filter = &request.filter.room;
@@ -62,7 +63,14 @@ impl Sync {
             let changed_since = since.is_none_or(|s| *membership_stream > s.events);
             match membership.as_str() {
                 "join" => {
-                    let newly_joined = since.is_some_and(|s| *membership_stream > s.events);
+                    // Joined since the last sync (not, say, a display name change of a
+                    // member): the room comes with its full state and timeline.
+                    let newly_joined = match since {
+                        Some(s) if *membership_stream > s.events => {
+                            room_repo::membership_at(self.db.pool(), room_id.as_str(), user.as_str(), s.events).await?.as_deref() != Some("join")
+                        }
+                        _ => false,
+                    };
                     let interesting = since.is_none()
                         || request.full_state
                         || newly_joined
@@ -74,7 +82,7 @@ impl Sync {
                         continue;
                     }
                     let section = self
-                        .room_section(request, room_id, since, current.events, newly_joined, account_data, true, receipt_rooms.contains(room_id.as_str()))
+                        .room_section(request, room_id, since, current.events, newly_joined, account_data, true, receipt_rooms.contains(room_id.as_str()), lazy_sent)
                         .await?;
                     if let Some(section) = section {
                         join.insert(room_id.to_string(), section);
@@ -90,7 +98,7 @@ impl Sync {
                 }
                 "leave" | "ban" if (since.is_some() && changed_since) || (since.is_none() && room_filter.include_leave) => {
                     let section = self
-                        .room_section(request, room_id, since, *membership_stream, false, account_data, false, false)
+                        .room_section(request, room_id, since, *membership_stream, false, account_data, false, false, lazy_sent)
                         .await?;
                     if let Some(section) = section {
                         leave.insert(room_id.to_string(), section);
@@ -120,6 +128,7 @@ impl Sync {
         account_data: &HashMap<String, Vec<Value>>,
         joined: bool,
         new_receipts: bool,
+        lazy_sent: &mut super::lazy_members::LazySent,
     ) -> Result<Option<Value>> {
         let user = request.user;
         let room_filter = &request.filter.room;
@@ -143,12 +152,27 @@ impl Sync {
         let full = since.is_none() || newly_joined || request.full_state;
         let state_filter = &room_filter.state;
         let lazy = !state_filter.lazy_load_options.is_disabled();
+        // Member events changed in a gap: sent even when lazy loading (as Synapse), so the
+        // client learns of joins and leaves it did not see.
+        let mut changed_in_gap: HashSet<String> = HashSet::new();
         let state_ids: Vec<String> = if full {
             self.state_at(room_id, timeline.start).await?.into_values().collect()
         } else if timeline.limited {
             let state_before = self.state_at(room_id, timeline.start).await?;
             let at_since = self.state_at(room_id, from.events).await?;
-            state_before.iter().filter(|(key, id)| at_since.get(*key) != Some(*id)).map(|(_, id)| id.clone()).collect()
+            changed_in_gap = state_before.iter().filter(|(key, id)| at_since.get(*key) != Some(*id)).map(|(_, id)| id.clone()).collect();
+            let mut ids: Vec<String> = changed_in_gap.iter().cloned().collect();
+            if lazy {
+                // And the members of this timeline's senders, changed or not.
+                for sender in &timeline.senders {
+                    if let Some(id) = state_before.get(&("m.room.member".to_owned(), sender.clone())) {
+                        if !changed_in_gap.contains(id) {
+                            ids.push(id.clone());
+                        }
+                    }
+                }
+            }
+            ids
         } else if lazy {
             // Members of this timeline's senders, so names resolve without a full state.
             let state_before = self.state_at(room_id, timeline.start).await?;
@@ -166,17 +190,31 @@ impl Sync {
             for id in state_ids {
                 let Some(row) = event_repo::get(self.db.pool(), &id).await? else { continue };
                 let pdu = pdu_from_row(&row.event_id, &row.room_id, &row.json)?;
-                if lazy && pdu.kind().to_string() == "m.room.member" {
+                let is_member = pdu.kind().to_string() == "m.room.member";
+                if lazy && is_member && !changed_in_gap.contains(&id) {
                     let member = pdu.state_key().unwrap_or("");
                     if member != user.as_str() && !timeline.senders.contains(member) {
                         continue;
                     }
+                    // Already sent to this device (and unchanged since): redundant.
+                    if !full && lazy_sent.was_sent(&id) {
+                        continue;
+                    }
+                }
+                if lazy && is_member {
+                    lazy_sent.now.push(id.clone());
                 }
                 let event = without_room_id(self.rooms.client_event_plain(&row, &pdu, Some(viewer)).await?);
                 if filter::room_event_allowed(state_filter, &event) {
                     state.push(event);
                 }
             }
+        }
+
+        // Member events in the timeline are the device's too.
+        if lazy {
+            let timeline_members = timeline.events.iter().filter(|e| e["type"] == "m.room.member");
+            lazy_sent.now.extend(timeline_members.filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
         }
 
         // Ephemeral events and room account data (joined rooms only).
