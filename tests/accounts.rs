@@ -112,6 +112,49 @@ async fn register_with_user_interactive_auth() {
     server.stop().await;
 }
 
+/// A registration's UIA session keeps the first request's parameters (a later request may
+/// leave them out, the password included), and once it has registered a user a retry with
+/// the same session is answered for that user, as Synapse does: a client whose answer was
+/// lost can retry.
+#[tokio::test]
+async fn registration_sessions_keep_parameters_and_are_idempotent() {
+    let server = TestServer::start().await;
+    let challenge = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({ "username": "erin", "password": "übers3kr1t", "device_id": "XYZZY", "initial_device_display_name": "phone" }),
+        )
+        .await;
+    assert_eq!(challenge.status, 401);
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    let auth = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let done = server.post("/_matrix/client/v3/register", None, auth.clone()).await.ok();
+    assert_eq!(done["user_id"], "@erin:localhost");
+    assert_eq!(done["device_id"], "XYZZY");
+    let token = done["access_token"].as_str().unwrap();
+    let device = server.get("/_matrix/client/v3/devices/XYZZY", Some(token)).await.ok();
+    assert_eq!(device["display_name"], "phone");
+    // The password of the first request is the account's.
+    server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "erin" }, "password": "übers3kr1t" }))
+        .await
+        .ok();
+
+    // The same session again: the same user, not M_USER_IN_USE.
+    let retried = server.post("/_matrix/client/v3/register", None, auth).await.ok();
+    assert_eq!(retried["user_id"], "@erin:localhost");
+    assert!(retried["access_token"].is_string());
+
+    // Without a username: the generated one is kept for the session too.
+    let challenge = server.post("/_matrix/client/v3/register", None, json!({ "password": "pw" })).await;
+    let auth = json!({ "auth": { "type": "m.login.dummy", "session": challenge.body["session"] } });
+    let first = server.post("/_matrix/client/v3/register", None, auth.clone()).await.ok();
+    let second = server.post("/_matrix/client/v3/register", None, auth).await.ok();
+    assert_eq!(first["user_id"], second["user_id"]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn registration_disabled_by_default_and_token_flow() {
     let closed = TestServer::start_with(|c| c.registration.enabled = false).await;

@@ -167,8 +167,27 @@ impl Accounts {
             Some(password) => Some(self.passwords.hash(password.to_owned()).await?),
             None => None,
         };
+        self.create_user_with_hash(user_id, hash.as_deref(), is_admin).await
+    }
+
+    /// The parameters a UIA session keeps (`{}` when none): a registration's, see `register`.
+    pub async fn session_params(&self, session: &str) -> Result<serde_json::Value> {
+        Ok(repo::uia_params(self.db.pool(), session).await?)
+    }
+
+    pub async fn keep_session_params(&self, session: &str, params: &serde_json::Value) -> Result<()> {
+        Ok(repo::set_uia_params(self.db.pool(), session, params).await?)
+    }
+
+    /// A password's stored form (for a registration that completes in a later request).
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        self.passwords.hash(password.to_owned()).await
+    }
+
+    /// Creates an account whose password was hashed by `hash_password`.
+    pub async fn create_user_with_hash(&self, user_id: &UserId, hash: Option<&str>, is_admin: bool) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        if !repo::create_user(&mut **tx, user_id.as_str(), hash.as_deref(), is_admin).await? {
+        if !repo::create_user(&mut **tx, user_id.as_str(), hash, is_admin).await? {
             return Err(MatrixError::user_in_use("User ID already taken"));
         }
         // A new account's display name is its localpart, as Synapse sets it: clients show
@@ -224,10 +243,9 @@ impl Accounts {
 
     /// Makes the guest `user_id` a full account with `password`, keeping its id, rooms and
     /// devices. `M_FORBIDDEN` when it is not a guest account.
-    pub async fn upgrade_guest(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let hash = self.passwords.hash(password.to_owned()).await?;
+    pub async fn upgrade_guest(&self, user_id: &UserId, hash: &str) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        if !repo::upgrade_guest(&mut tx, user_id.as_str(), &hash).await? {
+        if !repo::upgrade_guest(&mut tx, user_id.as_str(), hash).await? {
             return Err(MatrixError::forbidden("Not a guest account"));
         }
         self.refresh_directory_entry(&mut tx, user_id).await?;

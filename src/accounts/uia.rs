@@ -24,6 +24,9 @@ pub struct UiaContext<'a> {
     pub registration_tokens: &'a [String],
     /// What the request does (e.g. `delete_device ABC`): a session serves one operation only.
     pub operation: &'a str,
+    /// Keep the session once complete (registration: a retry of the request that completed
+    /// it is answered for the user it registered).
+    pub keep_completed: bool,
 }
 
 /// A password stage that proved another account than the one acting: refused outright (403),
@@ -60,7 +63,11 @@ impl Accounts {
         }
         let done = flows.iter().any(|flow| flow.iter().all(|stage| completed.iter().any(|c| c == stage)));
         if done {
-            repo::delete_uia_session(self.db.pool(), &session).await?;
+            if context.keep_completed {
+                repo::save_uia_session(self.db.pool(), &session, &completed, context.operation).await?;
+            } else {
+                repo::delete_uia_session(self.db.pool(), &session).await?;
+            }
             Ok(())
         } else {
             Err(self.challenge(flows, &session, &completed, None, context.operation).await?)

@@ -26,7 +26,7 @@ use crate::{
 /// `operation` names what the request does, so a session cannot be reused for another.
 async fn password_uia(accounts: &Accounts, user: &UserId, auth: Option<&ruma::api::client::uiaa::AuthData>, operation: &str) -> Result<()> {
     accounts
-        .user_interactive_auth(auth, &[&[PASSWORD]], UiaContext { user: Some(user), registration_tokens: &[], operation })
+        .user_interactive_auth(auth, &[&[PASSWORD]], UiaContext { user: Some(user), registration_tokens: &[], operation, keep_completed: false })
         .await
 }
 

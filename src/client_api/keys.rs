@@ -152,7 +152,7 @@ pub async fn upload_signing_keys(
     // time does not (as Synapse does, per MSC3967).
     if e2ee.has_master_key(&user).await? {
         accounts
-            .user_interactive_auth(body.auth.as_ref(), &[&[PASSWORD]], UiaContext { user: Some(&user), registration_tokens: &[], operation: "device_signing_upload" })
+            .user_interactive_auth(body.auth.as_ref(), &[&[PASSWORD]], UiaContext { user: Some(&user), registration_tokens: &[], operation: "device_signing_upload", keep_completed: false })
             .await?;
     }
     let master = body.master_key.as_ref().map(raw_value).transpose()?;

@@ -148,49 +148,90 @@ pub async fn register(
     if !registration_open(&config) {
         return Err(MatrixError::forbidden("Registration is disabled"));
     }
-    // Upgrading a guest: the account keeps its id (the username, if given, must be it).
-    let guest = match &body.guest_access_token {
-        Some(token) => {
-            let guest = accounts.authenticate(token).await?;
-            let own_name = body.username.as_deref().is_none_or(|name| name.to_lowercase() == guest.user_id.localpart());
-            if !guest.is_guest || !own_name {
-                return Err(MatrixError::forbidden("The guest access token does not belong to this guest account"));
+    // The session's kept parameters stand in for those a later request leaves out (as
+    // Synapse keeps them); once it has registered a user, a retry is answered for that user.
+    let session_id = body.auth.as_ref().and_then(|auth| auth.session()).map(str::to_owned);
+    let kept = match &session_id {
+        Some(session) => accounts.session_params(session).await?,
+        None => json!({}),
+    };
+    let username = body.username.clone().or_else(|| kept["username"].as_str().map(str::to_owned));
+    let device_id = body.device_id.clone().or_else(|| kept["device_id"].as_str().map(Into::into));
+    let device_name = body.initial_device_display_name.clone().or_else(|| kept["initial_device_display_name"].as_str().map(str::to_owned));
+    let inhibit_login = body.inhibit_login || kept["inhibit_login"] == true;
+    let refreshable = body.refresh_token || kept["refresh_token"] == true;
+    let registered = kept["registered_user_id"].as_str().and_then(|id| ruma::UserId::parse(id).ok());
+
+    let user_id = match registered.clone() {
+        Some(user_id) => user_id,
+        None => {
+            // Upgrading a guest: the account keeps its id (the username, if given, must be it).
+            let guest = match &body.guest_access_token {
+                Some(token) => {
+                    let guest = accounts.authenticate(token).await?;
+                    let own_name = username.as_deref().is_none_or(|name| name.to_lowercase() == guest.user_id.localpart());
+                    if !guest.is_guest || !own_name {
+                        return Err(MatrixError::forbidden("The guest access token does not belong to this guest account"));
+                    }
+                    Some(guest.user_id)
+                }
+                None => None,
+            };
+            let user_id = match (&guest, &username) {
+                (Some(guest), _) => guest.clone(),
+                (None, Some(name)) => accounts.local_user_id(&name.to_lowercase())?,
+                (None, None) => accounts.local_user_id(&random_string(12).to_lowercase())?,
+            };
+            if guest.is_none() && !accounts.is_available(&user_id).await? {
+                return Err(MatrixError::user_in_use("User ID already taken"));
             }
-            Some(guest.user_id)
+            let flows: &[&[&str]] = if config.registration.tokens.is_empty() { &[&[DUMMY]] } else { &[&[REGISTRATION_TOKEN]] };
+            let context = UiaContext { user: None, registration_tokens: &config.registration.tokens, operation: "register", keep_completed: true };
+            let password_hash = match (body.password.as_deref(), kept["password_hash"].as_str()) {
+                (Some(password), _) => Some(accounts.hash_password(password).await?),
+                (None, Some(hash)) => Some(hash.to_owned()),
+                (None, None) => None,
+            };
+            if let Err(challenge) = accounts.user_interactive_auth(body.auth.as_ref(), flows, context).await {
+                // The session the client is to continue keeps this request's parameters.
+                if let Some(session) = challenge.extra.get("session").and_then(Value::as_str) {
+                    let mut params = kept.clone();
+                    let mut keep = |key: &str, value: Option<Value>| {
+                        if let Some(value) = value {
+                            params[key] = value;
+                        }
+                    };
+                    keep("username", username.clone().map(Value::from));
+                    keep("password_hash", password_hash.clone().map(Value::from));
+                    keep("device_id", device_id.as_ref().map(|d| Value::from(d.as_str())));
+                    keep("initial_device_display_name", device_name.clone().map(Value::from));
+                    keep("inhibit_login", inhibit_login.then_some(Value::Bool(true)));
+                    keep("refresh_token", refreshable.then_some(Value::Bool(true)));
+                    accounts.keep_session_params(session, &params).await?;
+                }
+                return Err(challenge);
+            }
+            let Some(password_hash) = password_hash else {
+                return Err(MatrixError::missing_param("Missing password"));
+            };
+            if guest.is_some() {
+                accounts.upgrade_guest(&user_id, &password_hash).await?;
+                tracing::info!(user = %user_id, "guest upgraded to a full account");
+            } else {
+                accounts.create_user_with_hash(&user_id, Some(&password_hash), false).await?;
+                tracing::info!(user = %user_id, "registered");
+            }
+            if let Some(session) = &session_id {
+                let mut params = kept.clone();
+                params["registered_user_id"] = user_id.as_str().into();
+                accounts.keep_session_params(session, &params).await?;
+            }
+            user_id
         }
-        None => None,
     };
-    let user_id = match (&guest, &body.username) {
-        (Some(guest), _) => guest.clone(),
-        (None, Some(name)) => accounts.local_user_id(&name.to_lowercase())?,
-        (None, None) => accounts.local_user_id(&random_string(12).to_lowercase())?,
-    };
-    if guest.is_none() && !accounts.is_available(&user_id).await? {
-        return Err(MatrixError::user_in_use("User ID already taken"));
-    }
-    let flows: &[&[&str]] = if config.registration.tokens.is_empty() { &[&[DUMMY]] } else { &[&[REGISTRATION_TOKEN]] };
-    accounts
-        .user_interactive_auth(
-            body.auth.as_ref(),
-            flows,
-            UiaContext { user: None, registration_tokens: &config.registration.tokens, operation: "register" },
-        )
-        .await?;
-    let Some(password) = body.password.as_deref() else {
-        return Err(MatrixError::missing_param("Missing password"));
-    };
-    if guest.is_some() {
-        accounts.upgrade_guest(&user_id, password).await?;
-        tracing::info!(user = %user_id, "guest upgraded to a full account");
-    } else {
-        accounts.create_user(&user_id, Some(password), false).await?;
-        tracing::info!(user = %user_id, "registered");
-    }
     let mut response = register::v3::Response::new(user_id.clone());
-    if !body.inhibit_login {
-        let session = accounts
-            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
-            .await?;
+    if !inhibit_login {
+        let session = accounts.login(&user_id, device_id, device_name.as_deref(), refreshable).await?;
         response.access_token = Some(session.access_token);
         response.device_id = Some(session.device_id);
         if let Some((refresh_token, lifetime)) = session.refresh {

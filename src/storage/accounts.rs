@@ -429,9 +429,14 @@ pub async fn delete_token<'c>(db: impl Executor<'c, Database = Any>, token_hash:
 }
 
 /// A UIA session: (completed stages, the operation it was started for).
+/// How long a UIA session lives (Synapse's 48 hours): a kept registration session does
+/// not answer for its user forever.
+const UIA_SESSION_LIFETIME_MS: i64 = 48 * 3600 * 1000;
+
 pub async fn uia_session<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<Option<(Vec<String>, String)>> {
-    let row = sqlx::query("SELECT completed, operation FROM uia_sessions WHERE session_id = $1")
+    let row = sqlx::query("SELECT completed, operation FROM uia_sessions WHERE session_id = $1 AND created_ts > $2")
         .bind(session_id)
+        .bind(now_ms() - UIA_SESSION_LIFETIME_MS)
         .fetch_optional(db)
         .await?;
     Ok(row.map(|row| {
@@ -457,6 +462,22 @@ pub async fn save_uia_session<'c>(
     .bind(operation)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// The parameters kept with a UIA session (`{}` for none or no such session).
+pub async fn uia_params<'c>(db: impl Executor<'c, Database = Any>, session_id: &str) -> sqlx::Result<serde_json::Value> {
+    let row = sqlx::query("SELECT params FROM uia_sessions WHERE session_id = $1 AND created_ts > $2")
+        .bind(session_id)
+        .bind(now_ms() - UIA_SESSION_LIFETIME_MS)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.and_then(|row| serde_json::from_str(&row.get::<String, _>(0)).ok()).unwrap_or_else(|| serde_json::json!({})))
+}
+
+/// Keeps parameters with an existing UIA session.
+pub async fn set_uia_params<'c>(db: impl Executor<'c, Database = Any>, session_id: &str, params: &serde_json::Value) -> sqlx::Result<()> {
+    sqlx::query("UPDATE uia_sessions SET params = $2 WHERE session_id = $1").bind(session_id).bind(params.to_string()).execute(db).await?;
     Ok(())
 }
 
