@@ -636,3 +636,40 @@ async fn lazy_loaded_members_in_incremental_syncs() {
     assert_eq!(lazy_members(&retried, &room), vec![joined(&dave_id)]);
     server.stop().await;
 }
+
+/// Ignoring a user (`m.ignored_user_list`): their messages leave the timeline (in /sync and
+/// /messages), their state events stay, and their invites are not shown.
+#[tokio::test]
+async fn ignored_users_are_not_shown() {
+    let server = TestServer::start().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    server.send_text(&bob, &room, "b1", "from bob").await;
+    server.send_text(&alice, &room, "a1", "from alice").await;
+    server.put(&format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&alice_id)), Some(&alice), json!({ "ignored_users": { bob_id.as_str(): {} } })).await.ok();
+
+    let synced = sync(&server, &alice, "").await;
+    assert_eq!(timeline_bodies(&synced, &room), vec!["from alice"]);
+    let state_or_timeline_members = synced["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(synced["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap())
+        .any(|e| e["type"] == "m.room.member" && e["state_key"] == bob_id.as_str());
+    assert!(state_or_timeline_members, "bob's membership (state) stays");
+    let page = server.messages(&alice, &room, "dir=b&limit=20").await;
+    let bodies: Vec<&str> = page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, vec!["from alice"]);
+
+    // bob's invite to another room is not shown to alice.
+    let since = synced["next_batch"].as_str().unwrap().to_owned();
+    let other = server.create_room(&bob, json!({})).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&other)), Some(&bob), json!({ "user_id": alice_id })).await.ok();
+    let later = sync(&server, &alice, &format!("since={since}&timeout=0")).await;
+    assert!(later["rooms"]["invite"].get(&other).is_none(), "{later}");
+    let full = sync(&server, &alice, "").await;
+    assert!(full["rooms"]["invite"].get(&other).is_none(), "{full}");
+    server.stop().await;
+}

@@ -1,6 +1,6 @@
 //! Who may see what: history visibility on every read path, and power levels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ruma::{EventId, OwnedUserId, UserId};
 use serde_json::Value;
@@ -97,20 +97,38 @@ pub struct VisibilityChecker<'a> {
     user: &'a UserId,
     currently_joined: bool,
     cache: HashMap<i64, (String, Option<String>)>,
+    /// The users this user ignores, read on first use.
+    ignored: Option<HashSet<String>>,
+}
+
+/// The users `user` ignores (`m.ignored_user_list` account data).
+pub async fn ignored_users(rooms: &Rooms, user: &UserId) -> Result<HashSet<String>> {
+    let content = crate::storage::account_data::get(rooms.db().pool(), user.as_str(), "", "m.ignored_user_list").await?;
+    let content: Value = content.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(Value::Null);
+    Ok(content["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
 }
 
 impl<'a> VisibilityChecker<'a> {
     /// `currently_joined`: the user's membership in the room now is `join`.
     pub fn new(rooms: &'a Rooms, user: &'a UserId, currently_joined: bool) -> Self {
-        Self { rooms, user, currently_joined, cache: HashMap::new() }
+        Self { rooms, user, currently_joined, cache: HashMap::new(), ignored: None }
     }
 
     /// The spec's rules: world_readable; joined at the event; `shared` and joined now;
     /// `invited` and invited (or joined) at the event. A user always sees their own
-    /// membership events.
+    /// membership events, and never the non-state events of users they ignore (state
+    /// events stay: the room's state must stay whole).
     pub async fn can_see(&mut self, row: &EventRow, pdu: &Pdu) -> Result<bool> {
         if pdu.state_key() == Some(self.user.as_str()) && pdu.kind().to_string() == "m.room.member" {
             return Ok(true);
+        }
+        if pdu.state_key().is_none() {
+            if self.ignored.is_none() {
+                self.ignored = Some(ignored_users(self.rooms, self.user).await?);
+            }
+            if self.ignored.as_ref().is_some_and(|ignored| ignored.contains(pdu.fields.sender.as_str())) {
+                return Ok(false);
+            }
         }
         let (history, membership) = self.at_group(row.state_group).await?;
         Ok(match history.as_str() {

@@ -52,6 +52,7 @@ impl Sync {
             None => (HashSet::new(), HashSet::new()),
         };
 
+        let mut ignored: Option<HashSet<String>> = None;
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
@@ -90,6 +91,19 @@ impl Sync {
                 }
                 "invite" if changed_since => {
                     let state = self.stripped_state(room_id, user, event_id).await?;
+                    // Invites from users the user ignores are not shown (the spec's rule).
+                    let inviter = state
+                        .iter()
+                        .find(|e| e["type"] == "m.room.member" && e["state_key"] == user.as_str())
+                        .and_then(|e| e["sender"].as_str());
+                    if let Some(inviter) = inviter {
+                        if ignored.is_none() {
+                            ignored = Some(crate::rooms::visibility::ignored_users(&self.rooms, user).await?);
+                        }
+                        if ignored.as_ref().is_some_and(|ignored| ignored.contains(inviter)) {
+                            continue;
+                        }
+                    }
                     invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
                 }
                 "knock" if changed_since => {
