@@ -418,3 +418,22 @@ async fn a_read_receipt_pushes_the_new_badge() {
     assert_eq!(notification["devices"][0]["pushkey"], "bobs-phone");
     server.stop().await;
 }
+
+/// Nothing of an ignored user's notifies: no unread count, no push.
+#[tokio::test]
+async fn ignored_users_do_not_notify() {
+    let (server, alice_id, alice, bob_id, bob, room) = two_people().await;
+    let mut gateway = gateway().await;
+    set_pusher(&server, &bob, &gateway.url, "bobs-phone", None).await;
+    server.put(&format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&bob_id)), Some(&bob), json!({ "ignored_users": { alice_id.as_str(): {} } })).await.ok();
+    server.send_text(&alice, &room, "i1", "ignored").await;
+    let sync = server.get("/_matrix/client/v3/sync", Some(&bob)).await.ok();
+    assert_eq!(unread(&sync, &room), (0, 0));
+
+    // Once no longer ignored, the next message notifies (and is the first push).
+    server.put(&format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&bob_id)), Some(&bob), json!({ "ignored_users": {} })).await.ok();
+    let heard = server.send_text(&alice, &room, "i2", "heard").await;
+    let pushed = gateway.next().await;
+    assert_eq!(pushed["notification"]["event_id"], heard, "the ignored message was not pushed");
+    server.stop().await;
+}

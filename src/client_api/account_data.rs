@@ -63,6 +63,7 @@ async fn load<T>(rooms: &Rooms, user: &UserId, room: &str, kind: &str) -> Result
 
 pub async fn set_global(
     State(rooms): State<Rooms>,
+    State(push): State<crate::push::Push>,
     request: Ruma<set_global_account_data::v3::Request>,
 ) -> Result<RumaResponse<set_global_account_data::v3::Response>> {
     let b = &request.body;
@@ -70,6 +71,9 @@ pub async fn set_global(
     let kind = b.event_type.to_string();
     reject_server_managed(&kind)?;
     store(&rooms, &b.user_id, "", &kind, &object_text(b.data.json().get())?).await?;
+    if kind == crate::push::IGNORED_USER_LIST {
+        push.forget_ignored(&b.user_id);
+    }
     Ok(RumaResponse(set_global_account_data::v3::Response::new()))
 }
 

@@ -26,6 +26,9 @@ use crate::{
     },
 };
 
+/// The account data type listing the users a user ignores.
+pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
+
 /// What the push rules decided for one recipient of an event.
 #[derive(Debug, Clone)]
 pub struct RecipientActions {
@@ -42,11 +45,13 @@ pub struct Push {
     gateway: gateway::Gateway,
     /// Each user's rules, cached: evaluated for every event in every room they are in.
     rulesets: Arc<Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>>,
+    /// Each user's ignored users, cached likewise (forgotten when the list is written).
+    ignored: Arc<Mutex<HashMap<OwnedUserId, Arc<std::collections::HashSet<String>>>>>,
 }
 
 impl Push {
     pub fn new(db: Db, server_name: ruma::OwnedServerName, gateway: gateway::Gateway) -> Self {
-        Self { db, server_name, gateway, rulesets: Arc::default() }
+        Self { db, server_name, gateway, rulesets: Arc::default(), ignored: Arc::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -102,6 +107,9 @@ impl Push {
         let raw: Raw<Value> = Raw::new(client_event).map_err(|e| crate::error::MatrixError::internal(e.to_string()))?;
         let mut decided = Vec::new();
         for (user_id, display_name) in recipients {
+            if self.ignores(&user_id, pdu.fields.sender.as_str()).await? {
+                continue;
+            }
             let display_name = display_name.unwrap_or_else(|| user_id.localpart().to_owned());
             let mut context = PushConditionRoomCtx::new(
                 pdu.room_id.clone(),
@@ -119,6 +127,28 @@ impl Push {
             }
         }
         Ok(decided)
+    }
+
+    /// Whether `user` ignores `sender`: then nothing of the sender's notifies them.
+    async fn ignores(&self, user: &UserId, sender: &str) -> Result<bool> {
+        let cached = self.ignored.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned();
+        let ignored = match cached {
+            Some(ignored) => ignored,
+            None => {
+                let content = crate::storage::account_data::get(self.db.pool(), user.as_str(), "", IGNORED_USER_LIST).await?;
+                let content: Value = content.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(Value::Null);
+                let ignored: std::collections::HashSet<String> = content["ignored_users"].as_object().map(|u| u.keys().cloned().collect()).unwrap_or_default();
+                let ignored = Arc::new(ignored);
+                self.ignored.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_owned(), ignored.clone());
+                ignored
+            }
+        };
+        Ok(ignored.contains(sender))
+    }
+
+    /// The user wrote their ignore list: read it again when next needed.
+    pub fn forget_ignored(&self, user: &UserId) {
+        self.ignored.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
     }
 
     /// Stores the decided actions in the event's own transaction.

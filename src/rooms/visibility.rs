@@ -103,7 +103,7 @@ pub struct VisibilityChecker<'a> {
 
 /// The users `user` ignores (`m.ignored_user_list` account data).
 pub async fn ignored_users(rooms: &Rooms, user: &UserId) -> Result<HashSet<String>> {
-    let content = crate::storage::account_data::get(rooms.db().pool(), user.as_str(), "", "m.ignored_user_list").await?;
+    let content = crate::storage::account_data::get(rooms.db().pool(), user.as_str(), "", crate::push::IGNORED_USER_LIST).await?;
     let content: Value = content.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(Value::Null);
     Ok(content["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
 }
