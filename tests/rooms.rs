@@ -538,3 +538,30 @@ async fn corrupt_stored_events_are_a_500_that_leaks_nothing() {
     assert!(!message.contains("json") && !message.contains(&event_id), "{message}");
     server.stop().await;
 }
+
+/// Keys of a /join body beyond the spec's are kept in the member event (as Synapse keeps
+/// them); those the server sets stay the server's.
+#[tokio::test]
+async fn join_keeps_the_clients_own_content() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "open" })).await;
+    server
+        .post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({ "foo": "bar", "membership": "leave", "reason": "hello" }))
+        .await
+        .ok();
+    let member = server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob_id)), Some(&bob)).await.ok();
+    assert_eq!(member["foo"], "bar", "{member}");
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["reason"], "hello");
+    assert_eq!(member["displayname"], "bob");
+
+    // By alias too.
+    server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&bob), json!({})).await.ok();
+    server.post("/_matrix/client/v3/join/%23open%3Alocalhost", Some(&bob), json!({ "colour": "blue" })).await.ok();
+    let member = server.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob_id)), Some(&bob)).await.ok();
+    assert_eq!(member["colour"], "blue", "{member}");
+    assert!(member.get("foo").is_none(), "a new join's content is its own");
+    server.stop().await;
+}

@@ -15,7 +15,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::extract::{Ruma, RumaResponse};
+use super::extract::{Ruma, RumaResponse, WithRawBody};
 use crate::{
     error::{MatrixError, Result},
     federation::Federation,
@@ -55,36 +55,53 @@ async fn inviting_servers(rooms: &Rooms, room_id: &RoomId, user: &ruma::UserId) 
 }
 
 /// Joins locally when this server is in the room, otherwise through another server.
-async fn join(rooms: &Rooms, federation: &Federation, room_id: &RoomId, user: &ruma::UserId, reason: Option<&str>, mut servers: Vec<OwnedServerName>) -> Result<()> {
+/// `extra`: keys of the request body beyond the spec's, kept in the member event.
+async fn join(
+    rooms: &Rooms,
+    federation: &Federation,
+    room_id: &RoomId,
+    user: &ruma::UserId,
+    reason: Option<&str>,
+    mut servers: Vec<OwnedServerName>,
+    extra: &serde_json::Map<String, Value>,
+) -> Result<()> {
     for server in inviting_servers(rooms, room_id, user).await? {
         if !servers.contains(&server) {
             servers.insert(0, server);
         }
     }
     if rooms.participating(room_id).await? || servers.iter().all(|s| s == rooms.server_name()) {
-        rooms.change_membership(room_id, user, user, Change::Join, reason, false).await?;
+        rooms.join_with_content(room_id, user, reason, extra).await?;
         return Ok(());
     }
-    federation.join_remote(room_id, user, &servers).await
+    federation.join_remote(room_id, user, &servers, extra).await
+}
+
+/// The body of a /join as an object (an empty or non-object body is no extra content).
+fn join_body(raw: &[u8]) -> serde_json::Map<String, Value> {
+    match serde_json::from_slice(raw) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 pub async fn join_by_id(
     State(rooms): State<Rooms>,
     State(federation): State<Federation>,
-    request: Ruma<join_room_by_id::v3::Request>,
+    WithRawBody(request, raw): WithRawBody<join_room_by_id::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
     let user = &request.user().user_id;
     let room_id = &request.body.room_id;
     let servers = room_id.server_name().map(|s| vec![s.to_owned()]).unwrap_or_default();
     require_guest_access(&rooms, room_id, request.user()).await?;
-    join(&rooms, &federation, room_id, user, request.body.reason.as_deref(), servers).await?;
+    join(&rooms, &federation, room_id, user, request.body.reason.as_deref(), servers, &join_body(&raw)).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id.clone())))
 }
 
 pub async fn join_by_id_or_alias(
     State(rooms): State<Rooms>,
     State(federation): State<Federation>,
-    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+    WithRawBody(request, raw): WithRawBody<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let user = &request.user().user_id;
     let (room_id, mut servers) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
@@ -94,7 +111,7 @@ pub async fn join_by_id_or_alias(
         }
     }
     require_guest_access(&rooms, &room_id, request.user()).await?;
-    join(&rooms, &federation, &room_id, user, request.body.reason.as_deref(), servers).await?;
+    join(&rooms, &federation, &room_id, user, request.body.reason.as_deref(), servers, &join_body(&raw)).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
 }
 

@@ -122,10 +122,10 @@ impl Federation {
     }
 
     /// Joins a local user to a room this server is not in yet, through one of `servers`.
-    pub async fn join_remote(&self, room_id: &RoomId, user: &UserId, servers: &[OwnedServerName]) -> Result<()> {
+    pub async fn join_remote(&self, room_id: &RoomId, user: &UserId, servers: &[OwnedServerName], extra: &serde_json::Map<String, Value>) -> Result<()> {
         let mut last_error = MatrixError::not_found("No server to join the room through");
         for server in servers.iter().filter(|s| !self.is_local(s)) {
-            match self.join_through(room_id, user, server).await {
+            match self.join_through(room_id, user, server, extra).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     tracing::info!(%room_id, %server, %error, "remote join attempt failed");
@@ -136,12 +136,13 @@ impl Federation {
         Err(last_error)
     }
 
-    async fn join_through(&self, room_id: &RoomId, user: &UserId, server: &OwnedServerName) -> Result<()> {
+    async fn join_through(&self, room_id: &RoomId, user: &UserId, server: &OwnedServerName, extra: &serde_json::Map<String, Value>) -> Result<()> {
         let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         make.ver = supported_room_versions();
         let template = self.send(server, make).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
         let mut content = self.rooms.member_content(user, "join", None).await?;
+        crate::rooms::membership::merge_client_content(&mut content, extra);
         let template_content: Value = serde_json::from_str::<Value>(template.event.get()).map(|t| t["content"].clone()).unwrap_or(Value::Null);
         if let Some(authoriser) = template_content["join_authorised_via_users_server"].as_str() {
             content.insert("join_authorised_via_users_server".into(), authoriser.into());

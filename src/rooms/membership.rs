@@ -21,6 +21,17 @@ pub enum Change {
     Knock,
 }
 
+/// Keys of a client's own added to member content; what the server sets (membership, the
+/// profile, the reason) and what only servers may set stay the server's.
+pub fn merge_client_content(content: &mut Map<String, Value>, extra: &Map<String, Value>) {
+    const SERVER_SET: [&str; 6] = ["membership", "displayname", "avatar_url", "reason", "join_authorised_via_users_server", "third_party_signed"];
+    for (key, value) in extra {
+        if !SERVER_SET.contains(&key.as_str()) && !content.contains_key(key) {
+            content.insert(key.clone(), value.clone());
+        }
+    }
+}
+
 impl Rooms {
     /// Member-event content carrying the user's profile.
     pub async fn member_content(&self, user: &UserId, membership: &str, reason: Option<&str>) -> Result<Map<String, Value>> {
@@ -49,6 +60,26 @@ impl Rooms {
         change: Change,
         reason: Option<&str>,
         is_direct: bool,
+    ) -> Result<OwnedEventId> {
+        self.change_membership_with(room_id, sender, target, change, reason, is_direct, &Map::new()).await
+    }
+
+    /// A join carrying keys of the client's own beside those the server sets (`/join`'s
+    /// extra body keys, which Synapse keeps in the member event).
+    pub async fn join_with_content(&self, room_id: &RoomId, user: &UserId, reason: Option<&str>, extra: &Map<String, Value>) -> Result<OwnedEventId> {
+        self.change_membership_with(room_id, user, user, Change::Join, reason, false, extra).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn change_membership_with(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        change: Change,
+        reason: Option<&str>,
+        is_direct: bool,
+        extra: &Map<String, Value>,
     ) -> Result<OwnedEventId> {
         self.room_version(room_id).await?;
         if change == Change::Invite && target.server_name() != self.server_name() {
@@ -106,6 +137,7 @@ impl Rooms {
         if is_direct {
             content.insert("is_direct".into(), true.into());
         }
+        merge_client_content(&mut content, extra);
         if change == Change::Join && !matches!(current.as_deref(), Some("join") | Some("invite")) {
             if let Some(authoriser) = self.restricted_join_authoriser(room_id, target).await? {
                 content.insert("join_authorised_via_users_server".into(), authoriser.into());
