@@ -565,3 +565,32 @@ async fn join_keeps_the_clients_own_content() {
     assert!(member.get("foo").is_none(), "a new join's content is its own");
     server.stop().await;
 }
+
+/// A history_visibility change is visible when the visibility before or after it allows
+/// (the spec's rule): a member joining after a room went to `joined` sees the messages from
+/// when it was `shared`, then the change, but not what was said in between.
+#[tokio::test]
+async fn a_history_visibility_change_is_seen_under_the_old_visibility() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.send_text(&alice, &room, "s", "shared").await;
+    server
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility", enc(&room)), Some(&alice), json!({ "history_visibility": "joined" }))
+        .await
+        .ok();
+    server.send_text(&alice, &room, "p", "pre join").await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    server.send_text(&alice, &room, "q", "post join").await;
+    let mut page = server.messages(&bob, &room, "dir=b&limit=4").await;
+    page["chunk"].as_array_mut().unwrap().reverse();
+    let seen: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().map(str::to_owned).unwrap_or_else(|| e["type"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(seen, vec!["shared", "m.room.history_visibility", "m.room.member", "post join"]);
+    server.stop().await;
+}

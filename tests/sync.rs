@@ -673,3 +673,32 @@ async fn ignored_users_are_not_shown() {
     assert!(full["rooms"]["invite"].get(&other).is_none(), "{full}");
     server.stop().await;
 }
+
+/// Joined and left between two syncs: the leave section has the room's state (up to the
+/// leave), as for a new join; a rejected invite gets no such state.
+#[tokio::test]
+async fn a_room_joined_and_left_between_syncs_comes_whole() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat", "name": "Brief" })).await;
+    let since = sync(&server, &bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&bob), json!({})).await.ok();
+    let later = sync(&server, &bob, &format!("since={since}")).await;
+    let left = &later["rooms"]["leave"][&room];
+    let in_state_or_timeline = |kind: &str| {
+        left["state"]["events"].as_array().into_iter().flatten().chain(left["timeline"]["events"].as_array().into_iter().flatten()).any(|e| e["type"] == kind)
+    };
+    assert!(in_state_or_timeline("m.room.name") && in_state_or_timeline("m.room.create"), "{left}");
+
+    // Invited and rejected: the leave shows, the room's state does not.
+    let private = server.create_room(&alice, json!({ "preset": "private_chat", "name": "Secret" })).await;
+    let since = later["next_batch"].as_str().unwrap().to_owned();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&private)), Some(&alice), json!({ "user_id": bob_id })).await.ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)), Some(&bob), json!({})).await.ok();
+    let rejected = sync(&server, &bob, &format!("since={since}")).await;
+    let section = &rejected["rooms"]["leave"][&private];
+    assert!(!section["state"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.name"), "{section}");
+    server.stop().await;
+}

@@ -131,14 +131,31 @@ impl<'a> VisibilityChecker<'a> {
             }
         }
         let (history, membership) = self.at_group(row.state_group).await?;
-        Ok(match history.as_str() {
+        if self.allows(&history, membership.as_deref()) {
+            return Ok(true);
+        }
+        // A history_visibility change is visible if the visibility before it or after it
+        // allows (the spec's rule): members who join later still see the room close up.
+        if pdu.kind().to_string() == "m.room.history_visibility" {
+            if let Some(prev) = pdu.prev_events.first() {
+                if let Some(prev_row) = crate::storage::events::get_timeline(self.rooms.db().pool(), prev.as_str()).await? {
+                    let (before, _) = self.at_group(prev_row.state_group).await?;
+                    return Ok(self.allows(&before, membership.as_deref()));
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn allows(&self, history: &str, membership: Option<&str>) -> bool {
+        match history {
             "world_readable" => true,
-            _ if membership.as_deref() == Some("join") => true,
-            "invited" => membership.as_deref() == Some("invite"),
+            _ if membership == Some("join") => true,
+            "invited" => membership == Some("invite"),
             "joined" => false,
             // "shared" and anything unknown behave as shared, the spec's default.
             _ => self.currently_joined,
-        })
+        }
     }
 
     async fn at_group(&mut self, group: i64) -> Result<(String, Option<String>)> {

@@ -201,6 +201,23 @@ pub async fn membership_at<'c>(db: impl Executor<'c, Database = Any>, room_id: &
     }))
 }
 
+/// Whether the user joined the room between two stream positions (after, up_to].
+pub async fn joined_between<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, user_id: &str, after: i64, up_to: i64) -> sqlx::Result<bool> {
+    let rows = sqlx::query(
+        "SELECT json FROM events WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 \
+         AND stream_ordering > $3 AND stream_ordering <= $4",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(after)
+    .bind(up_to)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().any(|row| {
+        serde_json::from_str::<serde_json::Value>(&row.get::<String, _>(0)).is_ok_and(|event| event["content"]["membership"] == "join")
+    }))
+}
+
 /// Users with any membership in the room (joined, left, invited, ...).
 pub async fn memberships_in_room<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query("SELECT user_id FROM room_memberships WHERE room_id = $1").bind(room_id).fetch_all(db).await?;

@@ -111,8 +111,18 @@ impl Sync {
                     knock.insert(room_id.to_string(), json!({ "knock_state": { "events": state } }));
                 }
                 "leave" | "ban" if (since.is_some() && changed_since) || (since.is_none() && room_filter.include_leave) => {
+                    // Joined and left since the last sync: the client never had the room, so
+                    // it comes whole up to the leave (as for a new join). A rejected invite
+                    // is no such case: that user never saw the room's state.
+                    let never_seen = match since {
+                        Some(s) => {
+                            room_repo::membership_at(self.db.pool(), room_id.as_str(), user.as_str(), s.events).await?.as_deref() != Some("join")
+                                && room_repo::joined_between(self.db.pool(), room_id.as_str(), user.as_str(), s.events, *membership_stream).await?
+                        }
+                        None => false,
+                    };
                     let section = self
-                        .room_section(request, room_id, since, *membership_stream, false, account_data, false, false, lazy_sent)
+                        .room_section(request, room_id, since, *membership_stream, never_seen, account_data, false, false, lazy_sent)
                         .await?;
                     if let Some(section) = section {
                         leave.insert(room_id.to_string(), section);
