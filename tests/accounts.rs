@@ -582,3 +582,35 @@ async fn uia_is_bound_to_the_account_and_the_operation() {
     server.get("/_matrix/client/v3/devices/FIRST", Some(&alice)).await.err(404, "M_NOT_FOUND");
     server.stop().await;
 }
+
+/// The UIA password stage in its old form (`user` instead of `identifier`), which clients
+/// still send and Synapse takes, is accepted.
+#[tokio::test]
+async fn uia_password_stage_with_the_old_user_field() {
+    let server = TestServer::start().await;
+    let (_, token) = server.register("bob").await;
+    let login = server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" }, "password": "password" }))
+        .await
+        .ok();
+    let device = login["device_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    let challenge = server.delete(&path, Some(&token), json!({})).await;
+    let auth = json!({ "type": "m.login.password", "user": "bob", "password": "password", "session": challenge.body["session"] });
+    server.delete(&path, Some(&token), json!({ "auth": auth })).await.ok();
+    server.get(&path, Some(&token)).await.err(404, "M_NOT_FOUND");
+    // A wrong password in the old form is still a wrong password.
+    let other = server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" }, "password": "password" }))
+        .await
+        .ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_matrix/client/v3/devices/{other}");
+    let challenge = server.delete(&path, Some(&token), json!({})).await;
+    let reply = server.delete(&path, Some(&token), json!({ "auth": { "type": "m.login.password", "user": "bob", "password": "nope", "session": challenge.body["session"] } })).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_FORBIDDEN");
+    server.stop().await;
+}

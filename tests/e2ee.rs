@@ -406,3 +406,19 @@ async fn new_renamed_and_deleted_devices_are_device_list_changes() {
     both_see_bob_change(&server, (&alice, &alice_since), (&bob, &bob_since), &bob_id, "a deleted device").await;
     server.stop().await;
 }
+
+/// A newly invited user's devices are wanted (to encrypt for invited members): they show in
+/// the inviter's device_lists.changed, as Synapse reports them.
+#[tokio::test]
+async fn a_newly_invited_user_is_a_device_list_change() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, _bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let since = server.get("/_matrix/client/v3/sync", Some(&alice)).await.ok()["next_batch"].as_str().unwrap().to_owned();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": bob_id })).await.ok();
+    let sync = server.get(&format!("/_matrix/client/v3/sync?since={since}"), Some(&alice)).await.ok();
+    assert_eq!(sync["device_lists"]["changed"], json!([bob_id]), "{sync}");
+    assert!(sync["device_lists"]["left"].as_array().is_none_or(|left| left.is_empty()), "{sync}");
+    server.stop().await;
+}

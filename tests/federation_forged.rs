@@ -767,3 +767,49 @@ async fn a_remote_make_join_refusal_reaches_the_client() {
     assert_eq!(reply.body["error"], "You are banned from this room");
     server.stop().await;
 }
+
+/// A key named by its public key, as cross-signing keys are, and a signature by it.
+fn named_key() -> (Ed25519KeyPair, String) {
+    let document = Ed25519KeyPair::generate();
+    let probe = Ed25519KeyPair::from_der(&document, "probe".into()).unwrap();
+    let public = ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(probe.public_key().to_vec()).encode();
+    (Ed25519KeyPair::from_der(&document, public.clone()).unwrap(), public)
+}
+
+fn signed_by(user: &str, pair: &Ed25519KeyPair, object: &Value) -> Value {
+    let mut canonical = canonical(object.clone());
+    ruma::signatures::sign_json(user, pair, &mut canonical).unwrap();
+    serde_json::to_value(canonical).unwrap()
+}
+
+/// alice cross-signs her device: the servers sharing her rooms get the device again with the
+/// new signature (m.device_list_update), so their users see it verified.
+#[tokio::test]
+async fn a_cross_signed_device_reaches_servers_sharing_a_room() {
+    let peer = FakePeer::start().await;
+    let room = Room::set_up(&peer).await;
+    let alice = format!("@alice:{}", room.server.server_name());
+    let token = room.alice_token.clone();
+    let device = room.server.get("/_matrix/client/v3/account/whoami", Some(&token)).await.ok()["device_id"].as_str().unwrap().to_owned();
+    let device_keys = json!({
+        "user_id": alice, "device_id": device, "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": { format!("curve25519:{device}"): "curvekey", format!("ed25519:{device}"): "edkey" },
+    });
+    let mut uploaded = device_keys.clone();
+    uploaded["signatures"] = json!({});
+    room.server.post("/_matrix/client/v3/keys/upload", Some(&token), json!({ "device_keys": uploaded })).await.ok();
+    let (master, master_public) = named_key();
+    let (self_signing, self_public) = named_key();
+    let master_key = json!({ "user_id": alice, "usage": ["master"], "keys": { format!("ed25519:{master_public}"): master_public } });
+    let self_key = signed_by(&alice, &master, &json!({ "user_id": alice, "usage": ["self_signing"], "keys": { format!("ed25519:{self_public}"): self_public } }));
+    room.server.post("/_matrix/client/v3/keys/device_signing/upload", Some(&token), json!({ "master_key": master_key, "self_signing_key": self_key })).await.ok();
+    let signed_device = signed_by(&alice, &self_signing, &device_keys);
+    let result = room.server.post("/_matrix/client/v3/keys/signatures/upload", Some(&token), json!({ &alice: { &device: signed_device } })).await.ok();
+    assert_eq!(result["failures"], json!({}), "{result}");
+    let signature_id = format!("ed25519:{self_public}");
+    eventually(Duration::from_secs(10), || async {
+        device_list_updates(&peer, &alice).iter().any(|u| u["device_id"] == device.as_str() && u["keys"]["signatures"][&alice][&signature_id].is_string())
+    })
+    .await;
+    room.server.stop().await;
+}

@@ -310,8 +310,11 @@ where
         }
         // Clients (matrix-nio's join, for one) POST with no body where all fields are
         // optional; read that as an empty JSON object, as Synapse does.
+        let legacy_auth = legacy_password_auth(&bytes);
         let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT) {
             b"{}"
+        } else if let Some(rewritten) = &legacy_auth {
+            rewritten
         } else {
             &bytes
         };
@@ -321,6 +324,23 @@ where
             .map_err(|error| malformed_room_version(&bytes).unwrap_or_else(|| map_parse_error(error)))?;
         Ok((Ruma { body, requester, origin, client_ip }, bytes))
     }
+}
+
+/// A UIA password stage in its pre-r0.4 form (`"user": "..."` instead of an `identifier`),
+/// which clients still send and Synapse still takes, rewritten into the current form; None
+/// when the body has no such stage.
+fn legacy_password_auth(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.windows(6).any(|w| w == b"\"auth\"") {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let auth = body.get_mut("auth")?.as_object_mut()?;
+    if auth.get("type")?.as_str()? != "m.login.password" || auth.contains_key("identifier") {
+        return None;
+    }
+    let user = auth.remove("user")?;
+    auth.insert("identifier".into(), serde_json::json!({ "type": "m.id.user", "user": user }));
+    serde_json::to_vec(&body).ok()
 }
 
 /// A ruma response as an axum response.

@@ -139,6 +139,30 @@ impl E2ee {
                 self.announce_device_change(&user).await?;
             }
         }
+        // The requester's own newly signed keys go to the servers sharing their rooms (as
+        // Synapse sends them): a signed device as a device update, a signed master key as a
+        // signing-key update. Signatures of other users' keys stay private.
+        let own_devices: Vec<String> = repo::device_keys(self.db.pool(), requester.as_str()).await?.into_iter().map(|(device, _)| device).collect();
+        let mut own_master_signed = false;
+        let mut own_signed_devices: Vec<&str> = Vec::new();
+        for (target_user, target_key, _, _) in &accepted {
+            if target_user != requester.as_str() {
+                continue;
+            }
+            if own_devices.contains(target_key) {
+                if !own_signed_devices.contains(&target_key.as_str()) {
+                    own_signed_devices.push(target_key);
+                }
+            } else {
+                own_master_signed = true;
+            }
+        }
+        for device in own_signed_devices {
+            self.local_device_changed(requester, device, false).await?;
+        }
+        if own_master_signed {
+            self.send_signing_key_update(requester).await?;
+        }
         Ok(json!({ "failures": failures }))
     }
 

@@ -77,7 +77,11 @@ impl E2ee {
         let mut content = json!({ "user_id": user });
         for (kind, field) in [("master", "master_key"), ("self_signing", "self_signing_key")] {
             if let Some(text) = repo::cross_signing_key(self.db.pool(), user.as_str(), kind).await? {
-                content[field] = parse_object(&text);
+                let mut key = parse_object(&text);
+                if let Some(public) = cross_signing::public_key_of(&key) {
+                    self.merge_signatures(&mut key, user.as_str(), &public).await?;
+                }
+                content[field] = key;
             }
         }
         edus.to_user_peers(user, &json!({ "edu_type": "m.signing_key_update", "content": content })).await
@@ -100,11 +104,15 @@ impl E2ee {
     /// sharing a room with the user, as Synapse does for every device change.
     pub async fn local_device_changed(&self, user: &UserId, device: &str, deleted: bool) -> Result<()> {
         self.announce_device_change(user).await?;
-        let keys = if deleted {
+        let mut keys = if deleted {
             None
         } else {
             repo::device_keys(self.db.pool(), user.as_str()).await?.into_iter().find(|(d, _)| d == device).map(|(_, k)| parse_object(&k))
         };
+        if let Some(keys) = &mut keys {
+            // With the signatures uploaded since (cross-signing), as keys/query serves them.
+            self.merge_signatures(keys, user.as_str(), device).await?;
+        }
         self.send_device_update(user, device, keys.as_ref(), deleted).await
     }
 

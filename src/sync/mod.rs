@@ -246,7 +246,9 @@ impl Sync {
                         }
                     }
                 }
-            } else if membership == "join" && sharing.contains(&member) {
+            } else if (membership == "join" && sharing.contains(&member)) || membership == "invite" || membership == "knock" {
+                // Newly joined, invited or knocking (as Synapse counts them): their keys are
+                // wanted, e.g. to encrypt for invited members.
                 changed.insert(member);
             } else if !sharing.contains(&member) {
                 left.insert(member);
