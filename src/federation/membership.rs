@@ -220,20 +220,7 @@ pub async fn receive_invite(
         return Err(MatrixError::new(http::StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION", "Unsupported room version")
             .with("room_version", b.room_version.as_str().into()));
     }
-    // Since v1.16 the state comes as full PDUs; older servers send stripped events.
-    #[allow(deprecated)]
-    let state: Vec<Value> = b
-        .invite_room_state
-        .iter()
-        .filter_map(|state| {
-            let raw = match state {
-                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
-                ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
-                _ => return None,
-            };
-            serde_json::from_str(raw).ok()
-        })
-        .collect();
+    let state = parse_room_state(&b.invite_room_state);
     let signed = accept_invite(&federation, request.origin.as_ref(), &b.room_id, &b.event_id, &b.room_version, &b.event, &state).await?;
     Ok(Json(json!({ "event": signed })))
 }
@@ -283,10 +270,7 @@ async fn accept_invite(
     signatures::sign_event(federation.server_name().as_str(), &*federation.keys.keypair, &mut object, &rules.redaction)
         .map_err(|e| MatrixError::internal(e.to_string()))?;
     let signed = crate::rooms::Pdu::from_json(pdu.event_id.clone(), pdu.room_id.clone(), object).map_err(MatrixError::bad_json)?;
-    let stripped: Vec<Value> = state
-        .iter()
-        .map(|value| json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
-        .collect();
+    let stripped: Vec<Value> = state.iter().map(stripped_form).collect();
     if federation.rooms.participating(room_id).await? {
         // We are in the room: the invite arrives through /send as well; just countersign.
     } else {
@@ -342,6 +326,28 @@ async fn accept_leave(federation: &Federation, origin: Option<&OwnedServerName>,
     let pdu = federation.verify_pdu(pdu, &rules).await?;
     federation.rooms.persist_remote(pdu, &version, None).await?;
     Ok(())
+}
+
+/// The room state sent with an invite or a knock's answer: full PDUs since v1.16, stripped
+/// events from older servers.
+#[allow(deprecated)]
+fn parse_room_state(states: &[ruma::api::federation::membership::RawStrippedState]) -> Vec<Value> {
+    states
+        .iter()
+        .filter_map(|state| {
+            let raw = match state {
+                ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
+                ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
+                _ => return None,
+            };
+            serde_json::from_str(raw).ok()
+        })
+        .collect()
+}
+
+/// An event as stripped state: what a user outside the room may see of it.
+fn stripped_form(event: &Value) -> Value {
+    json!({ "type": event["type"], "state_key": event["state_key"], "sender": event["sender"], "content": event["content"] })
 }
 
 /// The remote does not serve the endpoint at all (an older server): M_UNRECOGNIZED with a
@@ -489,20 +495,7 @@ impl Federation {
                 let answer = self
                     .send(server, ruma::api::federation::membership::create_knock_event::v1::Request::new(room_id.to_owned(), knock.event_id.clone(), raw))
                     .await?;
-                #[allow(deprecated)]
-                let stripped: Vec<Value> = answer
-                    .knock_room_state
-                    .iter()
-                    .filter_map(|state| {
-                        let raw = match state {
-                            ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
-                            ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
-                            _ => return None,
-                        };
-                        let value: Value = serde_json::from_str(raw).ok()?;
-                        Some(json!({ "type": value["type"], "state_key": value["state_key"], "sender": value["sender"], "content": value["content"] }))
-                    })
-                    .collect();
+                let stripped: Vec<Value> = parse_room_state(&answer.knock_room_state).iter().map(stripped_form).collect();
                 self.rooms.record_out_of_room_membership(&knock, Some(&stripped)).await
             }
             .await;

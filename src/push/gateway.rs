@@ -26,6 +26,23 @@ use crate::{
 
 const ATTEMPTS: u32 = 5;
 
+/// The pusher as the gateway is told of it: its ids, when it was set, its data (the url is
+/// the gateway's address, not sent).
+fn device_of(pusher: &Pusher, http_data: &HttpPusherData, pushkey_ts: i64) -> Device {
+    let mut data = PusherData::new();
+    data.format = http_data.format.clone();
+    data.data = http_data.data.clone();
+    let mut device = Device::new(pusher.ids.app_id.clone(), pusher.ids.pushkey.clone());
+    device.pushkey_ts = Some(SecondsSinceUnixEpoch(UInt::try_from(pushkey_ts.max(0) as u64).unwrap_or_default()));
+    device.data = data;
+    device
+}
+
+/// The badge: rooms with unread notifications.
+fn counts(unread: i64) -> NotificationCounts {
+    NotificationCounts::new(UInt::try_from(unread.max(0) as u64).unwrap_or_default(), UInt::MIN)
+}
+
 #[derive(Clone)]
 pub struct Gateway {
     db: Db,
@@ -92,18 +109,9 @@ impl Gateway {
         for (_, pusher_json, pushkey_ts) in repo::pushers_of_users(self.db.pool(), &[user.as_str()]).await? {
             let pusher: Pusher = serde_json::from_str(&pusher_json)?;
             let PusherKind::Http(http_data) = &pusher.kind else { continue };
-            let mut data = PusherData::new();
-            data.format = http_data.format.clone();
-            data.data = http_data.data.clone();
-            let mut device = Device::new(pusher.ids.app_id.clone(), pusher.ids.pushkey.clone());
-            device.pushkey_ts = Some(SecondsSinceUnixEpoch(UInt::try_from(pushkey_ts.max(0) as u64).unwrap_or_default()));
-            device.data = data;
-            let mut notification = Notification::new(vec![device]);
-            notification.counts = NotificationCounts::new(UInt::try_from(badge.max(0) as u64).unwrap_or_default(), UInt::MIN);
-            let rejected = self.post(&http_data.url, notification).await?;
-            if rejected.iter().any(|key| key == &pusher.ids.pushkey) {
-                repo::delete_pusher(self.db.pool(), user.as_str(), &pusher.ids.app_id, &pusher.ids.pushkey).await?;
-            }
+            let mut notification = Notification::new(vec![device_of(&pusher, http_data, pushkey_ts)]);
+            notification.counts = counts(badge);
+            self.deliver(user, &pusher, http_data, notification).await?;
         }
         Ok(())
     }
@@ -124,11 +132,17 @@ impl Gateway {
             let notification = self
                 .notification(pdu, event, recipient, &pusher, http_data, pushkey_ts, unread, tweaks.clone())
                 .await?;
-            let rejected = self.post(&http_data.url, notification).await?;
-            if rejected.iter().any(|key| key == &pusher.ids.pushkey) {
-                tracing::info!(user = %recipient.user_id, app_id = %pusher.ids.app_id, "gateway rejected pushkey: pusher removed");
-                repo::delete_pusher(self.db.pool(), recipient.user_id.as_str(), &pusher.ids.app_id, &pusher.ids.pushkey).await?;
-            }
+            self.deliver(&recipient.user_id, &pusher, http_data, notification).await?;
+        }
+        Ok(())
+    }
+
+    /// Posts to the pusher's gateway; a pushkey the gateway rejects loses its pusher.
+    async fn deliver(&self, user: &ruma::UserId, pusher: &Pusher, http_data: &HttpPusherData, notification: Notification) -> anyhow::Result<()> {
+        let rejected = self.post(&http_data.url, notification).await?;
+        if rejected.iter().any(|key| key == &pusher.ids.pushkey) {
+            tracing::info!(%user, app_id = %pusher.ids.app_id, "gateway rejected pushkey: pusher removed");
+            repo::delete_pusher(self.db.pool(), user.as_str(), &pusher.ids.app_id, &pusher.ids.pushkey).await?;
         }
         Ok(())
     }
@@ -145,17 +159,12 @@ impl Gateway {
         unread: i64,
         tweaks: Vec<ruma::push::Tweak>,
     ) -> anyhow::Result<Notification> {
-        let mut data = PusherData::new();
-        data.format = http_data.format.clone();
-        data.data = http_data.data.clone();
-        let mut device = Device::new(pusher.ids.app_id.clone(), pusher.ids.pushkey.clone());
-        device.pushkey_ts = Some(SecondsSinceUnixEpoch(UInt::try_from(pushkey_ts.max(0) as u64).unwrap_or_default()));
-        device.data = data;
+        let mut device = device_of(pusher, http_data, pushkey_ts);
         device.tweaks = tweaks;
         let mut notification = Notification::new(vec![device]);
         notification.event_id = Some(pdu.event_id.clone());
         notification.room_id = Some(pdu.room_id.clone());
-        notification.counts = NotificationCounts::new(UInt::try_from(unread.max(0) as u64).unwrap_or_default(), UInt::MIN);
+        notification.counts = counts(unread);
         let kind = pdu.kind().to_string();
         notification.prio = if recipient.highlight || kind == "m.room.message" || kind == "m.room.encrypted" {
             NotificationPriority::High

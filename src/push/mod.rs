@@ -131,6 +131,11 @@ impl Push {
 
     /// Whether `user` ignores `sender`: then nothing of the sender's notifies them.
     async fn ignores(&self, user: &UserId, sender: &str) -> Result<bool> {
+        Ok(self.ignored_users(user).await?.contains(sender))
+    }
+
+    /// The users `user` ignores (cached; forgotten when they write the list).
+    pub async fn ignored_users(&self, user: &UserId) -> Result<Arc<std::collections::HashSet<String>>> {
         let cached = self.ignored.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned();
         let ignored = match cached {
             Some(ignored) => ignored,
@@ -143,7 +148,7 @@ impl Push {
                 ignored
             }
         };
-        Ok(ignored.contains(sender))
+        Ok(ignored)
     }
 
     /// The user wrote their ignore list: read it again when next needed.

@@ -1,6 +1,9 @@
 //! Who may see what: history visibility on every read path, and power levels.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{EventId, OwnedUserId, UserId};
 use serde_json::Value;
@@ -98,14 +101,13 @@ pub struct VisibilityChecker<'a> {
     currently_joined: bool,
     cache: HashMap<i64, (String, Option<String>)>,
     /// The users this user ignores, read on first use.
-    ignored: Option<HashSet<String>>,
+    ignored: Option<Arc<HashSet<String>>>,
 }
 
-/// The users `user` ignores (`m.ignored_user_list` account data).
-pub async fn ignored_users(rooms: &Rooms, user: &UserId) -> Result<HashSet<String>> {
-    let content = crate::storage::account_data::get(rooms.db().pool(), user.as_str(), "", crate::push::IGNORED_USER_LIST).await?;
-    let content: Value = content.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(Value::Null);
-    Ok(content["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
+/// The users `user` ignores (`m.ignored_user_list` account data), from the push service's
+/// cache: read once, not for every room a sync builds.
+pub async fn ignored_users(rooms: &Rooms, user: &UserId) -> Result<Arc<HashSet<String>>> {
+    rooms.push.ignored_users(user).await
 }
 
 impl<'a> VisibilityChecker<'a> {

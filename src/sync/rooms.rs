@@ -52,7 +52,7 @@ impl Sync {
             None => (HashSet::new(), HashSet::new()),
         };
 
-        let mut ignored: Option<HashSet<String>> = None;
+        let mut ignored: Option<std::sync::Arc<HashSet<String>>> = None;
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
