@@ -42,10 +42,21 @@ interop_cleanup() {
     if [ -n "${KEEP_INTEROP_LOGS:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
 }
 
+# The database url for a weft under test named $1: with WEFT_TEST_POSTGRES set
+# (scripts/with-postgres.sh), a new PostgreSQL database on that cluster; otherwise empty
+# (SQLite in the server's data dir).
+test_database_url() {
+    if [ -n "${WEFT_TEST_POSTGRES:-}" ]; then
+        local name="weft_interop_$$_$1"
+        psql -q "$WEFT_TEST_POSTGRES/postgres" -c "CREATE DATABASE $name" >/dev/null
+        echo "$WEFT_TEST_POSTGRES/$name"
+    fi
+}
+
 # Starts the weft binary $1 with the client API only on port $2 (registration open, no rate
 # limits, no federation), data in $work/weft, log in $work/weft.out; waits until it answers.
 start_client_only_weft() {
-    WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$2" \
+    WEFT_DATA_DIR="$work/weft" WEFT_DATABASE__URL="$(test_database_url client)" WEFT_LISTEN="127.0.0.1:$2" \
         WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false WEFT_FEDERATION__ENABLED=false \
         RUST_LOG="${WEFT_LOG:-warn}" "$1" serve >"$work/weft.out" 2>&1 &
     pids+=($!)

@@ -19,7 +19,7 @@ trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm 
 
 # Two federating weft servers: A (also used alone) and B.
 start_weft() { # name client_port federation_port
-    WEFT_DATA_DIR="$data_dir/$1" WEFT_SERVER_NAME="127.0.0.1:$3" WEFT_LISTEN="127.0.0.1:$2" \
+    WEFT_DATA_DIR="$data_dir/$1" WEFT_DATABASE__URL="$(test_database_url "$1")" WEFT_SERVER_NAME="127.0.0.1:$3" WEFT_LISTEN="127.0.0.1:$2" \
         WEFT_FEDERATION__LISTEN="127.0.0.1:$3" WEFT_FEDERATION__VERIFY_TLS=false WEFT_FEDERATION__IP_RANGE_BLOCKLIST='[]' \
         WEFT_FEDERATION__MAX_RETRY_DELAY_MS=2000 WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false \
         RUST_LOG=warn target/debug/weft serve &

@@ -108,7 +108,7 @@ YAML
 "$venv/bin/python" -m synapse.app.homeserver -c "$work/homeserver.yaml" >"$work/synapse.out" 2>&1 &
 pids+=($!)
 
-WEFT_DATA_DIR="$work/weft" WEFT_SERVER_NAME="$weft_name" WEFT_LISTEN="127.0.0.1:$weft_client_port" \
+WEFT_DATA_DIR="$work/weft" WEFT_DATABASE__URL="$(test_database_url synapse_peer)" WEFT_SERVER_NAME="$weft_name" WEFT_LISTEN="127.0.0.1:$weft_client_port" \
     WEFT_FEDERATION__LISTEN="$weft_name" WEFT_FEDERATION__VERIFY_TLS=false WEFT_FEDERATION__IP_RANGE_BLOCKLIST='[]' \
     WEFT_FEDERATION__MAX_RETRY_DELAY_MS=2000 WEFT_FEDERATION__ALLOW_PUBLIC_ROOMS_OVER_FEDERATION=true WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false \
     RUST_LOG="${WEFT_LOG:-warn}" target/debug/weft serve >"$work/weft.out" 2>&1 &

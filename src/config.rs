@@ -187,8 +187,15 @@ impl Default for PresenceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; empty means `<data_dir>/weft.db`.
+    /// `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; empty means
+    /// SQLite at `<data_dir>/weft.db`.
     pub url: String,
+    /// Connections in the pool (0: 8 on SQLite, 16 on PostgreSQL).
+    pub max_connections: u32,
+    /// PostgreSQL: statements running longer are cancelled (0: no limit).
+    pub statement_timeout_secs: u64,
+    /// How long a request waits for a database connection before it fails.
+    pub connect_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -251,7 +258,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new() }
+        Self { url: String::new(), max_connections: 0, statement_timeout_secs: 60, connect_timeout_secs: 30 }
     }
 }
 
@@ -334,6 +341,21 @@ impl Config {
             self.database.url.clone()
         }
     }
+
+    /// The database to open and the pool's limits.
+    pub fn database_options(&self) -> crate::storage::DbOptions {
+        let url = self.database_url();
+        let default_connections = match crate::storage::Engine::of_url(&url) {
+            Some(crate::storage::Engine::Postgres) => 16,
+            _ => 8,
+        };
+        crate::storage::DbOptions {
+            max_connections: if self.database.max_connections == 0 { default_connections } else { self.database.max_connections },
+            statement_timeout: std::time::Duration::from_secs(self.database.statement_timeout_secs),
+            acquire_timeout: std::time::Duration::from_secs(self.database.connect_timeout_secs.max(1)),
+            url,
+        }
+    }
 }
 
 /// The commented default configuration printed by `weft generate-config`.
@@ -378,8 +400,16 @@ max_request_bytes = 52428800
 refreshable_access_token_lifetime_secs = 300
 
 [database]
-# Empty: SQLite at <data_dir>/weft.db.
+# Empty: SQLite at <data_dir>/weft.db. PostgreSQL (15+):
+# "postgres://weft:PASSWORD@localhost:5432/weft" (add ?sslmode=verify-full&sslrootcert=FILE
+# for TLS to the database; sslmode=require encrypts without checking the certificate).
 url = ""
+# Connections in the pool; 0: 8 on SQLite, 16 on PostgreSQL.
+max_connections = 0
+# PostgreSQL: cancel statements running longer than this (0: no limit).
+statement_timeout_secs = 60
+# How long a request waits for a database connection before it fails.
+connect_timeout_secs = 30
 
 [registration]
 # Allow anyone to register through /register (m.login.dummy).

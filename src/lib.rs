@@ -10,6 +10,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod media;
+pub mod migrate_db;
 pub mod outbound;
 pub mod outbox;
 pub mod push;

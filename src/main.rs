@@ -36,6 +36,16 @@ enum Command {
     },
     /// Load-test a homeserver (this one or any other) through the Client-Server API.
     Bench(weft::bench::BenchArgs),
+    /// Copy this server's SQLite database into a new, empty PostgreSQL database (stop the
+    /// server first), then point `database.url` at PostgreSQL.
+    MigrateDb {
+        /// The SQLite database, e.g. sqlite://./weft-data/weft.db.
+        #[arg(long)]
+        from: String,
+        /// The empty PostgreSQL database, e.g. postgres://weft@localhost/weft.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -92,6 +102,22 @@ async fn run() -> anyhow::Result<()> {
             print!("{}", report.table());
             let failures = report.failures();
             anyhow::ensure!(failures.is_empty(), "the run was not correct: {}", failures.join("; "));
+            Ok(())
+        }
+        Command::MigrateDb { from, to } => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))).init();
+            let started = std::time::Instant::now();
+            let copied = weft::migrate_db::migrate(&weft::storage::DbOptions::new(from), &weft::storage::DbOptions::new(&to), |table, rows| {
+                println!("{table}: {rows} rows");
+            })
+            .await?;
+            let total: i64 = copied.values().sum();
+            println!(
+                "copied {total} rows in {} tables to {} in {:.1} s; row counts verified. Set database.url to it and start weft.",
+                copied.len(),
+                weft::storage::redacted_url(&to),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::RegisterUser { name, admin, password, config } => {

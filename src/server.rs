@@ -106,7 +106,7 @@ pub struct Services {
 impl Services {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-        let db = Db::open(&config.database_url()).await?;
+        let db = Db::open_with(&config.database_options()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
         crate::federation::tls::install_crypto_provider();
 

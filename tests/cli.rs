@@ -126,4 +126,17 @@ fn start_up_errors_name_what_is_at_fault_in_one_line() {
     let address = taken.local_addr().unwrap().to_string();
     let in_use = serve(&[("WEFT_LISTEN", address.clone())]);
     assert!(in_use.contains(&address), "{in_use}");
+
+    // A PostgreSQL that does not answer (nothing listens on the port): named, with the
+    // password left out.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = serve(&[
+        ("WEFT_LISTEN", "127.0.0.1:0".into()),
+        ("WEFT_DATABASE__URL", format!("postgres://weft:hunter2@127.0.0.1:{closed}/weft")),
+        ("WEFT_DATABASE__CONNECT_TIMEOUT_SECS", "2".into()),
+    ]);
+    assert!(unreachable.contains("connecting to PostgreSQL at postgres://weft:***@127.0.0.1"), "{unreachable}");
+    assert!(!unreachable.contains("hunter2"), "{unreachable}");
+    let unknown = serve(&[("WEFT_LISTEN", "127.0.0.1:0".into()), ("WEFT_DATABASE__URL", "mysql://x@localhost/weft".into())]);
+    assert!(unknown.contains("unsupported database url"), "{unknown}");
 }

@@ -1,5 +1,6 @@
 //! Durability: the real `weft` binary is killed with SIGKILL mid-life and restarted; every
-//! send it acknowledged is still there.
+//! send it acknowledged is still there. On PostgreSQL too when the run has a cluster
+//! (scripts/with-postgres.sh).
 
 mod common;
 
@@ -11,10 +12,12 @@ use std::{
 use common::{free_port, wait_ready};
 use serde_json::{json, Value};
 
-fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
+/// `database`: empty for SQLite in the data dir.
+fn spawn(data_dir: &std::path::Path, database: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weft"))
         .arg("serve")
         .env("WEFT_DATA_DIR", data_dir)
+        .env("WEFT_DATABASE__URL", database)
         .env("WEFT_LISTEN", format!("127.0.0.1:{port}"))
         .env("WEFT_REGISTRATION__ENABLED", "true")
         .env("WEFT_RATE_LIMITS__ENABLED", "false")
@@ -33,7 +36,8 @@ async fn acknowledged_messages_survive_sigkill() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut child = spawn(dir.path(), port);
+    let database = common::test_postgres_database().await.unwrap_or_default();
+    let mut child = spawn(dir.path(), &database, port);
     wait_ready(&base).await;
     let register: Value = http
         .post(format!("{base}/_matrix/client/v3/register"))
@@ -110,7 +114,7 @@ async fn acknowledged_messages_survive_sigkill() {
     }
     assert!(acknowledged.len() >= 20, "only {} sends were acknowledged", acknowledged.len());
 
-    let mut child = spawn(dir.path(), port);
+    let mut child = spawn(dir.path(), &database, port);
     wait_ready(&base).await;
     let mut stored = std::collections::HashSet::new();
     let mut from: Option<String> = None;

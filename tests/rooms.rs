@@ -473,12 +473,12 @@ async fn concurrent_sends_to_one_room() {
     assert_eq!(sent.len(), 36, "each message stored once");
     // One line of history: a single forward extremity, and every message has exactly one
     // prev event, which no other message shares.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data_dir().join("weft.db").display())).await.unwrap();
-    let extremities: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM room_forward_extremities WHERE room_id = ?").bind(&room).fetch_one(&db).await.unwrap();
+    let db = server.database().await;
+    let extremities: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM room_forward_extremities WHERE room_id = $1").bind(&room).fetch_one(&db).await.unwrap();
     assert_eq!(extremities, 1);
     let forks: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT prev_event_id FROM event_edges e JOIN events v ON v.event_id = e.event_id \
-         WHERE v.room_id = ? GROUP BY prev_event_id HAVING COUNT(*) > 1)",
+         WHERE v.room_id = $1 GROUP BY prev_event_id HAVING COUNT(*) > 1) f",
     )
     .bind(&room)
     .fetch_one(&db)
@@ -527,8 +527,8 @@ async fn corrupt_stored_events_are_a_500_that_leaks_nothing() {
     let room = server.create_room(&token, json!({})).await;
     let event_id = server.send_text(&token, &room, "t1", "soon corrupt").await;
     server.stop_in_place().await;
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data_dir().join("weft.db").display())).await.unwrap();
-    sqlx::query("UPDATE events SET json = '{not json' WHERE event_id = ?").bind(&event_id).execute(&db).await.unwrap();
+    let db = server.database().await;
+    sqlx::query("UPDATE events SET json = '{not json' WHERE event_id = $1").bind(&event_id).execute(&db).await.unwrap();
     db.close().await;
     server.start_again().await;
     let reply = server.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&event_id)), Some(&token)).await;

@@ -1,9 +1,10 @@
 //! Server-side search of room history (`POST /search`, `room_events`): what gets indexed,
 //! how a search term becomes an index query, and which matches a user may see.
 //!
-//! Tokenizer: SQLite FTS5 `unicode61` (words split at spaces and punctuation, case folded),
-//! fed text that weft folded first (lower case, NFKD without marks, in every script: FTS5
-//! alone drops the marks of Latin letters only). Scripts written without spaces
+//! Tokenizer: on SQLite, FTS5 `unicode61`; on PostgreSQL, `to_tsvector('simple', ...)`, each
+//! key weighted (body A, name B, topic C). Either splits words at spaces and punctuation and
+//! is fed text that weft folded first (lower case, NFKD without marks, in every script:
+//! FTS5 alone drops the marks of Latin letters only). Scripts written without spaces
 //! (Chinese, Japanese, Korean) are split here into one token per character, at indexing and
 //! at query time alike, so a CJK word is searched as the phrase of its characters.
 
@@ -42,6 +43,15 @@ impl SearchKey {
             SearchKey::Body => "body",
             SearchKey::Name => "name",
             SearchKey::Topic => "topic",
+        }
+    }
+
+    /// The key's weight in PostgreSQL's index (each key's text is weighted by its column).
+    fn weight(self) -> char {
+        match self {
+            SearchKey::Body => 'A',
+            SearchKey::Name => 'B',
+            SearchKey::Topic => 'C',
         }
     }
 }
@@ -151,8 +161,10 @@ pub fn document(pdu: &Pdu) -> Option<SearchDocument> {
 /// A search term made ready for the index.
 #[derive(Debug, PartialEq)]
 pub struct ParsedQuery {
-    /// The FTS5 query.
+    /// The FTS5 query (SQLite).
     pub fts: String,
+    /// The same query as a `tsquery` (PostgreSQL).
+    pub tsquery: String,
     /// The words to highlight (lower case, as typed).
     pub highlights: Vec<String>,
     /// Per alternative (`OR`), the index tokens it needs (token, is a prefix): for
@@ -160,7 +172,7 @@ pub struct ParsedQuery {
     pub tokens: Vec<Vec<(String, bool)>>,
 }
 
-/// A search term as an FTS5 query, with the words to highlight. Syntax as web search
+/// A search term as an FTS5 query and a PostgreSQL `tsquery`, with the words to highlight. Syntax as web search
 /// engines (and Synapse) take it: words must all match, `"quoted words"` as a phrase,
 /// `-word` must not match, `OR` between alternatives, a trailing `*` matches a prefix.
 /// None when nothing positive is left to search for.
@@ -171,6 +183,12 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
     let mut tokens: Vec<(String, bool)> = Vec::new();
     let mut negative: Vec<String> = Vec::new();
     let mut highlights: Vec<String> = Vec::new();
+    // The tsquery form, built beside the FTS5 one: each phrase is its tokens in sequence
+    // (`<->`), limited to the searched keys' weights.
+    let weights: String = if keys.is_empty() || keys.len() == 3 { String::new() } else { keys.iter().map(|k| k.weight()).collect() };
+    let mut ts_alternatives: Vec<String> = Vec::new();
+    let mut ts_positive: Vec<String> = Vec::new();
+    let mut ts_negative: Vec<String> = Vec::new();
     let finish = |positive: &mut Vec<String>, negative: &mut Vec<String>, tokens: &mut Vec<(String, bool)>, alternatives: &mut Vec<String>, alternative_tokens: &mut Vec<Vec<(String, bool)>>| {
         if !positive.is_empty() {
             let mut group = format!("({})", positive.join(" AND "));
@@ -183,6 +201,17 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
         positive.clear();
         negative.clear();
         tokens.clear();
+    };
+    let ts_finish = |positive: &mut Vec<String>, negative: &mut Vec<String>, alternatives: &mut Vec<String>| {
+        if !positive.is_empty() {
+            let mut group = format!("({})", positive.join(" & "));
+            for term in negative.iter() {
+                group = format!("({group} & !{term})");
+            }
+            alternatives.push(group);
+        }
+        positive.clear();
+        negative.clear();
     };
     let mut rest = term;
     loop {
@@ -207,6 +236,7 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
         };
         if !quoted && !negated && word == "OR" {
             finish(&mut positive, &mut negative, &mut tokens, &mut alternatives, &mut alternative_tokens);
+            ts_finish(&mut ts_positive, &mut ts_negative, &mut ts_alternatives);
             continue;
         }
         let (word, prefix) = match word.strip_suffix('*') {
@@ -219,17 +249,32 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
         }
         let segmented = segment(word);
         let phrase = format!("\"{}\"{}", segmented.replace('"', "\"\""), if prefix { "*" } else { "" });
+        let pieces: Vec<&str> = segmented.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).collect();
+        let last = pieces.len().saturating_sub(1);
+        // Pieces are alphanumeric: nothing in them can break out of the quotes.
+        let ts_phrase = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let star = if prefix && i == last { "*" } else { "" };
+                let suffix = if star.is_empty() && weights.is_empty() { String::new() } else { format!(":{star}{weights}") };
+                format!("'{piece}'{suffix}")
+            })
+            .collect::<Vec<_>>()
+            .join(" <-> ");
+        let ts_phrase = format!("({ts_phrase})");
         if negated {
             negative.push(phrase);
+            ts_negative.push(ts_phrase);
         } else {
             positive.push(phrase);
-            let pieces: Vec<&str> = segmented.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).collect();
-            let last = pieces.len().saturating_sub(1);
+            ts_positive.push(ts_phrase);
             tokens.extend(pieces.iter().enumerate().map(|(i, t)| ((*t).to_owned(), prefix && i == last)));
             highlights.extend(word.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase));
         }
     }
     finish(&mut positive, &mut negative, &mut tokens, &mut alternatives, &mut alternative_tokens);
+    ts_finish(&mut ts_positive, &mut ts_negative, &mut ts_alternatives);
     if alternatives.is_empty() {
         return None;
     }
@@ -241,7 +286,12 @@ pub fn parse_query(term: &str, keys: &[SearchKey]) -> Option<ParsedQuery> {
     };
     highlights.sort();
     highlights.dedup();
-    Some(ParsedQuery { fts: format!("{{{}}} : ({expression})", columns.join(" ")), highlights, tokens: alternative_tokens })
+    Some(ParsedQuery {
+        fts: format!("{{{}}} : ({expression})", columns.join(" ")),
+        tsquery: ts_alternatives.join(" | "),
+        highlights,
+        tokens: alternative_tokens,
+    })
 }
 
 fn parse_next_batch(token: &str, order: SearchOrder) -> Result<Cursor> {
@@ -266,7 +316,7 @@ impl Rooms {
         }
         room_ids.retain(|room| !filter.not_rooms.iter().any(|r| r.as_str() == room));
 
-        let Some(ParsedQuery { fts: fts_query, highlights, tokens }) = parse_query(request.term, &request.keys) else {
+        let Some(ParsedQuery { fts, tsquery, highlights, tokens }) = parse_query(request.term, &request.keys) else {
             return Ok(SearchPage { hits: Vec::new(), count: 0, highlights: Vec::new(), next_batch: None, state: BTreeMap::new() });
         };
         let mut cursor = match request.next_batch {
@@ -274,7 +324,8 @@ impl Rooms {
             None if request.order == SearchOrder::Rank => Cursor::Rank { offset: 0 },
             None => Cursor::Recent { before: None },
         };
-        let count = search_repo::count(self.db.pool(), &fts_query, &tokens, &room_ids).await?;
+        let index_query = search_repo::IndexQuery { fts5: &fts, tsquery: &tsquery };
+        let count = search_repo::count(&self.db, index_query, &tokens, &room_ids).await?;
 
         // Matches come in windows; those the filter or visibility hide are skipped, and the
         // next window starts after the last match looked at.
@@ -283,7 +334,7 @@ impl Rooms {
         let mut picked: Vec<(EventRow, Pdu, f64)> = Vec::new();
         let mut next_batch = None;
         'windows: for _ in 0..5 {
-            let matches = search_repo::search(self.db.pool(), &fts_query, &room_ids, cursor, window).await?;
+            let matches = search_repo::search(&self.db, index_query, &room_ids, cursor, window).await?;
             let exhausted = (matches.len() as i64) < window;
             for (row, score) in matches {
                 cursor = match cursor {
@@ -420,16 +471,19 @@ mod tests {
     fn search_terms_become_fts5_queries() {
         let query = parse_query("hello World", &[]).unwrap();
         assert_eq!(query.fts, r#"{body name topic} : (("hello" AND "world"))"#);
+        assert_eq!(query.tsquery, "(('hello') & ('world'))");
         assert_eq!(query.highlights, vec!["hello", "world"]);
         assert_eq!(query.tokens, vec![vec![("hello".to_owned(), false), ("world".to_owned(), false)]]);
 
         let query = parse_query(r#""big cat" -dog OR mouse*"#, &[SearchKey::Body]).unwrap();
         assert_eq!(query.fts, r#"{body} : ((("big cat") NOT "dog") OR ("mouse"*))"#);
+        assert_eq!(query.tsquery, "((('big':A <-> 'cat':A)) & !('dog':A)) | (('mouse':*A))");
         assert_eq!(query.tokens, vec![vec![("big".to_owned(), false), ("cat".to_owned(), false)], vec![("mouse".to_owned(), true)]]);
 
         // Quotes inside words cannot break out of the phrase; punctuation alone is dropped.
         let query = parse_query(r#"a"b !!"#, &[SearchKey::Name, SearchKey::Topic]).unwrap();
         assert_eq!(query.fts, r#"{name topic} : (("a""b"))"#);
+        assert_eq!(query.tsquery, "(('a':BC <-> 'b':BC))");
         assert_eq!(parse_query("東京", &[]).unwrap().tokens, vec![vec![("東".to_owned(), false), ("京".to_owned(), false)]]);
 
         assert!(parse_query("-only -negative", &[]).is_none());

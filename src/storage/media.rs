@@ -241,7 +241,10 @@ pub async fn delete_with_thumbnails(tx: &mut super::Tx, server_name: &str, media
 /// Whether any media or thumbnail still uses these bytes.
 pub async fn content_in_use<'c>(db: impl Executor<'c, Database = Any>, sha256: &str) -> sqlx::Result<bool> {
     let row = sqlx::query(
-        "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)",
+        // CASE: a number on both engines (a bare EXISTS is an integer on SQLite, a boolean
+        // on PostgreSQL).
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM media WHERE sha256 = $1) OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1) \
+         THEN 1 ELSE 0 END",
     )
     .bind(sha256)
     .fetch_one(db)

@@ -1,7 +1,10 @@
 //! Storage: a sqlx pool and small repositories, one per kind of data.
 //!
-//! Queries use `$N` placeholders through sqlx's `Any` driver so the same SQL serves SQLite
-//! (the embedded default) and, later, PostgreSQL with its own `migrations/postgres`.
+//! Queries use `$N` placeholders through sqlx's `Any` driver so the same SQL serves both
+//! engines: SQLite (the embedded default, `migrations/sqlite`) and PostgreSQL
+//! (`migrations/postgres`). Where the dialects differ (full-text search, write locking) the
+//! repository asks `Db::engine` or the connection's backend and uses each engine's form;
+//! docs/storage.md says what differs and why.
 
 pub mod account_data;
 pub mod accounts;
@@ -33,12 +36,79 @@ use sqlx::{
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// Which database engine a `Db` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine a database url names, None for an unsupported scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The engine of an open connection (a transaction derefs to one).
+    pub fn of_connection(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name() == "PostgreSQL" {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// How to reach the database: the url and the pool's limits.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]`.
+    pub url: String,
+    pub max_connections: u32,
+    /// PostgreSQL only: a statement running longer is cancelled (0: no limit).
+    pub statement_timeout: Duration,
+    /// How long a request waits for a free connection (or, on PostgreSQL, for the server
+    /// to answer a connection attempt) before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl DbOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 8, statement_timeout: Duration::from_secs(60), acquire_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// A database url safe to print: the password replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The advisory lock every PostgreSQL write transaction takes: writers are serialised in
+/// the database, across every process on it, so stream positions commit in order and a
+/// reader never sees position N+1 before N. ("weft" in ASCII.)
+const POSTGRES_WRITE_LOCK: i64 = 0x7765_6674;
+
 /// The database handle shared by the repositories.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// SQLite has one writer at a time; writers queue here rather than in SQLite's busy
-    /// handler, which sleeps (up to 100 ms a try) instead of waking the next writer.
+    engine: Engine,
+    /// Writers queue here for their turn: on SQLite instead of in SQLite's busy handler,
+    /// which sleeps (up to 100 ms a try) instead of waking the next writer; on PostgreSQL
+    /// so that a process's writers wait in memory, not holding pool connections while
+    /// they wait for the database's write lock.
     write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -68,18 +138,37 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database at `url` with default limits.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_with(&DbOptions::new(url)).await
+    }
+
+    /// Opens the database and brings its schema up to date. A PostgreSQL server that does
+    /// not answer is a clear error (after the acquire timeout), not a panic.
+    pub async fn open_with(options: &DbOptions) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
-        if !url.starts_with("sqlite:") {
-            anyhow::bail!("unsupported database url {url:?}: only sqlite:// is available so far");
-        }
-        let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
-        let options = AnyConnectOptions::from_str(&url).with_context(|| format!("database url {url:?}"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
+        let shown = redacted_url(&options.url);
+        let engine = Engine::of_url(&options.url)
+            .with_context(|| format!("unsupported database url {shown:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE"))?;
+        let pool = match engine {
+            Engine::Sqlite => Self::open_sqlite(options).await?,
+            Engine::Postgres => Self::open_postgres(options).await?,
+        };
+        let migrated = match engine {
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        migrated.with_context(|| format!("migrating the database {shown}"))?;
+        Ok(Self { pool, engine, write_lock: Arc::default() })
+    }
+
+    async fn open_sqlite(options: &DbOptions) -> anyhow::Result<AnyPool> {
+        let url = if options.url.contains('?') { options.url.clone() } else { format!("{}?mode=rwc", options.url) };
+        let connect = AnyConnectOptions::from_str(&url).with_context(|| format!("database url {url:?}"))?;
+        AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(options.acquire_timeout)
             // An embedded database cannot drop a connection: the default ping before every
             // acquire would double the round trips to SQLite's threads for nothing.
             .test_before_acquire(false)
@@ -97,22 +186,57 @@ impl Db {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(connect)
             .await
-            .with_context(|| format!("opening the database {url}"))?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.with_context(|| format!("migrating the database {url}"))?;
-        Ok(Self { pool, write_lock: Arc::default() })
+            .with_context(|| format!("opening the database {url}"))
+    }
+
+    async fn open_postgres(options: &DbOptions) -> anyhow::Result<AnyPool> {
+        let shown = redacted_url(&options.url);
+        let connect = AnyConnectOptions::from_str(&options.url).with_context(|| format!("database url {shown:?}"))?;
+        let statement_timeout_ms = options.statement_timeout.as_millis();
+        AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .min_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            // A server connection can drop (restart, failover, idle timeout): the pool
+            // pings a connection before handing it out and opens a new one if it is dead.
+            .test_before_acquire(true)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Every commit is durable before the client hears about it, whatever
+                    // the server's default says.
+                    conn.execute(format!("SET statement_timeout = {statement_timeout_ms}; SET synchronous_commit = on").as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {shown}"))
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
     /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so two
-    /// writers never deadlock upgrading read locks.
+    /// writers never deadlock upgrading read locks; PostgreSQL takes the database-wide
+    /// write lock (`POSTGRES_WRITE_LOCK`), held until commit or rollback.
     pub async fn begin_write(&self) -> sqlx::Result<WriteTx> {
         let turn = self.write_lock.clone().lock_owned().await;
-        Ok(WriteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: turn })
+        let tx = match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(POSTGRES_WRITE_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     pub async fn close(&self) {

@@ -45,11 +45,14 @@ pub async fn insert_actions(tx: &mut Tx, actions: &[NewPushAction<'_>]) -> sqlx:
 /// The stream position a user has read up to in a room for a thread ('main' or a root):
 /// the newest of their unthreaded receipt, their receipt for that thread, and their join
 /// (nothing from before joining counts as unread, the invite included).
-const READ_UP_TO: &str = "MAX(COALESCE((SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id \
-     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
-     AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0), \
-     COALESCE((SELECT m.stream_ordering FROM room_memberships m WHERE m.room_id = a.room_id AND m.user_id = a.user_id \
-     AND m.membership = 'join'), 0))";
+/// (The larger of the two is an aggregate MAX over both: SQLite's two-argument MAX is
+/// PostgreSQL's GREATEST, and neither engine has the other's.)
+const READ_UP_TO: &str = "COALESCE((SELECT MAX(p) FROM ( \
+     SELECT (SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id \
+       WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+       AND (r.thread_id = '' OR r.thread_id = a.thread_id)) AS p \
+     UNION ALL SELECT (SELECT m.stream_ordering FROM room_memberships m WHERE m.room_id = a.room_id AND m.user_id = a.user_id \
+       AND m.membership = 'join')) read_up_to), 0)";
 
 /// Unread (notification, highlight) counts per thread in a room.
 pub async fn unread_counts<'c>(

@@ -53,6 +53,35 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// With `WEFT_TEST_POSTGRES` set (scripts/with-postgres.sh does), a server whose config
+/// names no database gets a fresh PostgreSQL database of its own on that cluster; without
+/// it, SQLite in the server's data dir.
+pub async fn use_test_database(config: &mut Config) {
+    if let Some(url) = test_postgres_database().await {
+        if config.database.url.is_empty() {
+            config.database.url = url;
+        }
+    }
+}
+
+/// A new empty database on the `WEFT_TEST_POSTGRES` cluster, None when it is not set.
+pub async fn test_postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let cluster = std::env::var("WEFT_TEST_POSTGRES").ok().filter(|url| !url.is_empty())?;
+    let cluster = cluster.trim_end_matches('/');
+    let name = format!("weft_test_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let mut admin = sqlx::PgConnection::connect(&format!("{cluster}/postgres")).await.expect("test PostgreSQL cluster reachable");
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await.expect("test database created");
+    admin.close().await.ok();
+    Some(format!("{cluster}/{name}"))
+}
+
+/// Whether this run's servers use PostgreSQL (tests of SQLite's files skip themselves).
+pub fn on_postgres() -> bool {
+    std::env::var("WEFT_TEST_POSTGRES").is_ok_and(|url| !url.is_empty())
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -62,6 +91,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         adjust(&mut config);
+        use_test_database(&mut config).await;
         // Pin the client port so a restart keeps the same address.
         if config.listen.port() == 0 {
             config.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -87,6 +117,15 @@ impl TestServer {
         }
     }
 
+    /// Points the (stopped) server at another database for its next `start_again`.
+    pub fn set_database_url(&mut self, url: &str) {
+        self.config.database.url = url.to_owned();
+    }
+
+    pub fn database_url(&self) -> String {
+        self.config.database_url()
+    }
+
     pub async fn start_again(&mut self) {
         let running = server::start(self.config.clone()).await.expect("server restarts");
         self.running = Some(running);
@@ -94,6 +133,13 @@ impl TestServer {
 
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
+    }
+
+    /// A connection pool on the server's own database (either engine), for tests that
+    /// look at or damage what is stored. Queries use `$N` placeholders.
+    pub async fn database(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.config.database_url()).await.expect("the server's database opens")
     }
 
     pub async fn stop(mut self) {
