@@ -1,36 +1,51 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the same `weft bench` run against weft (release build) and against
-# Synapse 1.163 from PyPI, both on SQLite, on this machine, one after the other. Each server
+# Synapse 1.163 from PyPI, both on SQLite (or both on PostgreSQL with BENCH_DB=postgres: a
+# throwaway cluster with PostgreSQL's durable defaults), on this machine, one after the other. Each server
 # is started by the tool (so start-up time and its process's CPU and memory are measured),
 # with open registration and rate limits out of the way, and stopped at the end.
-# Results: target/bench/weft.json, target/bench/synapse.json, and the tables on stdout.
+# Results: target/bench/{weft,synapse}-{sqlite,postgres}.json, and the tables on stdout.
 #
 #   scripts/bench.sh                 # full run (several minutes)
 #   BENCH_ONLY=weft scripts/bench.sh # one server only (weft or synapse)
 #   scripts/bench.sh --messages 50   # extra arguments go to both runs
+#   BENCH_DB=postgres scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${BENCH_DB:-sqlite}" = postgres ] && [ -z "${WEFT_TEST_POSTGRES:-}" ]; then
+    WEFT_PG_DURABLE=1 exec bash scripts/with-postgres.sh bash scripts/bench.sh "$@"
+fi
+. scripts/interop-lib.sh
+engine=sqlite
+[ -n "${WEFT_TEST_POSTGRES:-}" ] && engine=postgres
 out=target/bench
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 only=${BENCH_ONLY:-}
 cargo build --quiet --release --bin weft
 tool=target/release/weft
 
 if [ -z "$only" ] || [ "$only" = weft ]; then
     port=$(free_port)
-    echo "== weft ($(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
-    WEFT_DATA_DIR="$work/weft" WEFT_LISTEN="127.0.0.1:$port" WEFT_FEDERATION__ENABLED=false \
+    echo "== weft ($(git rev-parse --short HEAD 2>/dev/null || echo unknown)) on $engine"
+    WEFT_DATA_DIR="$work/weft" WEFT_DATABASE__URL="$(test_database_url bench)" WEFT_LISTEN="127.0.0.1:$port" WEFT_FEDERATION__ENABLED=false \
         WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false RUST_LOG=warn \
         "$tool" bench --spawn "$tool serve" --url "http://127.0.0.1:$port" --label weft \
-        --idle "${IDLE_WEFT:-15000}" --json "$out/weft.json" "$@"
+        --idle "${IDLE_WEFT:-15000}" --json "$out/weft-$engine.json" "$@"
 fi
 
 if [ -z "$only" ] || [ "$only" = synapse ]; then
     venv=$(scripts/install-synapse.sh)
     port=$(free_port)
+    synapse_database="database: {name: sqlite3, args: {database: $work/synapse/homeserver.db}}"
+    if [ "$engine" = postgres ]; then
+        "$venv/bin/python" -c 'import psycopg2' 2>/dev/null || "$venv/bin/pip" install --quiet --disable-pip-version-check psycopg2-binary
+        # Synapse wants C collation, as its docs say to create the database.
+        psql -q "$WEFT_TEST_POSTGRES/postgres" -c "CREATE DATABASE synapse ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        pg_port=${WEFT_TEST_POSTGRES##*:}
+        synapse_database="database: {name: psycopg2, args: {user: weft, host: 127.0.0.1, port: $pg_port, database: synapse, cp_min: 5, cp_max: 10}}"
+    fi
     mkdir -p "$work/synapse"
     cat > "$work/synapse/log.yaml" <<YAML
 version: 1
@@ -49,7 +64,7 @@ listeners:
     tls: false
     x_forwarded: false
     resources: [{names: [client], compress: false}]
-database: {name: sqlite3, args: {database: $work/synapse/homeserver.db}}
+$synapse_database
 log_config: $work/synapse/log.yaml
 media_store_path: $work/synapse/media
 signing_key_path: $work/synapse/signing.key
@@ -72,8 +87,8 @@ rc_invites:
   per_user: {per_second: 100000, burst_count: 100000}
 YAML
     "$venv/bin/python" -m synapse.app.homeserver --generate-keys -c "$work/synapse/homeserver.yaml" >/dev/null
-    echo "== Synapse $("$venv/bin/python" -c 'import synapse; print(synapse.__version__)')"
+    echo "== Synapse $("$venv/bin/python" -c 'import synapse; print(synapse.__version__)') on $engine"
     "$tool" bench --spawn "$venv/bin/python -m synapse.app.homeserver -c $work/synapse/homeserver.yaml" \
         --url "http://127.0.0.1:$port" --label synapse --idle "${IDLE_SYNAPSE:-5000}" \
-        --json "$out/synapse.json" "$@"
+        --json "$out/synapse-$engine.json" "$@"
 fi

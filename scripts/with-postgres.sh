@@ -40,11 +40,17 @@ trap stop EXIT
 as_owner "$initdb" -D "$cluster/data" -U weft --auth=trust -E UTF8 >"$cluster/initdb.log" 2>&1 \
     || { cat "$cluster/initdb.log"; exit 1; }
 # A test cluster: no fsync (the data is thrown away; a server killed with -9 still loses
-# nothing, PostgreSQL itself keeps running), room for many servers' pools.
+# nothing, PostgreSQL itself keeps running), room for many servers' pools. Benchmarks set
+# WEFT_PG_DURABLE=1: PostgreSQL's defaults, every commit flushed.
+durability="-c fsync=off -c full_page_writes=off"
+[ -n "${WEFT_PG_DURABLE:-}" ] && durability=""
 as_owner "$pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w start \
-    -o "-p $port -k $cluster -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400" >/dev/null \
+    -o "-p $port -k $cluster -c listen_addresses=127.0.0.1 $durability -c max_connections=400" >/dev/null \
     || { cat "$cluster/server.log"; exit 1; }
 echo "== PostgreSQL $("$(find_bin postgres)" --version | awk '{print $3}') on 127.0.0.1:$port ($cluster)"
 
 export WEFT_TEST_POSTGRES="postgres://weft@127.0.0.1:$port"
+# A command that restarts the cluster (fast: open connections are cut), for the test that
+# weft rides out a database restart.
+export WEFT_TEST_POSTGRES_RESTART="$( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres -- ")$pg_ctl -D $cluster/data -m fast -w restart"
 "$@"

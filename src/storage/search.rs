@@ -1,7 +1,7 @@
 //! The full-text index of events, written with the event, emptied on redaction, queried
 //! with ranking or by recency. SQLite: an FTS5 table (`event_search`, rowid = the event's
 //! stream position) ranked by bm25. PostgreSQL: a `tsvector` per event under a GIN index,
-//! ranked by `ts_rank`.
+//! ranked by `ts_rank_cd` (cover density: closer words rank higher).
 
 use sqlx::{Any, Row};
 
@@ -100,7 +100,7 @@ fn dialect(engine: Engine) -> Dialect {
             table: "event_search",
             id: "event_search.stream_ordering",
             matches: "event_search.vector @@ to_tsquery('simple', $1)",
-            score: "ts_rank(event_search.vector, to_tsquery('simple', $1))::float8",
+            score: "ts_rank_cd(event_search.vector, to_tsquery('simple', $1))::float8",
         },
     }
 }
