@@ -50,6 +50,7 @@ constructors! {
     user_deactivated => FORBIDDEN, "M_USER_DEACTIVATED";
     not_joined => FORBIDDEN, "M_FORBIDDEN";
     invalid_room_state => BAD_REQUEST, "M_INVALID_ROOM_STATE";
+    user_suspended => FORBIDDEN, "M_USER_SUSPENDED";
 }
 
 impl MatrixError {

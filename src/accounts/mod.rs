@@ -22,6 +22,10 @@ pub struct Requester {
     pub is_admin: bool,
     /// A guest account: only the endpoints the spec opens to guests.
     pub is_guest: bool,
+    /// Locked by an admin: nothing but logging out (`M_USER_LOCKED`).
+    pub is_locked: bool,
+    /// Suspended by an admin: may read, not act (`M_USER_SUSPENDED`).
+    pub is_suspended: bool,
     token_hash: String,
 }
 
@@ -40,7 +44,14 @@ pub struct Accounts {
     refreshable_lifetime: Duration,
     /// Announces device changes (new, renamed, deleted devices) to syncs and other servers.
     device_lists: Option<crate::e2ee::E2ee>,
+    /// When each device was last written as seen, and from where: a device's
+    /// `last_seen_ts` / `last_seen_ip` is written at most once a `SEEN_GRANULARITY` (or
+    /// when its address changes), not on every request.
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), (Option<String>, i64)>>>,
 }
+
+/// How stale a device's `last_seen_ts` may get (Synapse batches its writes likewise).
+const SEEN_GRANULARITY_MS: i64 = 60_000;
 
 /// A fresh login: the tokens are shown to the client once and stored only hashed.
 pub struct Session {
@@ -69,7 +80,14 @@ fn hash_token(token: &str) -> String {
 
 impl Accounts {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, passwords: password::Passwords::default(), refreshable_lifetime: DEFAULT_REFRESHABLE_LIFETIME, device_lists: None }
+        Self {
+            db,
+            server_name,
+            passwords: password::Passwords::default(),
+            refreshable_lifetime: DEFAULT_REFRESHABLE_LIFETIME,
+            device_lists: None,
+            seen: Default::default(),
+        }
     }
 
     /// Device changes are announced through the E2EE service (device lists in /sync,
@@ -123,8 +141,66 @@ impl Accounts {
             device_id: owner.device_id.into(),
             is_admin: owner.is_admin,
             is_guest: owner.is_guest,
+            is_locked: owner.locked,
+            is_suspended: owner.suspended,
             token_hash,
         })
+    }
+
+    /// Records that a device made a request from `ip` (for the device list's and whois's
+    /// "last seen"): written in the background, at most once a minute per device unless
+    /// the address changed.
+    pub fn note_seen(&self, requester: &Requester, ip: Option<std::net::IpAddr>) {
+        let now = crate::storage::now_ms();
+        let ip = ip.map(|ip| ip.to_string());
+        let key = (requester.user_id.to_string(), requester.device_id.to_string());
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((last_ip, last_ts)) = seen.get(&key) {
+                if *last_ip == ip && now - last_ts < SEEN_GRANULARITY_MS {
+                    return;
+                }
+            }
+            seen.insert(key.clone(), (ip.clone(), now));
+        }
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let written = async {
+                let mut tx = db.begin_write().await?;
+                repo::touch_device(&mut **tx, &key.0, &key.1, ip.as_deref()).await?;
+                tx.commit().await
+            };
+            if let Err(error) = written.await {
+                tracing::warn!(%error, "could not record a device as seen");
+            }
+        });
+    }
+
+    /// A local account's (locked, suspended) flags; `M_NOT_FOUND` for no such account or a
+    /// deactivated one (the spec's answer for both).
+    pub async fn moderation(&self, user_id: &UserId) -> Result<(bool, bool)> {
+        let known = repo::get_user(self.db.pool(), user_id.as_str()).await?.filter(|user| !user.deactivated);
+        let flags = match known {
+            Some(_) => repo::moderation(self.db.pool(), user_id.as_str()).await?,
+            None => None,
+        };
+        flags.ok_or_else(|| MatrixError::not_found("User not found"))
+    }
+
+    /// Locks or unlocks an account. Its tokens stay valid (the spec: a lock is lifted
+    /// without logging in again).
+    pub async fn set_locked(&self, user_id: &UserId, locked: bool) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::set_locked(&mut tx, user_id.as_str(), locked).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::set_suspended(&mut tx, user_id.as_str(), suspended).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Builds and validates a local user id from a localpart (lower-cased as clients expect).
@@ -283,11 +359,15 @@ impl Accounts {
         let Some(hash) = user.password_hash else {
             return Err(MatrixError::forbidden("Invalid username or password"));
         };
-        if self.passwords.verify(hash, password.to_owned()).await? {
-            Ok(())
-        } else {
-            Err(MatrixError::forbidden("Invalid username or password"))
+        if !self.passwords.verify(hash, password.to_owned()).await? {
+            return Err(MatrixError::forbidden("Invalid username or password"));
         }
+        // A locked account cannot log in (it could do nothing with the session).
+        if repo::moderation(self.db.pool(), user_id.as_str()).await?.is_some_and(|(locked, _)| locked) {
+            return Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_USER_LOCKED", "This account has been locked")
+                .with("soft_logout", true.into()));
+        }
+        Ok(())
     }
 
     pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {

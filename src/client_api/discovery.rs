@@ -58,7 +58,7 @@ pub async fn well_known(
 
 pub async fn capabilities(
     State(config): State<Arc<Config>>,
-    _: Ruma<get_capabilities::v3::Request>,
+    request: Ruma<get_capabilities::v3::Request>,
 ) -> Result<Json<Value>> {
     let available = supported_room_versions().into_iter().map(|v| (v, RoomVersionStability::Stable)).collect();
     let mut capabilities = Capabilities::new();
@@ -70,5 +70,8 @@ pub async fn capabilities(
     // m.change_password explicitly, and clients show the option from it.
     let mut body = serde_json::to_value(&capabilities)?;
     body["m.change_password"] = json!({ "enabled": true });
+    // Server admins may lock and suspend other accounts (/admin/lock, /admin/suspend).
+    let admin = request.requester.as_ref().is_some_and(|r| r.is_admin);
+    body["m.account_moderation"] = json!({ "lock": admin, "suspend": admin });
     Ok(Json(json!({ "capabilities": body })))
 }

@@ -49,7 +49,13 @@ where
     Accounts: FromRef<S>,
 {
     match access_token(parts) {
-        Some(token) => Ok(Caller::User(Accounts::from_ref(state).authenticate(&token).await?)),
+        Some(token) => {
+            let accounts = Accounts::from_ref(state);
+            let requester = accounts.authenticate(&token).await?;
+            let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+            accounts.note_seen(&requester, ip);
+            Ok(Caller::User(requester))
+        }
         None if required => Err(MatrixError::missing_token("Missing access token")),
         None => Ok(Caller::Nobody),
     }
@@ -162,6 +168,30 @@ const GUEST_ENDPOINTS: &[&str] = &[
     "create_filter",
     "get_filter",
 ];
+
+/// What a suspended account may not do (the spec's recommended list: join, knock, invite,
+/// send, change its profile; and, as Synapse, create rooms, upgrade them, upload media or
+/// create aliases). Leaving, redacting, reading, keys, backups and logging out stay open.
+const FORBIDDEN_WHEN_SUSPENDED: &[&str] = &[
+    "join_room_by_id",
+    "join_room_by_id_or_alias",
+    "knock_room",
+    "invite_user",
+    "send_message_event",
+    "send_state_event",
+    "set_display_name",
+    "set_avatar_url",
+    "set_profile_field",
+    "create_room",
+    "upgrade_room",
+    "create_content",
+    "create_mxc_uri",
+    "create_content_async",
+    "create_alias",
+];
+
+/// A locked account may only log out (spec: "Account locking").
+const OPEN_WHEN_LOCKED: &[&str] = &["logout", "logout_all"];
 
 /// The endpoint's name, from its ruma module: `ruma_client_api::session::login::v3::Request`
 /// is `login`. Rate limits are configured by these names.
@@ -297,6 +327,15 @@ where
         let action = action_name::<T>();
         if <T::Authentication as Authenticate<S>>::USER_REQUIRED && requester.as_ref().is_some_and(|r| r.is_guest) && !GUEST_ENDPOINTS.contains(&action) {
             return Err(MatrixError::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed"));
+        }
+        if let Some(requester) = &requester {
+            if requester.is_locked && !OPEN_WHEN_LOCKED.contains(&action) {
+                return Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_USER_LOCKED", "This account has been locked")
+                    .with("soft_logout", true.into()));
+            }
+            if requester.is_suspended && FORBIDDEN_WHEN_SUSPENDED.contains(&action) {
+                return Err(MatrixError::user_suspended("You cannot perform this action while suspended."));
+            }
         }
         let limiter = RateLimiter::from_ref(state);
         if T::RATE_LIMITED || limiter.limits(action) {

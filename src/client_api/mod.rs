@@ -1,6 +1,7 @@
 //! The Client-Server API: HTTP edges that parse ruma requests, call the domain and respond.
 
 pub mod account;
+pub mod admin;
 pub mod account_data;
 pub mod appservice;
 pub mod directory;

@@ -38,6 +38,13 @@ pub async fn redact(
 ) -> Result<RumaResponse<redact_event::v3::Response>> {
     let user = request.user().clone();
     let body = request.body;
+    // A suspended account may redact its own events only (spec: "Account suspension").
+    if user.is_suspended {
+        let (_, target) = rooms.visible_event(&body.room_id, &body.event_id, &user.user_id).await?;
+        if target.fields.sender != user.user_id {
+            return Err(MatrixError::user_suspended("You cannot redact others' events while suspended."));
+        }
+    }
     let event_id = rooms
         .redact(
             &body.room_id,

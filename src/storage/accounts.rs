@@ -31,6 +31,8 @@ pub struct TokenOwner {
     pub is_admin: bool,
     pub is_guest: bool,
     pub deactivated: bool,
+    pub locked: bool,
+    pub suspended: bool,
     /// Set for tokens issued with a refresh token.
     pub expires_ts: Option<i64>,
     /// False until the token's first use (then the refresh token it replaced is deleted).
@@ -405,8 +407,8 @@ pub async fn token_owner<'c>(
     token_hash: &str,
 ) -> sqlx::Result<Option<TokenOwner>> {
     let row = sqlx::query(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.used, t.refresh_token_hash, u.is_guest \
-         FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, t.expires_ts, t.used, t.refresh_token_hash, u.is_guest, \
+         u.locked, u.suspended FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(db)
@@ -420,7 +422,25 @@ pub async fn token_owner<'c>(
         used: row.get::<i64, _>(5) != 0,
         refresh_token_hash: row.get(6),
         is_guest: row.get::<i64, _>(7) != 0,
+        locked: row.get::<i64, _>(8) != 0,
+        suspended: row.get::<i64, _>(9) != 0,
     }))
+}
+
+/// A local account's moderation flags: (locked, suspended); None for no such account.
+pub async fn moderation<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Option<(bool, bool)>> {
+    let row = sqlx::query("SELECT locked, suspended FROM users WHERE user_id = $1").bind(user_id).fetch_optional(db).await?;
+    Ok(row.map(|row| (row.get::<i64, _>(0) != 0, row.get::<i64, _>(1) != 0)))
+}
+
+pub async fn set_locked(tx: &mut super::Tx, user_id: &str, locked: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET locked = $2 WHERE user_id = $1").bind(user_id).bind(locked as i64).execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub async fn set_suspended(tx: &mut super::Tx, user_id: &str, suspended: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET suspended = $2 WHERE user_id = $1").bind(user_id).bind(suspended as i64).execute(&mut **tx).await?;
+    Ok(())
 }
 
 pub async fn delete_token<'c>(db: impl Executor<'c, Database = Any>, token_hash: &str) -> sqlx::Result<()> {
@@ -521,4 +541,132 @@ pub async fn openid_token_owner<'c>(db: impl Executor<'c, Database = Any>, token
         .fetch_optional(db)
         .await?;
     Ok(row.map(|row| row.get(0)))
+}
+
+/// One account as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct AdminUserRow {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub is_admin: bool,
+    pub is_guest: bool,
+    pub deactivated: bool,
+    pub locked: bool,
+    pub suspended: bool,
+    pub erased: bool,
+    pub created_ts: i64,
+    /// The newest `last_seen_ts` of the account's devices.
+    pub last_seen_ts: Option<i64>,
+}
+
+const ADMIN_USER_COLUMNS: &str = "u.user_id, u.displayname, u.avatar_url, u.is_admin, u.is_guest, u.deactivated, u.locked, \
+     u.suspended, CASE WHEN EXISTS (SELECT 1 FROM erased_users e WHERE e.user_id = u.user_id) THEN 1 ELSE 0 END, u.created_ts, \
+     (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)";
+
+fn admin_user_from_row(row: sqlx::any::AnyRow) -> AdminUserRow {
+    AdminUserRow {
+        user_id: row.get(0),
+        displayname: row.get(1),
+        avatar_url: row.get(2),
+        is_admin: row.get::<i64, _>(3) != 0,
+        is_guest: row.get::<i64, _>(4) != 0,
+        deactivated: row.get::<i64, _>(5) != 0,
+        locked: row.get::<i64, _>(6) != 0,
+        suspended: row.get::<i64, _>(7) != 0,
+        erased: row.get::<i64, _>(8) != 0,
+        created_ts: row.get(9),
+        last_seen_ts: row.get(10),
+    }
+}
+
+pub async fn admin_user<'c>(db: impl Executor<'c, Database = Any>, user_id: &str) -> sqlx::Result<Option<AdminUserRow>> {
+    let row = sqlx::query(&format!("SELECT {ADMIN_USER_COLUMNS} FROM users u WHERE u.user_id = $1")).bind(user_id).fetch_optional(db).await?;
+    Ok(row.map(admin_user_from_row))
+}
+
+/// Which accounts an admin listing shows, in which order.
+#[derive(Debug, Clone, Default)]
+pub struct UserListing {
+    /// Part of the user id.
+    pub user_id: Option<String>,
+    /// Part of the user id or of the display name (case-insensitive, ASCII).
+    pub name: Option<String>,
+    pub guests: bool,
+    pub deactivated: bool,
+    pub locked: bool,
+    pub admins: Option<bool>,
+    /// A column of `AdminUserRow` to sort by (validated by the caller's whitelist).
+    pub order_by: &'static str,
+    pub descending: bool,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// A page of accounts and how many match in all.
+pub async fn list_users(db: &sqlx::AnyPool, listing: &UserListing) -> sqlx::Result<(Vec<AdminUserRow>, i64)> {
+    fn like(text: &str) -> String {
+        let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    }
+    let mut conditions = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    if let Some(part) = &listing.user_id {
+        binds.push(like(part));
+        conditions.push(format!("lower(u.user_id) LIKE ${} ESCAPE '\\'", binds.len()));
+    }
+    if let Some(part) = &listing.name {
+        binds.push(like(part));
+        let n = binds.len();
+        conditions.push(format!("(lower(u.user_id) LIKE ${n} ESCAPE '\\' OR lower(COALESCE(u.displayname, '')) LIKE ${n} ESCAPE '\\')"));
+    }
+    if !listing.guests {
+        conditions.push("u.is_guest = 0".into());
+    }
+    if !listing.deactivated {
+        conditions.push("u.deactivated = 0".into());
+    }
+    if !listing.locked {
+        conditions.push("u.locked = 0".into());
+    }
+    match listing.admins {
+        Some(true) => conditions.push("u.is_admin = 1".into()),
+        Some(false) => conditions.push("u.is_admin = 0".into()),
+        None => {}
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let direction = if listing.descending { "DESC" } else { "ASC" };
+    let count_sql = format!("SELECT COUNT(*) FROM users u {filter}");
+    let mut count = sqlx::query(&count_sql);
+    for bind in &binds {
+        count = count.bind(bind.clone());
+    }
+    let total: i64 = count.fetch_one(db).await?.get(0);
+    let sql = format!(
+        "SELECT {ADMIN_USER_COLUMNS} FROM users u {filter} ORDER BY {} {direction}, u.user_id {direction} LIMIT ${} OFFSET ${}",
+        listing.order_by,
+        binds.len() + 1,
+        binds.len() + 2
+    );
+    let mut page = sqlx::query(&sql);
+    for bind in &binds {
+        page = page.bind(bind.clone());
+    }
+    let rows = page.bind(listing.limit).bind(listing.offset).fetch_all(db).await?;
+    Ok((rows.into_iter().map(admin_user_from_row).collect(), total))
+}
+
+/// Brings a deactivated account back, with a new password.
+pub async fn reactivate(tx: &mut super::Tx, user_id: &str, password_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET deactivated = 0, password_hash = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_admin(tx: &mut super::Tx, user_id: &str, is_admin: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET is_admin = $2 WHERE user_id = $1").bind(user_id).bind(is_admin as i64).execute(&mut **tx).await?;
+    Ok(())
 }

@@ -198,6 +198,21 @@ impl TestServer {
         (body["user_id"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
     }
 
+    /// Registers a server admin `name` (password "password") through the shared-secret
+    /// registration the test config enables; returns (user_id, token).
+    pub async fn register_admin(&self, name: &str) -> (String, String) {
+        use hmac::{Hmac, Mac};
+        let nonce = self.get("/_synapse/admin/v1/register", None).await.ok()["nonce"].as_str().unwrap().to_owned();
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"test-shared-secret").unwrap();
+        mac.update(format!("{nonce}\0{name}\0password\0admin").as_bytes());
+        let mac = hex::encode(mac.finalize().into_bytes());
+        let body = self
+            .post("/_synapse/admin/v1/register", None, json!({ "nonce": nonce, "username": name, "password": "password", "admin": true, "mac": mac }))
+            .await
+            .ok();
+        (body["user_id"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
+    }
+
     pub async fn create_room(&self, token: &str, body: Value) -> String {
         let reply = self.post("/_matrix/client/v3/createRoom", Some(token), body).await.ok();
         reply["room_id"].as_str().unwrap().to_owned()

@@ -1,0 +1,128 @@
+//! The spec's administration endpoints through HTTP: whois, and account moderation (lock,
+//! suspend) with what each stops and what it leaves open.
+
+mod common;
+
+use common::{enc, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn whois_is_for_admins_and_the_user_themself() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let path = format!("/_matrix/client/v3/admin/whois/{}", enc(&alice_id));
+    server.get(&path, Some(&bob)).await.err(403, "M_FORBIDDEN");
+    let own = server.get(&path, Some(&alice)).await.ok();
+    assert_eq!(own["user_id"], alice_id);
+    // Requests mark the device seen, in the background.
+    common::eventually(std::time::Duration::from_secs(5), || async {
+        let by_admin = server.get(&path, Some(&admin)).await.ok();
+        by_admin["devices"].as_object().and_then(|d| d.values().next()).is_some_and(|d| d["sessions"][0]["connections"][0]["ip"].is_string())
+    })
+    .await;
+    let by_admin = server.get(&path, Some(&admin)).await.ok();
+    let devices = by_admin["devices"].as_object().unwrap();
+    assert_eq!(devices.len(), 1, "{by_admin}");
+    let connection = &devices.values().next().unwrap()["sessions"][0]["connections"][0];
+    assert_eq!(connection["ip"], "127.0.0.1", "{by_admin}");
+    assert!(connection["last_seen"].as_u64().is_some(), "{by_admin}");
+    server.get("/_matrix/client/v3/admin/whois/%40nobody%3Alocalhost", Some(&admin)).await.err(404, "M_NOT_FOUND");
+    server.get("/_matrix/client/v3/admin/whois/%40x%3Aelsewhere.example", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_account_can_only_log_out_until_unlocked() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let lock = format!("/_matrix/client/v1/admin/lock/{}", enc(&alice_id));
+
+    // Only admins, checked before the lookup; never another admin or oneself.
+    server.get(&lock, Some(&bob)).await.err(403, "M_FORBIDDEN");
+    server.get("/_matrix/client/v1/admin/lock/%40nobody%3Alocalhost", Some(&bob)).await.err(403, "M_FORBIDDEN");
+    server.get("/_matrix/client/v1/admin/lock/%40nobody%3Alocalhost", Some(&admin)).await.err(404, "M_NOT_FOUND");
+    server.put("/_matrix/client/v1/admin/lock/%40root%3Alocalhost", Some(&admin), json!({ "locked": true })).await.err(403, "M_FORBIDDEN");
+    server.put("/_matrix/client/v1/admin/lock/%40x%3Aelsewhere.example", Some(&admin), json!({ "locked": true })).await.err(400, "M_INVALID_PARAM");
+    assert_eq!(server.get(&lock, Some(&admin)).await.ok()["locked"], false);
+    let capabilities = server.get("/_matrix/client/v3/capabilities", Some(&admin)).await.ok();
+    assert_eq!(capabilities["capabilities"]["m.account_moderation"], json!({ "lock": true, "suspend": true }));
+    let capabilities = server.get("/_matrix/client/v3/capabilities", Some(&bob)).await.ok();
+    assert_eq!(capabilities["capabilities"]["m.account_moderation"], json!({ "lock": false, "suspend": false }));
+
+    assert_eq!(server.put(&lock, Some(&admin), json!({ "locked": true })).await.ok()["locked"], true);
+    assert_eq!(server.get(&lock, Some(&admin)).await.ok()["locked"], true);
+    let refused = server.get("/_matrix/client/v3/sync?timeout=0", Some(&alice)).await;
+    refused.err(401, "M_USER_LOCKED");
+    assert_eq!(refused.body["soft_logout"], true);
+    server.get("/_matrix/client/v3/account/whoami", Some(&alice)).await.err(401, "M_USER_LOCKED");
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "password" });
+    server.post("/_matrix/client/v3/login", None, login.clone()).await.err(401, "M_USER_LOCKED");
+
+    // The session survives the lock: unlocked, the same token works again.
+    server.put(&lock, Some(&admin), json!({ "locked": false })).await.ok();
+    server.get("/_matrix/client/v3/account/whoami", Some(&alice)).await.ok();
+    let second = server.post("/_matrix/client/v3/login", None, login).await.ok();
+    let second = second["access_token"].as_str().unwrap().to_owned();
+
+    // Logging out stays open while locked.
+    server.put(&lock, Some(&admin), json!({ "locked": true })).await.ok();
+    server.post("/_matrix/client/v3/logout", Some(&second), json!({})).await.ok();
+    server.put(&lock, Some(&admin), json!({ "locked": false })).await.ok();
+    server.get("/_matrix/client/v3/account/whoami", Some(&second)).await.err(401, "M_UNKNOWN_TOKEN");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_account_reads_and_leaves_but_does_not_act() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server.create_room(&bob, json!({ "preset": "public_chat" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&alice), json!({})).await.ok();
+    let own = server.send_text(&alice, &room, "before", "before the suspension").await;
+    let bobs = server.send_text(&bob, &room, "b1", "bob speaks").await;
+    let other = server.create_room(&bob, json!({ "preset": "public_chat" })).await;
+
+    let suspend = format!("/_matrix/client/v1/admin/suspend/{}", enc(&alice_id));
+    server.put(&suspend, Some(&bob), json!({ "suspended": true })).await.err(403, "M_FORBIDDEN");
+    assert_eq!(server.put(&suspend, Some(&admin), json!({ "suspended": true })).await.ok()["suspended"], true);
+    assert_eq!(server.get(&suspend, Some(&admin)).await.ok()["suspended"], true);
+
+    // Acting is refused.
+    let send = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t2", enc(&room));
+    server.put(&send, Some(&alice), json!({ "msgtype": "m.text", "body": "no" })).await.err(403, "M_USER_SUSPENDED");
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&other)), Some(&alice), json!({})).await.err(403, "M_USER_SUSPENDED");
+    server.post("/_matrix/client/v3/createRoom", Some(&alice), json!({})).await.err(403, "M_USER_SUSPENDED");
+    server
+        .put(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice_id)), Some(&alice), json!({ "displayname": "A" }))
+        .await
+        .err(403, "M_USER_SUSPENDED");
+    server
+        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": bob_id }))
+        .await
+        .err(403, "M_USER_SUSPENDED");
+    // Reading, redacting their own event and leaving are not.
+    let history = server.messages(&alice, &room, "dir=b&limit=10").await;
+    assert!(common::bodies(&history).contains(&"bob speaks".to_owned()));
+    server.get("/_matrix/client/v3/sync?timeout=0", Some(&alice)).await.ok();
+    server
+        .put(&format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&own)), Some(&alice), json!({}))
+        .await
+        .ok();
+    // ... but not someone else's.
+    server
+        .put(&format!("/_matrix/client/v3/rooms/{}/redact/{}/r2", enc(&room), enc(&bobs)), Some(&alice), json!({}))
+        .await
+        .err(403, "M_USER_SUSPENDED");
+    server.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), Some(&alice), json!({})).await.ok();
+
+    // Lifted, everything works again.
+    server.put(&suspend, Some(&admin), json!({ "suspended": false })).await.ok();
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&other)), Some(&alice), json!({})).await.ok();
+    server.stop().await;
+}
