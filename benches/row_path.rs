@@ -1,7 +1,7 @@
 //! What sqlx's `Any` driver costs against each engine's typed driver on weft's hottest read:
 //! a page of 100 event rows with the columns `/messages` and `/sync` read, from a room of
 //! 10,000 events of ~1 kB JSON each. Same query, same connection pool size, same process;
-//! the figure is the median of 5 runs of 1,000 pages.
+//! the figure is the median of 5 runs of 1,000 pages, after one unmeasured run.
 //!
 //!   cargo bench --bench row_path                                   # SQLite
 //!   bash scripts/with-postgres.sh cargo bench --bench row_path     # and PostgreSQL
@@ -72,6 +72,8 @@ async fn fill(db: &weft::storage::Db) {
 }
 
 async fn median(mut run: impl AsyncFnMut() -> Duration) -> Duration {
+    // One unmeasured run first: caches and the pool's connections warm for either driver.
+    run().await;
     let mut runs = Vec::new();
     for _ in 0..5 {
         runs.push(run().await);
