@@ -126,3 +126,106 @@ async fn a_suspended_account_reads_and_leaves_but_does_not_act() {
     server.post(&format!("/_matrix/client/v3/join/{}", enc(&other)), Some(&alice), json!({})).await.ok();
     server.stop().await;
 }
+
+/// Synapse's admin API for accounts, as admin tools call it.
+#[tokio::test]
+async fn synapse_admin_api_manages_accounts() {
+    let server = TestServer::start().await;
+    let (admin_id, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    for name in ["bob", "carol", "dave"] {
+        server.register(name).await;
+    }
+    let version = server.get("/_synapse/admin/v1/server_version", None).await.ok();
+    assert!(version["server_version"].as_str().unwrap().starts_with("weft "), "{version}");
+    server.get("/_synapse/admin/v2/users", Some(&alice)).await.err(403, "M_FORBIDDEN");
+    server.get("/_synapse/admin/v2/users", None).await.err(401, "M_MISSING_TOKEN");
+
+    // Listing: paging with next_token, total, filters, order.
+    let page = server.get("/_synapse/admin/v2/users?limit=2", Some(&admin)).await.ok();
+    assert_eq!(page["total"], 5);
+    let names: Vec<&str> = page["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["@alice:localhost", "@bob:localhost"]);
+    assert_eq!(page["next_token"], "2");
+    let last = server.get("/_synapse/admin/v2/users?limit=2&from=4", Some(&admin)).await.ok();
+    assert_eq!(last["users"].as_array().unwrap().len(), 1);
+    assert!(last.get("next_token").is_none(), "{last}");
+    let backwards = server.get("/_synapse/admin/v2/users?limit=1&dir=b", Some(&admin)).await.ok();
+    assert_eq!(backwards["users"][0]["name"], "@root:localhost");
+    let admins = server.get("/_synapse/admin/v2/users?admins=true", Some(&admin)).await.ok();
+    assert_eq!(admins["total"], 1);
+    assert_eq!(admins["users"][0]["admin"], true);
+    let named = server.get("/_synapse/admin/v2/users?name=CAR", Some(&admin)).await.ok();
+    assert_eq!(named["users"][0]["name"], "@carol:localhost", "{named}");
+    assert_eq!(named["total"], 1);
+    server.get("/_synapse/admin/v2/users?dir=x", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+    server.get("/_synapse/admin/v2/users?order_by=nonsense", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+    server.get("/_synapse/admin/v2/users?from=-1", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+
+    // Query one.
+    let alice_path = format!("/_synapse/admin/v2/users/{}", enc(&alice_id));
+    let queried = server.get(&alice_path, Some(&admin)).await.ok();
+    assert_eq!(queried["name"], alice_id);
+    assert_eq!(queried["displayname"], "alice");
+    assert_eq!(queried["admin"], false);
+    assert_eq!(queried["deactivated"], false);
+    assert!(queried["creation_ts"].as_i64().unwrap() > 1_600_000_000_000, "milliseconds: {queried}");
+    server.get("/_synapse/admin/v2/users/%40ghost%3Alocalhost", Some(&admin)).await.err(404, "M_NOT_FOUND");
+    server.get("/_synapse/admin/v2/users/%40x%3Aelsewhere.example", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+
+    // Create (201), then modify (200): the new account logs in with its password.
+    let created = server
+        .raw(
+            reqwest::Method::PUT,
+            "/_synapse/admin/v2/users/%40erin%3Alocalhost",
+            Some(&admin),
+            Some(json!({ "password": "erin-pw", "displayname": "Erin", "admin": false }).to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["displayname"], "Erin");
+    let login = |user: &str, password: &str| json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
+    server.post("/_matrix/client/v3/login", None, login("erin", "erin-pw")).await.ok();
+    let modified = server.raw(reqwest::Method::PUT, &alice_path, Some(&admin), Some(json!({ "displayname": "Alice A.", "admin": true }).to_string().into_bytes())).await;
+    assert_eq!(modified.status, 200, "{}", modified.body);
+    assert_eq!(modified.body["displayname"], "Alice A.");
+    assert_eq!(modified.body["admin"], true);
+    let profile = server.get(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice_id)), None).await.ok();
+    assert_eq!(profile["displayname"], "Alice A.");
+    server.put(&format!("/_synapse/admin/v2/users/{}", enc(&admin_id)), Some(&admin), json!({ "admin": false })).await.err(400, "M_INVALID_PARAM");
+
+    // Devices, whois, joined rooms.
+    let room = server.create_room(&alice, json!({})).await;
+    let devices = server.get(&format!("/_synapse/admin/v2/users/{}/devices", enc(&alice_id)), Some(&admin)).await.ok();
+    assert_eq!(devices["total"], 1);
+    assert_eq!(devices["devices"][0]["user_id"], alice_id);
+    let whois = server.get(&format!("/_synapse/admin/v1/whois/{}", enc(&alice_id)), Some(&admin)).await.ok();
+    assert_eq!(whois["user_id"], alice_id);
+    let joined = server.get(&format!("/_synapse/admin/v1/users/{}/joined_rooms", enc(&alice_id)), Some(&admin)).await.ok();
+    assert_eq!(joined, json!({ "joined_rooms": [room], "total": 1 }));
+
+    // Reset the password: the old one stops working and devices are logged out.
+    server
+        .post(&format!("/_synapse/admin/v1/reset_password/{}", enc(&alice_id)), Some(&admin), json!({ "new_password": "fresh" }))
+        .await
+        .ok();
+    server.get("/_matrix/client/v3/account/whoami", Some(&alice)).await.err(401, "M_UNKNOWN_TOKEN");
+    server.post("/_matrix/client/v3/login", None, login("alice", "password")).await.err(403, "M_FORBIDDEN");
+    let alice = server.post("/_matrix/client/v3/login", None, login("alice", "fresh")).await.ok()["access_token"].as_str().unwrap().to_owned();
+
+    // Deactivate: the user leaves their rooms and is listed only with deactivated=true.
+    let deactivated = server.post(&format!("/_synapse/admin/v1/deactivate/{}", enc(&alice_id)), Some(&admin), json!({ "erase": false })).await.ok();
+    assert_eq!(deactivated["id_server_unbind_result"], "success");
+    server.get("/_matrix/client/v3/account/whoami", Some(&alice)).await.err(401, "M_UNKNOWN_TOKEN");
+    let joined = server.get(&format!("/_synapse/admin/v1/users/{}/joined_rooms", enc(&alice_id)), Some(&admin)).await.ok();
+    assert_eq!(joined["total"], 0);
+    let listed = server.get("/_synapse/admin/v2/users", Some(&admin)).await.ok();
+    assert!(!listed["users"].as_array().unwrap().iter().any(|u| u["name"] == alice_id));
+    let with_deactivated = server.get("/_synapse/admin/v2/users?deactivated=true", Some(&admin)).await.ok();
+    assert!(with_deactivated["users"].as_array().unwrap().iter().any(|u| u["name"] == alice_id && u["deactivated"] == true));
+    // Reactivating needs a password.
+    server.put(&alice_path, Some(&admin), json!({ "deactivated": false })).await.err(400, "M_INVALID_PARAM");
+    server.put(&alice_path, Some(&admin), json!({ "deactivated": false, "password": "back" })).await.ok();
+    server.post("/_matrix/client/v3/login", None, login("alice", "back")).await.ok();
+    server.stop().await;
+}

@@ -196,6 +196,24 @@ impl Accounts {
         Ok(())
     }
 
+    pub async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        repo::set_admin(&mut tx, user_id.as_str(), is_admin).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Brings a deactivated account back with a new password (deactivation removed the
+    /// old one); it is listed in the user directory again.
+    pub async fn reactivate(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let hash = self.passwords.hash(password.to_owned()).await?;
+        let mut tx = self.db.begin_write().await?;
+        repo::reactivate(&mut tx, user_id.as_str(), &hash).await?;
+        self.refresh_directory_entry(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
         repo::set_suspended(&mut tx, user_id.as_str(), suspended).await?;

@@ -50,23 +50,29 @@ pub async fn deactivate(
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let user = request.user().clone();
     password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), "deactivate").await?;
-    // Leave every room first, so other members see the user go.
+    deactivate_account(&accounts, &rooms, &user.user_id, request.body.erase).await?;
+    Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
+}
+
+/// Deactivates an account (the user's own request or an admin's): leaves every room first,
+/// so other members see the user go, then removes devices, tokens and profile; `erase`
+/// also hides the user's events from now on.
+pub async fn deactivate_account(accounts: &Accounts, rooms: &Rooms, user_id: &UserId, erase: bool) -> Result<()> {
     for membership in ["join", "invite", "knock"] {
-        for room in room_repo::rooms_with_membership(accounts.db().pool(), user.user_id.as_str(), membership).await? {
+        for room in room_repo::rooms_with_membership(accounts.db().pool(), user_id.as_str(), membership).await? {
             let room_id = ruma::RoomId::parse(room)?;
-            if let Err(error) = rooms
-                .change_membership(&room_id, &user.user_id, &user.user_id, crate::rooms::membership::Change::Leave, None, false)
-                .await
+            if let Err(error) =
+                rooms.change_membership(&room_id, user_id, user_id, crate::rooms::membership::Change::Leave, None, false).await
             {
                 tracing::warn!(%room_id, %error, "deactivation: could not leave room");
             }
         }
     }
-    accounts.deactivate(&user.user_id).await?;
-    if request.body.erase {
-        rooms.erase_user(&user.user_id).await?;
+    accounts.deactivate(user_id).await?;
+    if erase {
+        rooms.erase_user(user_id).await?;
     }
-    Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
+    Ok(())
 }
 
 fn device_from_row(row: repo::DeviceRow) -> device::Device {

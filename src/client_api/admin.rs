@@ -27,8 +27,11 @@ use crate::{
 /// Who a user is and from where their devices were last seen: for a server admin, or for
 /// the user themself (Synapse's rule; the spec leaves it to the server).
 pub async fn whois(State(accounts): State<Accounts>, request: Ruma<whois::Request>) -> Result<RumaResponse<whois::Response>> {
-    let requester = request.user();
-    let target = &request.body.user_id;
+    Ok(RumaResponse(whois_of(&accounts, request.user(), &request.body.user_id).await?))
+}
+
+/// The whois answer (also served at Synapse's admin path).
+pub async fn whois_of(accounts: &Accounts, requester: &Requester, target: &UserId) -> Result<whois::Response> {
     if !requester.is_admin && requester.user_id != *target {
         return Err(MatrixError::forbidden("You are not a server admin"));
     }
@@ -51,9 +54,9 @@ pub async fn whois(State(accounts): State<Accounts>, request: Ruma<whois::Reques
         devices.insert(device.device_id, info);
     }
     let mut response = whois::Response::new();
-    response.user_id = Some(target.clone());
+    response.user_id = Some(target.to_owned());
     response.devices = devices;
-    Ok(RumaResponse(response))
+    Ok(response)
 }
 
 /// The checks every moderation request passes, in the spec's order: the caller is an

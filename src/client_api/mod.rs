@@ -23,6 +23,7 @@ pub mod sliding_sync;
 pub mod sliding_sync_v4;
 pub mod spaces;
 pub mod sync;
+pub mod synapse_admin;
 pub mod user_directory;
 
 use std::sync::Arc;
