@@ -21,6 +21,9 @@ interop() {
 
     echo "== interop: Synapse federation"
     bash scripts/interop-synapse.sh
+
+    echo "== interop: synadm (Synapse's admin CLI)"
+    bash scripts/interop-synadm.sh
 }
 
 if [ "${1:-}" = "--postgres-part" ]; then

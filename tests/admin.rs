@@ -196,6 +196,11 @@ async fn synapse_admin_api_manages_accounts() {
 
     // Devices, whois, joined rooms.
     let room = server.create_room(&alice, json!({})).await;
+    // Admins see any room's aliases (admin tools show rooms by alias); others must be in it.
+    let (_, outsider) = server.register("outsider").await;
+    let aliases = format!("/_matrix/client/v3/rooms/{}/aliases", enc(&room));
+    server.get(&aliases, Some(&outsider)).await.err(403, "M_FORBIDDEN");
+    assert_eq!(server.get(&aliases, Some(&admin)).await.ok(), json!({ "aliases": [] }));
     let devices = server.get(&format!("/_synapse/admin/v2/users/{}/devices", enc(&alice_id)), Some(&admin)).await.ok();
     assert_eq!(devices["total"], 1);
     assert_eq!(devices["devices"][0]["user_id"], alice_id);
