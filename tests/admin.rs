@@ -234,3 +234,61 @@ async fn synapse_admin_api_manages_accounts() {
     server.post("/_matrix/client/v3/login", None, login("alice", "back")).await.ok();
     server.stop().await;
 }
+
+/// Synapse's admin API for rooms: list with search, order and paging; details; members;
+/// state.
+#[tokio::test]
+async fn synapse_admin_api_shows_rooms() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let big = server
+        .create_room(&alice, json!({ "name": "Big room", "topic": "all of us", "preset": "public_chat", "room_alias_name": "big", "visibility": "public" }))
+        .await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&big)), Some(&bob), json!({})).await.ok();
+    let secret = server
+        .create_room(&alice, json!({ "name": "Another", "initial_state": [{ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }] }))
+        .await;
+    let unnamed = server.create_room(&bob, json!({})).await;
+
+    server.get("/_synapse/admin/v1/rooms", Some(&alice)).await.err(403, "M_FORBIDDEN");
+    let listed = server.get("/_synapse/admin/v1/rooms", Some(&admin)).await.ok();
+    assert_eq!(listed["total_rooms"], 3);
+    let ids: Vec<&str> = listed["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [secret.as_str(), big.as_str(), unnamed.as_str()], "by name, unnamed last: {listed}");
+    let first = &listed["rooms"][1];
+    assert_eq!(first["name"], "Big room");
+    assert_eq!(first["canonical_alias"], "#big:localhost");
+    assert_eq!(first["joined_members"], 2);
+    assert_eq!(first["joined_local_members"], 2);
+    assert_eq!(first["public"], true);
+    assert_eq!(first["join_rules"], "public");
+    assert_eq!(first["creator"], alice_id);
+    assert!(first["state_events"].as_i64().unwrap() >= 6, "{first}");
+    assert_eq!(listed["rooms"][0]["encryption"], "m.megolm.v1.aes-sha2");
+
+    let by_size = server.get("/_synapse/admin/v1/rooms?order_by=joined_members&limit=1", Some(&admin)).await.ok();
+    assert_eq!(by_size["rooms"][0]["room_id"], big);
+    assert_eq!(by_size["next_batch"], 1);
+    let second = server.get("/_synapse/admin/v1/rooms?order_by=joined_members&limit=1&from=1", Some(&admin)).await.ok();
+    assert_eq!(second["offset"], 1);
+    assert_eq!(second["prev_batch"], 0);
+    let searched = server.get("/_synapse/admin/v1/rooms?search_term=BIG", Some(&admin)).await.ok();
+    assert_eq!(searched["total_rooms"], 1);
+    assert_eq!(searched["rooms"][0]["room_id"], big);
+    server.get("/_synapse/admin/v1/rooms?order_by=nonsense", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+
+    let details = server.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&big)), Some(&admin)).await.ok();
+    assert_eq!(details["topic"], "all of us");
+    assert_eq!(details["name"], "Big room");
+    server.get("/_synapse/admin/v1/rooms/%21nope%3Alocalhost", Some(&admin)).await.err(404, "M_NOT_FOUND");
+    let members = server.get(&format!("/_synapse/admin/v1/rooms/{}/members", enc(&big)), Some(&admin)).await.ok();
+    assert_eq!(members, json!({ "members": [alice_id, bob_id], "total": 2 }));
+    // The state, though the admin is not in the room.
+    let state = server.get(&format!("/_synapse/admin/v1/rooms/{}/state", enc(&big)), Some(&admin)).await.ok();
+    let types: Vec<&str> = state["state"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"m.room.create") && types.contains(&"m.room.topic"), "{types:?}");
+    assert_eq!(types.len() as i64, details["state_events"].as_i64().unwrap());
+    server.stop().await;
+}

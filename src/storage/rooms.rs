@@ -236,3 +236,100 @@ pub async fn joined_members_with_events<'c>(db: impl Executor<'c, Database = Any
     .await?;
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
+
+/// What the admin API shows of a room: its row, the contents of the current state events
+/// a listing shows (by type, state key ""), and its counts.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSummaryRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub published: bool,
+    pub state: std::collections::HashMap<String, serde_json::Value>,
+    pub joined_members: i64,
+    pub joined_local_members: i64,
+    pub state_events: i64,
+}
+
+/// The state types a room summary reads.
+const SUMMARY_STATE_TYPES: &str = "'m.room.name', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.join_rules', \
+     'm.room.guest_access', 'm.room.history_visibility', 'm.room.create', 'm.room.topic', 'm.room.avatar'";
+
+/// Summaries of every room this server knows (`room_id`: just that one), in no order.
+/// `local_suffix` is `:server_name`, to count local members. Four statements whatever the
+/// number of rooms.
+pub async fn room_summaries(db: &sqlx::AnyPool, room_id: Option<&str>, local_suffix: &str) -> sqlx::Result<Vec<RoomSummaryRow>> {
+    let only = |column: &str| room_id.map(|_| format!("WHERE {column} = $1")).unwrap_or_default();
+    let and_only = |column: &str| room_id.map(|_| format!("AND {column} = $1")).unwrap_or_default();
+    fn bind_room<'q>(sql: &'q str, room_id: Option<&str>) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        let query = sqlx::query(sql);
+        match room_id {
+            Some(room) => query.bind(room.to_owned()),
+            None => query,
+        }
+    }
+    let rooms_sql = format!("SELECT room_id, room_version, creator, published FROM rooms {}", only("room_id"));
+    let mut summaries: std::collections::HashMap<String, RoomSummaryRow> = bind_room(&rooms_sql, room_id)
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let room_id: String = row.get(0);
+            let summary = RoomSummaryRow {
+                room_id: room_id.clone(),
+                room_version: row.get(1),
+                creator: row.get(2),
+                published: row.get::<i64, _>(3) != 0,
+                ..Default::default()
+            };
+            (room_id, summary)
+        })
+        .collect();
+    let state_sql = format!(
+        "SELECT cs.room_id, cs.event_type, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id \
+         WHERE cs.state_key = '' AND cs.event_type IN ({SUMMARY_STATE_TYPES}) {}",
+        and_only("cs.room_id")
+    );
+    for row in bind_room(&state_sql, room_id).fetch_all(db).await? {
+        let (room, kind, json): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        if let (Some(summary), Ok(event)) = (summaries.get_mut(&room), serde_json::from_str::<serde_json::Value>(&json)) {
+            summary.state.insert(kind, event["content"].clone());
+        }
+    }
+    // Room ids and user ids hold no LIKE wildcards but `_`: the suffix is escaped.
+    let local = format!("%{}", local_suffix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let members_sql = format!(
+        "SELECT room_id, COUNT(*), COALESCE(SUM(CASE WHEN user_id LIKE ${} ESCAPE '\\' THEN 1 ELSE 0 END), 0) FROM room_memberships \
+         WHERE membership = 'join' {} GROUP BY room_id",
+        if room_id.is_some() { 2 } else { 1 },
+        and_only("room_id")
+    );
+    let mut members = sqlx::query(&members_sql);
+    if let Some(room) = room_id {
+        members = members.bind(room.to_owned());
+    }
+    for row in members.bind(local).fetch_all(db).await? {
+        let room: String = row.get(0);
+        if let Some(summary) = summaries.get_mut(&room) {
+            summary.joined_members = row.get(1);
+            summary.joined_local_members = row.get(2);
+        }
+    }
+    let counts_sql = format!("SELECT room_id, COUNT(*) FROM current_state {} GROUP BY room_id", only("room_id"));
+    for row in bind_room(&counts_sql, room_id).fetch_all(db).await? {
+        let room: String = row.get(0);
+        if let Some(summary) = summaries.get_mut(&room) {
+            summary.state_events = row.get(1);
+        }
+    }
+    Ok(summaries.into_values().collect())
+}
+
+/// The room's joined members (local and remote), sorted.
+pub async fn joined_members<'c>(db: impl Executor<'c, Database = Any>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = 'join' ORDER BY user_id")
+        .bind(room_id)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}

@@ -1,5 +1,6 @@
 """synadm (PyPI, the Synapse admin CLI) drives weft's admin API: users listed, queried,
-created, modified, their password changed, whois, memberships, deactivation. Each step
+created, modified, their password changed, whois, memberships, deactivation; rooms
+listed, searched, sorted, their details, members and state. Each step
 runs the real synadm command and checks its JSON output and, through the Client-Server
 API, its effect.
 
@@ -98,6 +99,17 @@ check(isinstance(whois, dict) and whois.get("user_id") == admin["user_id"], f"us
 
 membership = synadm("user", "membership", alice_id)
 check(room["room_id"] in membership["joined_rooms"], f"user membership ({membership})")
+
+rooms = synadm("room", "list")
+check(any(r["room_id"] == room["room_id"] and r["name"] == "synadm" for r in rooms["rooms"]), f"room list ({rooms})")
+rooms = synadm("room", "list", "-n", "SYNA", "-s", "joined_members")
+check(rooms["total_rooms"] == 1, "room list -n -s")
+details = synadm("room", "details", room["room_id"])
+check(details["creator"] == alice_id and details["joined_members"] == 1, f"room details ({details})")
+members = synadm("room", "members", room["room_id"])
+check(members["members"] == [alice_id], f"room members ({members})")
+state = synadm("room", "state", room["room_id"])
+check(any(e["type"] == "m.room.create" for e in state["state"]), "room state")
 
 synadm("user", "deactivate", alice_id)
 check(login("alice", "new-pw")[0] in (401, 403), "user deactivate: alice can no longer log in")

@@ -1,21 +1,18 @@
-//! Synapse's admin API for accounts, the interface admin tools speak (synadm,
-//! synapse-admin, Ketesa): server version; users listed, queried, created or modified,
+//! Synapse's admin API for accounts: users listed, queried, created or modified,
 //! deactivated, their password reset, their devices and joined rooms; whois. Paths, JSON
-//! and errors as Synapse's `docs/admin_api/user_admin_api.md`. Server admins only.
-//!
-//! ruma has no types for these paths; they are declared here with its macros, so they go
-//! through the one extractor like every other endpoint.
+//! and errors as Synapse's `docs/admin_api/user_admin_api.md`.
 
 use axum::{extract::State, http::StatusCode};
 use ruma::{
-    api::{auth_scheme::AccessToken, auth_scheme::NoAuthentication, request, response},
+    api::{auth_scheme::AccessToken, request, response},
     metadata, OwnedUserId, UserId,
 };
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Ruma, RumaResponse};
+use super::{require_admin, require_local};
+use crate::client_api::extract::{Ruma, RumaResponse};
 use crate::{
-    accounts::{Accounts, Requester},
+    accounts::Accounts,
     error::{MatrixError, Result},
     rooms::Rooms,
     storage::{accounts as repo, rooms as room_repo},
@@ -69,49 +66,9 @@ impl AdminUser {
     }
 }
 
-fn require_admin(requester: &Requester) -> Result<()> {
-    if requester.is_admin {
-        Ok(())
-    } else {
-        Err(MatrixError::forbidden("You are not a server admin"))
-    }
-}
-
-fn require_local(accounts: &Accounts, user_id: &UserId) -> Result<()> {
-    if user_id.server_name() == accounts.server_name() {
-        Ok(())
-    } else {
-        Err(MatrixError::invalid_param("This endpoint can only be used with local users"))
-    }
-}
-
 async fn admin_user(accounts: &Accounts, user_id: &UserId) -> Result<AdminUser> {
     let row = repo::admin_user(accounts.db().pool(), user_id.as_str()).await?.ok_or_else(|| MatrixError::not_found("User not found"))?;
     AdminUser::from_row(row)
-}
-
-pub mod server_version {
-    use super::*;
-
-    metadata! {
-        method: GET,
-        rate_limited: false,
-        authentication: NoAuthentication,
-        path: "/_synapse/admin/v1/server_version",
-    }
-
-    #[request]
-    #[derive(Default)]
-    pub struct Request {}
-
-    #[response]
-    pub struct Response {
-        pub server_version: String,
-    }
-}
-
-pub async fn get_server_version(_: Ruma<server_version::Request>) -> Result<RumaResponse<server_version::Response>> {
-    Ok(RumaResponse(server_version::Response { server_version: format!("weft {}", env!("CARGO_PKG_VERSION")) }))
 }
 
 pub mod list_users {
@@ -358,7 +315,7 @@ pub async fn put_user(
         accounts.set_locked(&user_id, locked).await?;
     }
     if body.deactivated == Some(true) && !created {
-        super::account::deactivate_account(&accounts, &rooms, &user_id, false).await?;
+        crate::client_api::account::deactivate_account(&accounts, &rooms, &user_id, false).await?;
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, RumaResponse(put_user::Response { user: admin_user(&accounts, &user_id).await? })))
@@ -397,7 +354,7 @@ pub async fn deactivate_user(
     let user_id = &request.body.user_id;
     require_local(&accounts, user_id)?;
     admin_user(&accounts, user_id).await?;
-    super::account::deactivate_account(&accounts, &rooms, user_id, request.body.erase).await?;
+    crate::client_api::account::deactivate_account(&accounts, &rooms, user_id, request.body.erase).await?;
     // No identity server bindings are kept, so there is nothing left bound.
     Ok(RumaResponse(deactivate::Response { id_server_unbind_result: "success".into() }))
 }
@@ -469,7 +426,7 @@ pub mod whois {
 
 pub async fn whois(State(accounts): State<Accounts>, request: Ruma<whois::Request>) -> Result<RumaResponse<whois::Response>> {
     require_admin(request.user())?;
-    let answer = super::admin::whois_of(&accounts, request.user(), &request.body.user_id).await?;
+    let answer = crate::client_api::admin::whois_of(&accounts, request.user(), &request.body.user_id).await?;
     Ok(RumaResponse(whois::Response { user_id: answer.user_id, devices: answer.devices }))
 }
 
