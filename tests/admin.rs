@@ -292,3 +292,72 @@ async fn synapse_admin_api_shows_rooms() {
     assert_eq!(types.len() as i64, details["state_events"].as_i64().unwrap());
     server.stop().await;
 }
+
+/// Deleting a room: local members leave, aliases go, the room can be blocked, and a purge
+/// leaves nothing of it in the database.
+#[tokio::test]
+async fn deleting_a_room_purges_it_and_blocks_rejoining() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (carol_id, _) = server.register("carol").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "doomed", "visibility": "public" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), Some(&alice), json!({ "user_id": carol_id })).await.ok();
+    for i in 0..5 {
+        server.send_text(&alice, &room, &format!("m{i}"), &format!("zanzibar {i}")).await;
+    }
+    server.post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&server.send_text(&bob, &room, "b", "bye").await)), Some(&bob), json!({})).await.ok();
+    let keeper = server.create_room(&alice, json!({})).await;
+
+    server.delete(&format!("/_synapse/admin/v2/rooms/{}", enc(&room)), Some(&alice), json!({})).await.err(403, "M_FORBIDDEN");
+    server
+        .delete(&format!("/_synapse/admin/v2/rooms/{}", enc(&room)), Some(&admin), json!({ "new_room_user_id": alice_id }))
+        .await
+        .err(400, "M_INVALID_PARAM");
+    let deleted = server.delete(&format!("/_synapse/admin/v2/rooms/{}", enc(&room)), Some(&admin), json!({ "block": true, "purge": true })).await.ok();
+    let delete_id = deleted["delete_id"].as_str().unwrap().to_owned();
+    let status = server.get(&format!("/_synapse/admin/v2/rooms/delete_status/{}", enc(&delete_id)), Some(&admin)).await.ok();
+    assert_eq!(status["status"], "complete", "{status}");
+    let mut kicked: Vec<String> = status["shutdown_room"]["kicked_users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect();
+    kicked.sort();
+    assert_eq!(kicked, vec![alice_id.clone(), bob_id.clone(), carol_id.clone()]);
+    assert_eq!(status["shutdown_room"]["local_aliases"], json!(["#doomed:localhost"]));
+    let by_room = server.get(&format!("/_synapse/admin/v2/rooms/{}/delete_status", enc(&room)), Some(&admin)).await.ok();
+    assert_eq!(by_room["results"][0]["delete_id"], delete_id);
+
+    // Nothing of the room is left in the database.
+    let db = server.database().await;
+    for table in ["events", "current_state", "room_memberships", "state_groups", "receipts", "event_push_actions", "room_aliases", "rooms", "event_relations", "invite_states"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE room_id = $1")).bind(&room).fetch_one(&db).await.unwrap();
+        assert_eq!(rows, 0, "rows of the room left in {table}");
+    }
+    let keeper_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE room_id = $1").bind(&keeper).fetch_one(&db).await.unwrap();
+    assert!(keeper_rows > 0, "other rooms keep their events");
+    db.close().await;
+    // ... nor in what the API serves.
+    let joined = server.get("/_matrix/client/v3/joined_rooms", Some(&alice)).await.ok();
+    assert_eq!(joined["joined_rooms"], json!([keeper]));
+    let search = server.post("/_matrix/client/v3/search", Some(&alice), json!({ "search_categories": { "room_events": { "search_term": "zanzibar" } } })).await.ok();
+    assert_eq!(search["search_categories"]["room_events"]["count"], 0, "{search}");
+    server.get("/_matrix/client/v3/directory/room/%23doomed%3Alocalhost", None).await.err(404, "M_NOT_FOUND");
+    server.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&room)), Some(&admin)).await.err(404, "M_NOT_FOUND");
+    let public = server.get("/_matrix/client/v3/publicRooms", None).await.ok();
+    assert_eq!(public["chunk"], json!([]));
+
+    // Blocked: nobody here may join it again, until unblocked.
+    server.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&bob), json!({})).await.err(403, "M_FORBIDDEN");
+    let block = format!("/_synapse/admin/v1/rooms/{}/block", enc(&room));
+    assert_eq!(server.get(&block, Some(&admin)).await.ok(), json!({ "block": true, "user_id": "@root:localhost" }));
+    assert_eq!(server.put(&block, Some(&admin), json!({ "block": false })).await.ok(), json!({ "block": false }));
+    assert_eq!(server.get(&block, Some(&admin)).await.ok(), json!({ "block": false }));
+
+    // v1 without purge: members leave, the room stays.
+    let second = server.create_room(&alice, json!({})).await;
+    let shutdown = server.delete(&format!("/_synapse/admin/v1/rooms/{}", enc(&second)), Some(&admin), json!({ "purge": false })).await.ok();
+    assert_eq!(shutdown["kicked_users"], json!([alice_id]));
+    let details = server.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&second)), Some(&admin)).await.ok();
+    assert_eq!(details["joined_members"], 0);
+    server.stop().await;
+}

@@ -350,7 +350,7 @@ where
         // Clients (matrix-nio's join, for one) POST with no body where all fields are
         // optional; read that as an empty JSON object, as Synapse does.
         let legacy_auth = if is_json { legacy_password_auth(&bytes) } else { None };
-        let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT) {
+        let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT | http::Method::DELETE) {
             b"{}"
         } else if let Some(rewritten) = &legacy_auth {
             rewritten

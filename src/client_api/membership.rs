@@ -65,6 +65,7 @@ async fn join(
     mut servers: Vec<OwnedServerName>,
     extra: &serde_json::Map<String, Value>,
 ) -> Result<()> {
+    rooms.require_not_blocked(room_id).await?;
     for server in inviting_servers(rooms, room_id, user).await? {
         if !servers.contains(&server) {
             servers.insert(0, server);
@@ -140,6 +141,7 @@ pub async fn knock(
             servers.push(via.clone());
         }
     }
+    rooms.require_not_blocked(&room_id).await?;
     if rooms.participating(&room_id).await? || servers.iter().all(|s| s == rooms.server_name()) {
         rooms.change_membership(&room_id, user, user, Change::Knock, request.body.reason.as_deref(), false).await?;
     } else {
@@ -157,6 +159,7 @@ pub async fn invite(
         return Err(MatrixError::forbidden("Third-party invites are not supported"));
     };
     let sender = &request.user().user_id;
+    rooms.require_not_blocked(&request.body.room_id).await?;
     rooms.require_joined(&request.body.room_id, sender).await?;
     if !federation.is_local(recipient.user_id.server_name()) {
         federation.invite_remote(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref(), false).await?;

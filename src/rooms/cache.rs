@@ -61,6 +61,11 @@ impl RoomCaches {
         self.versions.write().unwrap_or_else(|p| p.into_inner()).insert(room_id, version);
     }
 
+    /// The room is gone from the database (purged): this server no longer knows it.
+    pub fn forget_room(&self, room_id: &OwnedRoomId) {
+        self.versions.write().unwrap_or_else(|p| p.into_inner()).remove(room_id);
+    }
+
     /// A cached lookup of (type, state_key) in a state group: Some(answer) when known.
     pub fn state_lookup(&self, group: i64, kind: &str, key: &str) -> Option<Option<String>> {
         let mut lookups = self.state_lookups.lock().unwrap_or_else(|p| p.into_inner());

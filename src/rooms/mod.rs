@@ -5,6 +5,7 @@ pub(crate) mod auth;
 pub mod batch;
 pub mod cache;
 pub mod create;
+pub mod deletion;
 pub mod directory;
 pub mod hierarchy;
 pub mod membership;

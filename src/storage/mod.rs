@@ -15,6 +15,7 @@ pub mod federation;
 pub mod filters;
 pub mod media;
 pub mod presence;
+pub mod purge;
 pub mod push;
 pub mod receipts;
 pub mod reports;

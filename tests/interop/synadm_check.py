@@ -1,6 +1,7 @@
 """synadm (PyPI, the Synapse admin CLI) drives weft's admin API: users listed, queried,
 created, modified, their password changed, whois, memberships, deactivation; rooms
-listed, searched, sorted, their details, members and state. Each step
+listed, searched, sorted, their details, members and state; a room deleted, purged and
+blocked. Each step
 runs the real synadm command and checks its JSON output and, through the Client-Server
 API, its effect.
 
@@ -110,6 +111,17 @@ members = synadm("room", "members", room["room_id"])
 check(members["members"] == [alice_id], f"room members ({members})")
 state = synadm("room", "state", room["room_id"])
 check(any(e["type"] == "m.room.create" for e in state["state"]), "room state")
+
+# (alice's sessions ended with her password change; the room is bob's.)
+_, bob_session = login("bob", "bob-pw")
+_, doomed = call("POST", "/_matrix/client/v3/createRoom", {"name": "doomed"}, bob_session["access_token"])
+synadm("room", "delete", doomed["room_id"], "-b")
+status, _ = call("GET", f"/_synapse/admin/v1/rooms/{doomed['room_id']}", None, admin["access_token"])
+check(status == 404, "room delete purged the room")
+blocked = synadm("room", "block-status", doomed["room_id"])
+check(isinstance(blocked, dict) and blocked.get("block") is True, f"room block-status after delete -b ({blocked})")
+status, _ = call("POST", f"/_matrix/client/v3/join/{doomed['room_id']}", {}, bob_session["access_token"])
+check(status == 403, "the blocked room cannot be joined")
 
 synadm("user", "deactivate", alice_id)
 check(login("alice", "new-pw")[0] in (401, 403), "user deactivate: alice can no longer log in")

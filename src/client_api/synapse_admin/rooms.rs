@@ -1,9 +1,10 @@
-//! Synapse's admin API for rooms: list (paging, search, order), details, members, state.
+//! Synapse's admin API for rooms: list (paging, search, order), details, members, state;
+//! deletion (v1, and v2 with its status), blocking.
 //! Paths and JSON as Synapse's `docs/admin_api/rooms.md`.
 
 use std::cmp::Ordering;
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use ruma::{
     api::{auth_scheme::AccessToken, request, response},
     metadata, OwnedRoomId,
@@ -15,8 +16,11 @@ use super::require_admin;
 use crate::{
     client_api::extract::{Ruma, RumaResponse},
     error::{MatrixError, Result},
-    rooms::{pdu_from_row, Rooms},
-    storage::{events as events_repo, rooms as room_repo, state as state_repo},
+    rooms::{
+        deletion::{Shutdown, ShutdownOptions},
+        pdu_from_row, Rooms,
+    },
+    storage::{events as events_repo, purge as purge_repo, rooms as room_repo, state as state_repo},
 };
 
 /// A room as the admin API lists it.
@@ -294,4 +298,267 @@ pub async fn state(State(rooms): State<Rooms>, request: Ruma<room_state::Request
         state.push(rooms.client_event_plain(&row, &pdu, None).await?);
     }
     Ok(RumaResponse(room_state::Response { state }))
+}
+
+/// The body of a room deletion (v1 and v2 alike).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeleteRoomBody {
+    /// Synapse moves the local members into a new room made by this user; weft does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_room_user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub block: bool,
+    #[serde(default = "ruma::serde::default_true")]
+    pub purge: bool,
+    #[serde(default)]
+    pub force_purge: bool,
+}
+
+pub mod delete_room_v1 {
+    use super::*;
+
+    metadata! {
+        method: DELETE,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v1/rooms/{room_id}",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        #[ruma_api(body)]
+        pub body: DeleteRoomBody,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub shutdown: Shutdown,
+    }
+}
+
+pub mod delete_room_v2 {
+    use super::*;
+
+    metadata! {
+        method: DELETE,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v2/rooms/{room_id}",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        #[ruma_api(body)]
+        pub body: DeleteRoomBody,
+    }
+
+    #[response]
+    pub struct Response {
+        pub delete_id: String,
+    }
+}
+
+async fn shut_down(rooms: &Rooms, admin: &ruma::UserId, room_id: &ruma::RoomId, body: &DeleteRoomBody) -> Result<Shutdown> {
+    if body.new_room_user_id.is_some() {
+        return Err(MatrixError::invalid_param("new_room_user_id is not supported by this server: local members leave the room"));
+    }
+    rooms.shut_down(room_id, admin, ShutdownOptions { block: body.block, purge: body.purge, force_purge: body.force_purge }).await
+}
+
+/// Deletes the room and answers when done (Synapse's v1 form).
+pub async fn delete_v1(State(rooms): State<Rooms>, request: Ruma<delete_room_v1::Request>) -> Result<RumaResponse<delete_room_v1::Response>> {
+    require_admin(request.user())?;
+    let shutdown = shut_down(&rooms, &request.user().user_id, &request.body.room_id, &request.body.body).await?;
+    Ok(RumaResponse(delete_room_v1::Response { shutdown }))
+}
+
+/// Deletes the room (Synapse's v2 form): the answer is a `delete_id` whose status is kept
+/// for polling. weft finishes the deletion before answering, so the status is final.
+pub async fn delete_v2(State(rooms): State<Rooms>, request: Ruma<delete_room_v2::Request>) -> Result<RumaResponse<delete_room_v2::Response>> {
+    require_admin(request.user())?;
+    let room_id = &request.body.room_id;
+    let outcome = shut_down(&rooms, &request.user().user_id, room_id, &request.body.body).await;
+    if let Err(error) = &outcome {
+        // What could not be attempted at all is the request's error, as in Synapse.
+        if error.status == StatusCode::NOT_FOUND || error.errcode == "M_INVALID_PARAM" {
+            return Err(outcome.unwrap_err());
+        }
+    }
+    let delete_id = ruma::TransactionId::new().to_string();
+    let (status, result, error) = match outcome {
+        Ok(shutdown) => ("complete", shutdown, None),
+        Err(error) => ("failed", Shutdown::default(), Some(error.message)),
+    };
+    let mut tx = rooms.db().begin_write().await?;
+    purge_repo::record_deletion(
+        &mut tx,
+        &purge_repo::Deletion {
+            delete_id: delete_id.clone(),
+            room_id: room_id.to_string(),
+            status: status.into(),
+            result: serde_json::to_string(&result)?,
+            error,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(RumaResponse(delete_room_v2::Response { delete_id }))
+}
+
+/// One deletion's status as Synapse reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeletionStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_id: Option<String>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub shutdown_room: Shutdown,
+}
+
+fn deletion_status(deletion: purge_repo::Deletion, with_id: bool) -> DeletionStatus {
+    DeletionStatus {
+        delete_id: with_id.then_some(deletion.delete_id),
+        status: deletion.status,
+        error: deletion.error,
+        shutdown_room: serde_json::from_str(&deletion.result).unwrap_or_default(),
+    }
+}
+
+pub mod room_delete_status {
+    use super::*;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v2/rooms/{room_id}/delete_status",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+    }
+
+    #[response]
+    pub struct Response {
+        pub results: Vec<DeletionStatus>,
+    }
+}
+
+pub async fn delete_status_of_room(
+    State(rooms): State<Rooms>,
+    request: Ruma<room_delete_status::Request>,
+) -> Result<RumaResponse<room_delete_status::Response>> {
+    require_admin(request.user())?;
+    let deletions = purge_repo::deletions_of_room(rooms.db().pool(), request.body.room_id.as_str()).await?;
+    if deletions.is_empty() {
+        return Err(MatrixError::not_found("No delete task for room"));
+    }
+    Ok(RumaResponse(room_delete_status::Response { results: deletions.into_iter().map(|d| deletion_status(d, true)).collect() }))
+}
+
+pub mod delete_status {
+    use super::*;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub delete_id: String,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub status: DeletionStatus,
+    }
+}
+
+pub async fn delete_status_by_id(State(rooms): State<Rooms>, request: Ruma<delete_status::Request>) -> Result<RumaResponse<delete_status::Response>> {
+    require_admin(request.user())?;
+    let deletion = purge_repo::deletion(rooms.db().pool(), &request.body.delete_id).await?.ok_or_else(|| MatrixError::not_found("delete id not found"))?;
+    Ok(RumaResponse(delete_status::Response { status: deletion_status(deletion, false) }))
+}
+
+/// Whether a room is blocked, and by whom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockStatus {
+    pub block: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+pub mod get_block {
+    use super::*;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v1/rooms/{room_id}/block",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+    }
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub status: BlockStatus,
+    }
+}
+
+pub async fn block_status(State(rooms): State<Rooms>, request: Ruma<get_block::Request>) -> Result<RumaResponse<get_block::Response>> {
+    require_admin(request.user())?;
+    let by = rooms.blocked_by(&request.body.room_id).await?;
+    Ok(RumaResponse(get_block::Response { status: BlockStatus { block: by.is_some(), user_id: by } }))
+}
+
+pub mod put_block {
+    use super::*;
+
+    metadata! {
+        method: PUT,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v1/rooms/{room_id}/block",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        pub block: bool,
+    }
+
+    #[response]
+    pub struct Response {
+        pub block: bool,
+    }
+}
+
+pub async fn set_block(State(rooms): State<Rooms>, request: Ruma<put_block::Request>) -> Result<RumaResponse<put_block::Response>> {
+    require_admin(request.user())?;
+    rooms.set_blocked(&request.body.room_id, &request.user().user_id, request.body.block).await?;
+    Ok(RumaResponse(put_block::Response { block: request.body.block }))
 }
