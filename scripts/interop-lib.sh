@@ -70,3 +70,15 @@ ensure_weft_bin() {
         WEFT_BIN=target/debug/weft
     fi
 }
+
+# Prints the path of a venv with matrix-nio (and its vodozemac E2EE support), installing
+# it under target/interop/ on first use.
+ensure_nio_venv() {
+    local venv=target/interop/nio-venv
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
+        echo "== installing matrix-nio (with its vodozemac E2EE support) into $venv" >&2
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio[e2e]==0.26.0' >&2
+    fi
+    echo "$venv"
+}

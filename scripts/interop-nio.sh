@@ -5,12 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/interop-lib.sh
 
-venv=target/interop/nio-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio, vodozemac' 2>/dev/null; then
-    echo "== installing matrix-nio (with its vodozemac E2EE support) into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'matrix-nio[e2e]==0.26.0'
-fi
+venv=$(ensure_nio_venv)
 
 cargo build --quiet --bin weft
 data_dir=$(mktemp -d)
