@@ -361,3 +361,53 @@ async fn deleting_a_room_purges_it_and_blocks_rejoining() {
     assert_eq!(details["joined_members"], 0);
     server.stop().await;
 }
+
+/// Reports: users report users, events and rooms; admins list, read and delete event
+/// reports through Synapse's admin API. And the load balancer's /health.
+#[tokio::test]
+async fn reports_reach_the_admins() {
+    let server = TestServer::start().await;
+    let (_, admin) = server.register_admin("root").await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let health = server.get("/health", None).await;
+    assert_eq!((health.status.as_u16(), health.body.clone()), (200, json!("OK")));
+
+    server.post(&format!("/_matrix/client/v3/users/{}/report", enc(&bob_id)), Some(&alice), json!({ "reason": "spam" })).await.ok();
+    server.post("/_matrix/client/v3/users/%40ghost%3Alocalhost/report", Some(&alice), json!({ "reason": "x" })).await.err(404, "M_NOT_FOUND");
+    server.post(&format!("/_matrix/client/v3/users/{}/report", enc(&bob_id)), Some(&alice), json!({})).await.err(400, "M_MISSING_PARAM");
+
+    let room = server.create_room(&alice, json!({ "name": "Reported", "preset": "public_chat" })).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), Some(&bob), json!({})).await.ok();
+    let bad = server.send_text(&bob, &room, "b1", "something awful").await;
+    server
+        .post(&format!("/_matrix/client/v3/rooms/{}/report/{}", enc(&room), enc(&bad)), Some(&alice), json!({ "reason": "awful", "score": -100 }))
+        .await
+        .ok();
+    server.post(&format!("/_matrix/client/v3/rooms/{}/report", enc(&room)), Some(&bob), json!({ "reason": "the whole room" })).await.ok();
+
+    server.get("/_synapse/admin/v1/event_reports", Some(&alice)).await.err(403, "M_FORBIDDEN");
+    let listed = server.get("/_synapse/admin/v1/event_reports", Some(&admin)).await.ok();
+    assert_eq!(listed["total"], 2);
+    assert_eq!(listed["event_reports"][0]["user_id"], bob_id, "newest first: {listed}");
+    let event_report = &listed["event_reports"][1];
+    assert_eq!(event_report["user_id"], alice_id);
+    assert_eq!(event_report["event_id"], bad);
+    assert_eq!(event_report["sender"], bob_id);
+    assert_eq!(event_report["reason"], "awful");
+    assert_eq!(event_report["name"], "Reported");
+    let by_sender = server.get(&format!("/_synapse/admin/v1/event_reports?event_sender_user_id={}", enc(&bob_id)), Some(&admin)).await.ok();
+    assert_eq!(by_sender["total"], 1);
+    let paged = server.get("/_synapse/admin/v1/event_reports?limit=1&dir=f", Some(&admin)).await.ok();
+    assert_eq!(paged["event_reports"][0]["event_id"], bad);
+    assert_eq!(paged["next_token"], 1);
+
+    let id = event_report["id"].as_i64().unwrap();
+    let details = server.get(&format!("/_synapse/admin/v1/event_reports/{id}"), Some(&admin)).await.ok();
+    assert_eq!(details["event_json"]["content"]["body"], "something awful", "{details}");
+    server.get("/_synapse/admin/v1/event_reports/abc", Some(&admin)).await.err(400, "M_INVALID_PARAM");
+    server.delete(&format!("/_synapse/admin/v1/event_reports/{id}"), Some(&admin), json!({})).await.ok();
+    server.get(&format!("/_synapse/admin/v1/event_reports/{id}"), Some(&admin)).await.err(404, "M_NOT_FOUND");
+    assert_eq!(server.get("/_synapse/admin/v1/event_reports", Some(&admin)).await.ok()["total"], 1);
+    server.stop().await;
+}

@@ -183,6 +183,22 @@ pub async fn report_room(
     Ok(RumaResponse(report_room::v3::Response::new()))
 }
 
+/// A report of a user (spec v1.14). A local account that does not exist is `M_NOT_FOUND`
+/// (the spec's answer); a remote user is taken as reported, this server cannot tell.
+pub async fn report_user(
+    State(rooms): State<Rooms>,
+    request: Ruma<ruma::api::client::reporting::report_user::v3::Request>,
+) -> Result<RumaResponse<ruma::api::client::reporting::report_user::v3::Response>> {
+    let reporter = request.user().user_id.clone();
+    let target = &request.body.user_id;
+    if target.server_name() == rooms.server_name() && !crate::storage::accounts::user_exists(rooms.db().pool(), target.as_str()).await? {
+        return Err(MatrixError::not_found("The user was not found on this server"));
+    }
+    reports::insert_user_report(rooms.db().pool(), reporter.as_str(), target.as_str(), &request.body.reason).await?;
+    tracing::info!(%reporter, %target, "user reported");
+    Ok(RumaResponse(ruma::api::client::reporting::report_user::v3::Response::new()))
+}
+
 async fn save_report(rooms: &Rooms, reporter: &UserId, room: &str, event: Option<&str>, reason: Option<&str>) -> Result<()> {
     reports::insert(rooms.db().pool(), reporter.as_str(), room, event, reason).await?;
     tracing::info!(%reporter, room, event, "content reported");

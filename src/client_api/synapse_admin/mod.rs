@@ -1,10 +1,12 @@
 //! Synapse's admin API (`/_synapse/admin/...`), the interface admin tools speak (synadm,
-//! synapse-admin, Ketesa): the server version here, accounts in `users`, rooms in `rooms`.
+//! synapse-admin, Ketesa): the server version here, accounts in `users`, rooms in `rooms`, event reports in
+//! `reports`.
 //! Server admins only; Synapse's paths, JSON and errors.
 //!
 //! ruma has no types for these paths; they are declared with its macros, so they go
 //! through the one extractor like every other endpoint.
 
+pub mod reports;
 pub mod rooms;
 pub mod users;
 
