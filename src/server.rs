@@ -310,6 +310,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<register::v3::Request, _, _>(session::register)
         .ruma::<get_username_availability::v3::Request, _, _>(session::username_available)
+        .ruma::<ruma::api::client::account::check_registration_token_validity::v1::Request, _, _>(session::registration_token_validity)
         .route("/_synapse/admin/v1/register", get(session::shared_secret_nonce).post(session::shared_secret_register))
         // For load balancers and orchestrators: the process serves requests (as Synapse's).
         .route("/health", get(|| async { "OK" }))

@@ -162,6 +162,10 @@ async fn registration_disabled_by_default_and_token_flow() {
         .post("/_matrix/client/v3/register", None, json!({ "username": "x", "password": "pw", "auth": { "type": "m.login.dummy" } }))
         .await
         .err(403, "M_FORBIDDEN");
+    closed
+        .get("/_matrix/client/v1/register/m.login.registration_token/validity?token=letmein", None)
+        .await
+        .err(403, "M_FORBIDDEN");
     closed.stop().await;
 
     let tokens = TestServer::start_with(|c| {
@@ -169,6 +173,11 @@ async fn registration_disabled_by_default_and_token_flow() {
         c.registration.tokens = vec!["letmein".into()];
     })
     .await;
+    // Clients can check a token before registering.
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity?token=";
+    assert_eq!(tokens.get(&format!("{validity}letmein"), None).await.ok(), json!({ "valid": true }));
+    assert_eq!(tokens.get(&format!("{validity}nope"), None).await.ok(), json!({ "valid": false }));
+    tokens.get("/_matrix/client/v1/register/m.login.registration_token/validity", None).await.err(400, "M_MISSING_PARAM");
     let challenge = tokens.post("/_matrix/client/v3/register", None, json!({ "username": "t", "password": "pw" })).await;
     assert_eq!(challenge.status, 401);
     assert_eq!(challenge.body["flows"][0]["stages"][0], "m.login.registration_token");

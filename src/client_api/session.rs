@@ -101,6 +101,19 @@ pub async fn whoami(request: Ruma<whoami::v3::Request>) -> Result<RumaResponse<w
     Ok(RumaResponse(response))
 }
 
+/// Whether a registration token would be accepted (spec v1.2), so clients can check it
+/// before the user fills in the rest. Registration closed: every token is invalid, 403.
+pub async fn registration_token_validity(
+    State(config): State<Arc<Config>>,
+    request: Ruma<ruma::api::client::account::check_registration_token_validity::v1::Request>,
+) -> Result<RumaResponse<ruma::api::client::account::check_registration_token_validity::v1::Response>> {
+    if !registration_open(&config) {
+        return Err(MatrixError::forbidden("Registration is disabled"));
+    }
+    let valid = config.registration.tokens.iter().any(|token| token == &request.body.token);
+    Ok(RumaResponse(ruma::api::client::account::check_registration_token_validity::v1::Response::new(valid)))
+}
+
 pub async fn username_available(
     State(accounts): State<Accounts>,
     State(config): State<Arc<Config>>,
