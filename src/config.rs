@@ -43,6 +43,27 @@ pub struct Config {
     pub federation: FederationConfig,
     pub media: MediaConfig,
     pub user_directory: UserDirectoryConfig,
+    /// Who to contact about this server (`/.well-known/matrix/support`).
+    pub support: SupportConfig,
+}
+
+/// The server's support contacts and page (spec: server support discovery). Both empty
+/// (the default): `/.well-known/matrix/support` is 404, as the spec says.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SupportConfig {
+    /// A web page with support information.
+    pub page: String,
+    pub contacts: Vec<SupportContact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SupportContact {
+    /// `m.role.admin` or `m.role.security`.
+    pub role: String,
+    pub matrix_id: String,
+    pub email_address: String,
 }
 
 /// One bound address and what it serves.
@@ -252,6 +273,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             media: MediaConfig::default(),
             user_directory: UserDirectoryConfig::default(),
+            support: SupportConfig::default(),
         }
     }
 }
@@ -429,6 +451,13 @@ enabled = true
 # Search finds every local user; false: only users sharing a room with the searcher, or in
 # a public room.
 search_all_users = false
+
+[support]
+# Served at /.well-known/matrix/support (404 while both are empty). Contacts as
+# [[support.contacts]] tables: role = "m.role.admin" or "m.role.security", with a
+# matrix_id and/or an email_address.
+page = ""
+contacts = []
 
 [media]
 # Largest upload, in bytes.

@@ -24,7 +24,31 @@ async fn discovery_endpoints() {
     for version in 1..=12 {
         assert_eq!(available[&version.to_string()], "stable");
     }
+    // No support contacts configured: 404, as the spec says.
+    server.get("/.well-known/matrix/support", None).await.err(404, "M_NOT_FOUND");
     server.stop().await;
+
+    let with_support = TestServer::start_with(|c| {
+        c.support.page = "https://example.org/help".into();
+        c.support.contacts = vec![
+            weft::config::SupportContact { role: "m.role.admin".into(), matrix_id: "@root:localhost".into(), email_address: "root@example.org".into() },
+            weft::config::SupportContact { role: "m.role.security".into(), matrix_id: String::new(), email_address: "security@example.org".into() },
+            weft::config::SupportContact { role: "m.role.admin".into(), ..Default::default() },
+        ];
+    })
+    .await;
+    let support = with_support.get("/.well-known/matrix/support", None).await.ok();
+    assert_eq!(
+        support,
+        json!({
+            "support_page": "https://example.org/help",
+            "contacts": [
+                { "role": "m.role.admin", "matrix_id": "@root:localhost", "email_address": "root@example.org" },
+                { "role": "m.role.security", "email_address": "security@example.org" },
+            ],
+        })
+    );
+    with_support.stop().await;
 }
 
 #[tokio::test]

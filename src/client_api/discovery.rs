@@ -11,7 +11,11 @@ use ruma::api::client::discovery::{
 };
 
 use super::extract::{Ruma, RumaResponse};
-use crate::{config::Config, error::Result, rooms::supported_room_versions};
+use crate::{
+    config::Config,
+    error::{MatrixError, Result},
+    rooms::supported_room_versions,
+};
 
 /// Spec versions whose client features weft implements: contiguous (versions are cumulative
 /// and clients test for exact strings). docs/versions.md lists, per version, what is there.
@@ -54,6 +58,40 @@ pub async fn well_known(
 ) -> Result<RumaResponse<discover_homeserver::Response>> {
     let base_url = config.public_base_url();
     Ok(RumaResponse(discover_homeserver::Response::new(discover_homeserver::HomeserverInfo::new(base_url))))
+}
+
+/// Who to contact about this server (spec: server support discovery); 404 when nothing is
+/// configured. Contacts without a usable address are left out.
+pub async fn support(
+    State(config): State<Arc<Config>>,
+    _: Ruma<ruma::api::client::discovery::discover_support::Request>,
+) -> Result<RumaResponse<ruma::api::client::discovery::discover_support::Response>> {
+    use ruma::api::client::discovery::discover_support::{Contact, ContactRole, Response};
+    let contacts: Vec<Contact> = config
+        .support
+        .contacts
+        .iter()
+        .filter_map(|c| {
+            let role = ContactRole::from(c.role.as_str());
+            let matrix_id = ruma::UserId::parse(c.matrix_id.as_str()).ok();
+            let mut contact = match (matrix_id, c.email_address.is_empty()) {
+                (Some(id), _) => Contact::with_matrix_id(role, id),
+                (None, false) => Contact::with_email_address(role, c.email_address.clone()),
+                (None, true) => return None,
+            };
+            if !c.email_address.is_empty() {
+                contact.email_address = Some(c.email_address.clone());
+            }
+            Some(contact)
+        })
+        .collect();
+    let page = Some(config.support.page.clone()).filter(|p| !p.is_empty());
+    if contacts.is_empty() && page.is_none() {
+        return Err(MatrixError::not_found("No support information is configured"));
+    }
+    let mut response = Response::with_contacts(contacts);
+    response.support_page = page;
+    Ok(RumaResponse(response))
 }
 
 pub async fn capabilities(
