@@ -45,6 +45,39 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     /// Who to contact about this server (`/.well-known/matrix/support`).
     pub support: SupportConfig,
+    /// TURN servers for VoIP calls (`/voip/turnServer`).
+    pub voip: VoipConfig,
+}
+
+/// TURN servers handed to clients for calls, with credentials from coturn's shared-secret
+/// REST scheme (`use-auth-secret`) or fixed ones, as Synapse's `turn_*` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VoipConfig {
+    /// e.g. "turn:turn.example.org:3478?transport=udp". Empty: no TURN (the endpoint is 404).
+    pub turn_uris: Vec<String>,
+    /// coturn's `static-auth-secret`: each user gets a time-limited username and password.
+    pub turn_shared_secret: String,
+    /// Fixed credentials, used when no shared secret is set.
+    pub turn_username: String,
+    pub turn_password: String,
+    /// How long shared-secret credentials last.
+    pub turn_user_lifetime_secs: u64,
+    /// Whether guests get TURN credentials.
+    pub turn_allow_guests: bool,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        Self {
+            turn_uris: Vec::new(),
+            turn_shared_secret: String::new(),
+            turn_username: String::new(),
+            turn_password: String::new(),
+            turn_user_lifetime_secs: 86_400,
+            turn_allow_guests: true,
+        }
+    }
 }
 
 /// The server's support contacts and page (spec: server support discovery). Both empty
@@ -274,6 +307,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             support: SupportConfig::default(),
+            voip: VoipConfig::default(),
         }
     }
 }
@@ -451,6 +485,17 @@ enabled = true
 # Search finds every local user; false: only users sharing a room with the searcher, or in
 # a public room.
 search_all_users = false
+
+[voip]
+# TURN servers for calls (/voip/turnServer is 404 while this is empty).
+turn_uris = []
+# coturn's static-auth-secret (use-auth-secret): per-user credentials valid
+# turn_user_lifetime_secs. Or fixed turn_username / turn_password.
+turn_shared_secret = ""
+turn_username = ""
+turn_password = ""
+turn_user_lifetime_secs = 86400
+turn_allow_guests = true
 
 [support]
 # Served at /.well-known/matrix/support (404 while both are empty). Contacts as

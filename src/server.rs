@@ -302,6 +302,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<get_supported_versions::Request, _, _>(discovery::versions)
         .ruma::<discover_homeserver::Request, _, _>(discovery::well_known)
         .ruma::<ruma::api::client::discovery::discover_support::Request, _, _>(discovery::support)
+        .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(crate::client_api::voip::turn_server)
         .ruma::<get_capabilities::v3::Request, _, _>(discovery::capabilities)
         .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
         .ruma::<login::v3::Request, _, _>(session::login)

@@ -51,6 +51,41 @@ async fn discovery_endpoints() {
     with_support.stop().await;
 }
 
+/// `/voip/turnServer`: 404 without TURN; coturn REST credentials with a shared secret.
+#[tokio::test]
+async fn turn_credentials_for_calls() {
+    use hmac::{Hmac, Mac};
+    let none = TestServer::start().await;
+    let (_, token) = none.register("alice").await;
+    none.get("/_matrix/client/v3/voip/turnServer", Some(&token)).await.err(404, "M_NOT_FOUND");
+    none.stop().await;
+
+    let server = TestServer::start_with(|c| {
+        c.voip.turn_uris = vec!["turn:turn.example.org:3478?transport=udp".into()];
+        c.voip.turn_shared_secret = "north".into();
+        c.voip.turn_user_lifetime_secs = 3600;
+    })
+    .await;
+    let (alice_id, token) = server.register("alice").await;
+    server.get("/_matrix/client/v3/voip/turnServer", None).await.err(401, "M_MISSING_TOKEN");
+    let turn = server.get("/_matrix/client/v3/voip/turnServer", Some(&token)).await.ok();
+    assert_eq!(turn["uris"], json!(["turn:turn.example.org:3478?transport=udp"]));
+    assert_eq!(turn["ttl"], 3600);
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, alice_id);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 3590..=now + 3610).contains(&expiry.parse::<u64>().unwrap()), "{username}");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"north").unwrap();
+    mac.update(username.as_bytes());
+    // Padded standard base64 of the HMAC, as coturn computes it.
+    let password = turn["password"].as_str().unwrap();
+    assert_eq!(password.len(), 28, "{password}");
+    let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(password.trim_end_matches('=')).unwrap();
+    assert_eq!(decoded.as_bytes(), mac.finalize().into_bytes().as_slice());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn cors_preflight_and_headers() {
     let server = TestServer::start().await;

@@ -25,6 +25,7 @@ pub mod spaces;
 pub mod sync;
 pub mod synapse_admin;
 pub mod user_directory;
+pub mod voip;
 
 use std::sync::Arc;
 
