@@ -128,3 +128,22 @@ async fn bad_listener_settings_fail_at_start_naming_the_listener() {
     let error = start(vec![listener(&address, vec![Resource::Client])]).await;
     assert!(error.contains(&format!("cannot listen on {address}")), "{error}");
 }
+
+/// The test helper's own guard against port races: a federating server whose chosen port
+/// was taken meanwhile starts on another one (named after it).
+#[tokio::test]
+async fn a_taken_test_port_is_picked_again() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let server = TestServer::start_with(|c| {
+        c.server_name = format!("127.0.0.1:{port}").try_into().unwrap();
+        c.federation.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    })
+    .await;
+    let versions = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(versions.status, 200);
+    let key = server.get("/_matrix/key/v2/server", None).await.ok();
+    assert_ne!(key["server_name"], format!("127.0.0.1:{port}"), "{key}");
+    assert!(key["server_name"].as_str().unwrap().starts_with("127.0.0.1:"));
+    server.stop().await;
+}

@@ -53,6 +53,25 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// When the server could not bind a port this helper chose (the client port, or a
+/// federating server's port, which is also its name), chooses another; false when the
+/// error is anything else.
+fn repick_taken_port(config: &mut Config, error: &str, client_port_picked: bool) -> bool {
+    let client = config.listen.to_string();
+    let federation = config.federation.listen.to_string();
+    if client_port_picked && error.contains(&format!("cannot listen on {client}")) {
+        config.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        return true;
+    }
+    if error.contains(&format!("cannot listen on {federation}")) && config.server_name.as_str() == federation {
+        let port = free_port();
+        config.federation.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server_name = format!("127.0.0.1:{port}").try_into().unwrap();
+        return true;
+    }
+    false
+}
+
 /// With `WEFT_TEST_POSTGRES` set (scripts/with-postgres.sh does), a server whose config
 /// names no database gets a fresh PostgreSQL database of its own on that cluster; without
 /// it, SQLite in the server's data dir.
@@ -93,10 +112,21 @@ impl TestServer {
         adjust(&mut config);
         use_test_database(&mut config).await;
         // Pin the client port so a restart keeps the same address.
-        if config.listen.port() == 0 {
+        let pick_client_port = config.listen.port() == 0;
+        if pick_client_port {
             config.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         }
-        let running = server::start(config.clone()).await.expect("server starts");
+        // A port found free can be taken before the server binds it (by another test, or by
+        // a connection's own ephemeral port, PostgreSQL's pool included): a port this helper
+        // picked is picked again.
+        let mut attempts = 0;
+        let running = loop {
+            match server::start(config.clone()).await {
+                Ok(running) => break running,
+                Err(error) if attempts < 5 && repick_taken_port(&mut config, &format!("{error:#}"), pick_client_port) => attempts += 1,
+                Err(error) => panic!("server starts: {error:?}"),
+            }
+        };
         // A configured TLS listener for the client API (self-signed in tests) is spoken to in TLS.
         let tls = config.listeners.iter().find(|l| l.serves(weft::config::Resource::Client)).is_some_and(|l| l.is_tls());
         let base = format!("{}://{}", if tls { "https" } else { "http" }, running.addr);
