@@ -88,19 +88,27 @@ fn report(engine: &str, driver: &str, took: Duration) {
     println!("{engine:<10} {driver:<6} {per_page:>8.1} µs/page {rows:>12.0} rows/s");
 }
 
-async fn bench_any(engine: &str, db: &weft::storage::Db) -> Duration {
-    let took = median(async || {
-        let start = Instant::now();
-        for i in 0..PAGES {
-            let rows = sqlx::query(PAGE_SQL).bind("!bench:x").bind(before(i)).bind(PAGE).fetch_all(db.pool()).await.unwrap();
-            let page: Vec<EventRow> = rows.iter().map(|row| event_row!(row)).collect();
-            assert_eq!(page.len(), PAGE as usize);
-        }
-        start.elapsed()
-    })
-    .await;
-    report(engine, "Any", took);
-    took
+/// The median time of `PAGES` pages read through `$pool` (an `AnyPool` or a typed pool:
+/// the same code, each driver's own row type).
+macro_rules! time_pages {
+    ($pool:expr) => {
+        median(async || {
+            let start = Instant::now();
+            for i in 0..PAGES {
+                let rows = sqlx::query(PAGE_SQL).bind("!bench:x").bind(before(i)).bind(PAGE).fetch_all($pool).await.unwrap();
+                let page: Vec<EventRow> = rows.iter().map(|row| event_row!(row)).collect();
+                assert_eq!(page.len(), PAGE as usize);
+            }
+            start.elapsed()
+        })
+        .await
+    };
+}
+
+fn compare(engine: &str, any: Duration, typed: Duration) {
+    report(engine, "Any", any);
+    report(engine, "typed", typed);
+    println!("{engine}: Any costs {:+.0}% over the typed driver", (any.as_secs_f64() / typed.as_secs_f64() - 1.0) * 100.0);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -112,20 +120,9 @@ async fn main() {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let db = weft::storage::Db::open(&url).await.unwrap();
     fill(&db).await;
-    let any = bench_any("SQLite", &db).await;
+    let any = time_pages!(db.pool());
     let typed_pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect(&url).await.unwrap();
-    let typed = median(async || {
-        let start = Instant::now();
-        for i in 0..PAGES {
-            let rows = sqlx::query(PAGE_SQL).bind("!bench:x").bind(before(i)).bind(PAGE).fetch_all(&typed_pool).await.unwrap();
-            let page: Vec<EventRow> = rows.iter().map(|row| event_row!(row)).collect();
-            assert_eq!(page.len(), PAGE as usize);
-        }
-        start.elapsed()
-    })
-    .await;
-    report("SQLite", "typed", typed);
-    println!("SQLite: Any costs {:+.0}% over the typed driver", (any.as_secs_f64() / typed.as_secs_f64() - 1.0) * 100.0);
+    compare("SQLite", any, time_pages!(&typed_pool));
 
     let Some(cluster) = std::env::var("WEFT_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) else {
         println!("(no WEFT_TEST_POSTGRES: PostgreSQL not measured)");
@@ -138,18 +135,7 @@ async fn main() {
     let url = format!("{cluster}/weft_row_path");
     let db = weft::storage::Db::open(&url).await.unwrap();
     fill(&db).await;
-    let any = bench_any("PostgreSQL", &db).await;
+    let any = time_pages!(db.pool());
     let typed_pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.unwrap();
-    let typed = median(async || {
-        let start = Instant::now();
-        for i in 0..PAGES {
-            let rows = sqlx::query(PAGE_SQL).bind("!bench:x").bind(before(i)).bind(PAGE).fetch_all(&typed_pool).await.unwrap();
-            let page: Vec<EventRow> = rows.iter().map(|row| event_row!(row)).collect();
-            assert_eq!(page.len(), PAGE as usize);
-        }
-        start.elapsed()
-    })
-    .await;
-    report("PostgreSQL", "typed", typed);
-    println!("PostgreSQL: Any costs {:+.0}% over the typed driver", (any.as_secs_f64() / typed.as_secs_f64() - 1.0) * 100.0);
+    compare("PostgreSQL", any, time_pages!(&typed_pool));
 }
