@@ -47,6 +47,8 @@ pub struct Config {
     pub support: SupportConfig,
     /// TURN servers for VoIP calls (`/voip/turnServer`).
     pub voip: VoipConfig,
+    /// Application services (bridges): their registration files, in Synapse's YAML format.
+    pub app_service_config_files: Vec<PathBuf>,
 }
 
 /// TURN servers handed to clients for calls, with credentials from coturn's shared-secret
@@ -308,6 +310,7 @@ impl Default for Config {
             user_directory: UserDirectoryConfig::default(),
             support: SupportConfig::default(),
             voip: VoipConfig::default(),
+            app_service_config_files: Vec::new(),
         }
     }
 }
@@ -437,6 +440,11 @@ listen = "127.0.0.1:8008"
 #   resources = ["client", "federation"]
 # (`client` includes media; without tls_cert/tls_key a listener speaks plain HTTP.)
 listeners = []
+
+# Application services (bridges): their registration files, in Synapse's YAML format
+# (id, url, as_token, hs_token, sender_localpart, namespaces, rate_limited, protocols,
+# receive_ephemeral). A file that cannot be used stops start-up, naming file and field.
+app_service_config_files = []
 
 # Public URL of the client API, announced in /.well-known/matrix/client.
 # Empty: http://<listen>/.

@@ -1,6 +1,7 @@
 //! weft: a federated Matrix homeserver.
 
 pub mod accounts;
+pub mod appservice;
 pub mod bench;
 pub mod client_api;
 pub mod config;

@@ -67,6 +67,7 @@ use tracing::Level;
 
 use crate::{
     accounts::Accounts,
+    appservice::{client::AppServiceClient, ephemeral::EphemeralOutbox, sender::TransactionSender, AppServices},
     client_api::{
         account, account_data, appservice, directory, discovery, keys, media, membership, rate_limit::RateLimiter, relations, room_events, room_upgrade,
         router::{method_not_allowed, unrecognized, RumaRouter},
@@ -101,11 +102,15 @@ pub struct Services {
     pub media: Media,
     pub url_previews: crate::media::preview::UrlPreviews,
     pub federation: Federation,
+    pub appservices: AppServices,
+    pub appservice_client: AppServiceClient,
+    pub appservice_ephemeral: EphemeralOutbox,
 }
 
 impl Services {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+        let appservices = AppServices::new(crate::appservice::registration::load(&config.app_service_config_files, &config.server_name)?);
         let db = Db::open_with(&config.database_options()).await?;
         let keys = ServerKeys::load_or_generate(config.server_name.clone(), &config.data_dir)?;
         crate::federation::tls::install_crypto_provider();
@@ -121,14 +126,21 @@ impl Services {
         let outbox_signal = crate::rooms::OutboxSignal::default();
         let rooms = Rooms::new(db.clone(), keys.clone(), notifier.clone(), push.clone(), outbox_signal.clone(), config.default_room_version.clone());
         let edus = crate::outbox::EduQueue::new(db.clone(), outbox_signal.clone(), config.server_name.clone());
-        let typing = Typing::new(db.clone(), notifier.clone(), edus.clone());
-        let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone(), push.clone());
-        let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled).await?.with_federation(edus.clone());
+        let appservice_ephemeral = EphemeralOutbox::new(&appservices);
+        let typing = Typing::new(db.clone(), notifier.clone(), edus.clone()).with_appservices(appservice_ephemeral.clone());
+        let receipts = Receipts::new(rooms.clone(), notifier.clone(), edus.clone(), push.clone()).with_appservices(appservice_ephemeral.clone());
+        let presence = Presence::new(db.clone(), notifier.clone(), config.presence.enabled)
+            .await?
+            .with_federation(edus.clone())
+            .with_appservices(appservice_ephemeral.clone());
         let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let e2ee = E2ee::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let accounts = Accounts::new(db.clone(), config.server_name.clone())
             .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)))
             .with_device_lists(e2ee.clone());
+        for service in appservices.all() {
+            accounts.ensure_appservice_user(&service.sender, service.id()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        }
         let federation = Federation::new(
             db.clone(),
             keys.clone(),
@@ -176,6 +188,9 @@ impl Services {
             media,
             url_previews,
             federation,
+            appservice_ephemeral,
+            appservice_client: AppServiceClient::new(appservices.clone()),
+            appservices,
         })
     }
 
@@ -196,6 +211,8 @@ impl Services {
             media: self.media.clone(),
             url_previews: self.url_previews.clone(),
             federation: self.federation.clone(),
+            appservices: self.appservices.clone(),
+            appservice_client: self.appservice_client.clone(),
         })
     }
 
@@ -414,6 +431,13 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sliding_sync)
         .ruma::<crate::client_api::sliding_sync_v4::Request, _, _>(crate::client_api::sliding_sync_v4::sliding_sync)
         .ruma::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservice::ping)
+        .ruma::<ruma::api::client::appservice::set_room_visibility::v3::Request, _, _>(appservice::set_network_visibility)
+        .ruma::<ruma::api::client::thirdparty::get_protocols::v3::Request, _, _>(appservice::protocols)
+        .ruma::<ruma::api::client::thirdparty::get_protocol::v3::Request, _, _>(appservice::protocol_metadata)
+        .ruma::<ruma::api::client::thirdparty::get_location_for_protocol::v3::Request, _, _>(appservice::locations_for_protocol)
+        .ruma::<ruma::api::client::thirdparty::get_user_for_protocol::v3::Request, _, _>(appservice::users_for_protocol)
+        .ruma::<ruma::api::client::thirdparty::get_location_for_room_alias::v3::Request, _, _>(appservice::locations_for_alias)
+        .ruma::<ruma::api::client::thirdparty::get_user_for_user_id::v3::Request, _, _>(appservice::users_for_user_id)
         .ruma::<create_filter::v3::Request, _, _>(sync::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(sync::get_filter)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
@@ -612,6 +636,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tracing::info!(%addr, tls = listener.is_tls() || default_federation, resources = ?names, "listening");
     }
     services.presence.spawn_timeouts();
+    TransactionSender::new(
+        services.db.clone(),
+        services.rooms.clone(),
+        services.appservices.clone(),
+        services.appservice_client.clone(),
+        services.appservice_ephemeral.clone(),
+    )
+    .spawn(shutdown_rx.clone());
     services.media.spawn_remote_expiry();
     if services.config.federation.enabled {
         services.federation.spawn_sender(Duration::from_millis(services.config.federation.max_retry_delay_ms));

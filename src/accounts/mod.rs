@@ -26,6 +26,8 @@ pub struct Requester {
     pub is_locked: bool,
     /// Suspended by an admin: may read, not act (`M_USER_SUSPENDED`).
     pub is_suspended: bool,
+    /// Set when an application service acts as this user (its `as_token`): the service's id.
+    pub appservice_id: Option<String>,
     token_hash: String,
 }
 
@@ -143,8 +145,58 @@ impl Accounts {
             is_guest: owner.is_guest,
             is_locked: owner.locked,
             is_suspended: owner.suspended,
+            appservice_id: None,
             token_hash,
         })
+    }
+
+    /// An application service acting as one of its users (identity assertion), the
+    /// service having checked that the user is in its namespace. The user must have been
+    /// registered; a device, when named, must be the user's. Without one the request has
+    /// no device: `device_id` is empty.
+    pub async fn masquerade(&self, appservice_id: &str, user_id: &UserId, device_id: Option<&str>, is_sender: bool) -> Result<Requester> {
+        let user = repo::get_user(self.db.pool(), user_id.as_str()).await?;
+        let user = match user {
+            Some(user) => user,
+            None if is_sender => {
+                // The service's own user exists from the first start (see `ensure_appservice_user`).
+                return Err(MatrixError::forbidden(format!("Application service user {user_id} is missing")));
+            }
+            None => return Err(MatrixError::forbidden(format!("Application service has not registered this user ({user_id})"))),
+        };
+        if user.deactivated {
+            return Err(MatrixError::forbidden(format!("User {user_id} is deactivated")));
+        }
+        if let Some(device_id) = device_id {
+            if repo::get_device(self.db.pool(), user_id.as_str(), device_id).await?.is_none() {
+                return Err(MatrixError::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN_DEVICE", format!("Device {device_id} is not one of {user_id}'s")));
+            }
+        }
+        let (locked, suspended) = repo::moderation(self.db.pool(), user_id.as_str()).await?.unwrap_or_default();
+        Ok(Requester {
+            user_id: user_id.to_owned(),
+            device_id: device_id.unwrap_or_default().into(),
+            is_admin: user.is_admin,
+            is_guest: user.is_guest,
+            is_locked: locked,
+            is_suspended: suspended,
+            appservice_id: Some(appservice_id.to_owned()),
+            token_hash: String::new(),
+        })
+    }
+
+    /// Creates an application service's own user if it does not exist yet (a service acts
+    /// as it before registering anyone), marked as the service's.
+    pub async fn ensure_appservice_user(&self, user_id: &UserId, appservice_id: &str) -> Result<()> {
+        if repo::user_exists(self.db.pool(), user_id.as_str()).await? {
+            return Ok(());
+        }
+        match self.create_user_with_hash(user_id, None, false).await {
+            Err(error) if error.errcode != "M_USER_IN_USE" => return Err(error),
+            _ => {}
+        }
+        crate::storage::appservice::set_user_appservice(self.db.pool(), user_id.as_str(), appservice_id).await?;
+        Ok(())
     }
 
     /// Records that a device made a request from `ip` (for the device list's and whois's

@@ -12,6 +12,7 @@ use ruma::{
 
 use super::extract::{Ruma, RumaResponse};
 use crate::{
+    appservice::client::AppServiceClient,
     accounts::{
         uia::{UiaContext, PASSWORD},
         Accounts,
@@ -149,10 +150,21 @@ async fn remote_profile(federation: &Federation, user_id: &UserId) -> Result<(Op
     Ok((field("displayname"), field("avatar_url")))
 }
 
-/// (displayname, avatar_url) of a local or remote user.
-async fn profile_of(accounts: &Accounts, federation: &Federation, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+/// (displayname, avatar_url) of a local or remote user. An unknown local user in an
+/// application service's namespace is asked of the service, which may create it.
+async fn profile_of(
+    accounts: &Accounts,
+    federation: &Federation,
+    appservice_client: &AppServiceClient,
+    user_id: &UserId,
+) -> Result<(Option<String>, Option<String>)> {
     if federation.is_local(user_id.server_name()) {
-        let row = profile_row(accounts, user_id).await?;
+        let row = match profile_row(accounts, user_id).await {
+            Err(error) if error.status == http::StatusCode::NOT_FOUND && appservice_client.user_created(user_id).await => {
+                profile_row(accounts, user_id).await?
+            }
+            found => found?,
+        };
         Ok((row.displayname, row.avatar_url))
     } else {
         remote_profile(federation, user_id).await
@@ -169,9 +181,10 @@ async fn profile_row(accounts: &Accounts, user_id: &UserId) -> Result<repo::User
 pub async fn get_profile(
     State(accounts): State<Accounts>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<RumaResponse<get_profile::v3::Response>> {
-    let (displayname, avatar_url) = profile_of(&accounts, &federation, &request.body.user_id).await?;
+    let (displayname, avatar_url) = profile_of(&accounts, &federation, &appservice_client, &request.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     if let Some(name) = displayname {
         response.data.set("displayname".into(), name.into());
@@ -185,18 +198,20 @@ pub async fn get_profile(
 pub async fn get_displayname(
     State(accounts): State<Accounts>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<get_display_name::v3::Request>,
 ) -> Result<RumaResponse<get_display_name::v3::Response>> {
-    let (displayname, _) = profile_of(&accounts, &federation, &request.body.user_id).await?;
+    let (displayname, _) = profile_of(&accounts, &federation, &appservice_client, &request.body.user_id).await?;
     Ok(RumaResponse(get_display_name::v3::Response::new(displayname)))
 }
 
 pub async fn get_avatar_url(
     State(accounts): State<Accounts>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<get_avatar_url::v3::Request>,
 ) -> Result<RumaResponse<get_avatar_url::v3::Response>> {
-    let (_, avatar_url) = profile_of(&accounts, &federation, &request.body.user_id).await?;
+    let (_, avatar_url) = profile_of(&accounts, &federation, &appservice_client, &request.body.user_id).await?;
     Ok(RumaResponse(get_avatar_url::v3::Response::new(avatar_url.map(Into::into))))
 }
 

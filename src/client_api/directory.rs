@@ -16,10 +16,11 @@ use serde_json::Value;
 
 use super::extract::{Ruma, RumaResponse};
 use crate::{
+    appservice::{client::AppServiceClient, AppServices},
     error::{MatrixError, Result},
     federation::Federation,
     rooms::{
-        directory::{self, DirectoryPage},
+        directory::{self, DirectoryPage, Listing},
         EventTemplate, Rooms,
     },
     storage::{aliases as alias_repo, rooms as room_repo},
@@ -32,14 +33,41 @@ fn require_local_alias(rooms: &Rooms, alias: &RoomAliasId) -> Result<()> {
     Ok(())
 }
 
+fn exclusive(message: impl Into<String>) -> MatrixError {
+    MatrixError::new(http::StatusCode::BAD_REQUEST, "M_EXCLUSIVE", message)
+}
+
+/// An application service manages the aliases in its namespaces, and only those; other
+/// users may not take an alias a service holds exclusively (spec: M_EXCLUSIVE).
+fn check_alias_namespace(appservices: &AppServices, requester: &crate::accounts::Requester, alias: &RoomAliasId) -> Result<()> {
+    match requester.appservice_id.as_deref().and_then(|id| appservices.by_id(id)) {
+        Some(service) if !service.is_interested_in_alias(alias.as_str()) => {
+            Err(exclusive("This application service has not reserved this kind of alias"))
+        }
+        Some(_) => Ok(()),
+        None if appservices.exclusive_owner_of_alias(alias.as_str()).is_some() => {
+            Err(exclusive("This alias is reserved by an application service"))
+        }
+        None => Ok(()),
+    }
+}
+
 pub async fn create(
     State(rooms): State<Rooms>,
+    State(appservices): State<AppServices>,
     request: Ruma<create_alias::v3::Request>,
 ) -> Result<RumaResponse<create_alias::v3::Response>> {
-    let user = &request.user().user_id;
+    let requester = request.user();
+    let user = &requester.user_id;
     let body = &request.body;
     require_local_alias(&rooms, &body.room_alias)?;
-    rooms.require_joined(&body.room_id, user).await?;
+    check_alias_namespace(&appservices, requester, &body.room_alias)?;
+    if requester.appservice_id.is_none() {
+        // A service manages its aliases without joining the rooms (as in Synapse).
+        rooms.require_joined(&body.room_id, user).await?;
+    } else if rooms.room_version(&body.room_id).await.is_err() {
+        return Err(MatrixError::not_found("Room not found"));
+    }
     if !alias_repo::insert(rooms.db().pool(), body.room_alias.as_str(), body.room_id.as_str(), user.as_str()).await? {
         return Err(MatrixError::new(http::StatusCode::CONFLICT, "M_UNKNOWN", "Room alias already exists"));
     }
@@ -49,6 +77,7 @@ pub async fn create(
 pub async fn resolve(
     State(rooms): State<Rooms>,
     State(federation): State<crate::federation::Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<RumaResponse<get_alias::v3::Response>> {
     let alias = &request.body.room_alias;
@@ -58,27 +87,42 @@ pub async fn resolve(
         let answer = federation.send(alias.server_name(), query).await?;
         return Ok(RumaResponse(get_alias::v3::Response::new(answer.room_id, answer.servers)));
     }
-    let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    Ok(RumaResponse(get_alias::v3::Response::new(RoomId::parse(room_id)?, vec![rooms.server_name().to_owned()])))
+    let room_id = resolve_local_alias(&rooms, &appservice_client, alias).await?.ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    Ok(RumaResponse(get_alias::v3::Response::new(room_id, vec![rooms.server_name().to_owned()])))
 }
 
-/// The alias's creator, a server admin, or a room member allowed to set the canonical alias
-/// may delete it. A deleted alias is also taken out of `m.room.canonical_alias`.
+/// The room a local alias names. An unknown alias in an application service's namespace
+/// is asked of that service, which may create it (spec: room alias queries).
+pub async fn resolve_local_alias(rooms: &Rooms, appservice_client: &AppServiceClient, alias: &RoomAliasId) -> Result<Option<ruma::OwnedRoomId>> {
+    if let Some((room_id, _)) = alias_repo::resolve(rooms.db().pool(), alias.as_str()).await? {
+        return Ok(Some(RoomId::parse(room_id)?));
+    }
+    if !appservice_client.alias_created(alias).await {
+        return Ok(None);
+    }
+    Ok(alias_repo::resolve(rooms.db().pool(), alias.as_str()).await?.map(|(room_id, _)| RoomId::parse(room_id)).transpose()?)
+}
+
+/// The alias's creator, a server admin, the application service whose namespace holds it,
+/// or a room member allowed to set the canonical alias may delete it. A deleted alias is also taken out of `m.room.canonical_alias`.
 pub async fn delete(
     State(rooms): State<Rooms>,
+    State(appservices): State<AppServices>,
     request: Ruma<delete_alias::v3::Request>,
 ) -> Result<RumaResponse<delete_alias::v3::Response>> {
     let requester = request.user().clone();
     let alias = &request.body.room_alias;
     require_local_alias(&rooms, alias)?;
+    if requester.appservice_id.is_some() {
+        check_alias_namespace(&appservices, &requester, alias)?;
+    }
     let (room_id, creator) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
         .await?
         .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
     let room_id = RoomId::parse(room_id)?;
     let allowed = creator == requester.user_id.as_str()
         || requester.is_admin
+        || requester.appservice_id.is_some()
         || can_edit_canonical_alias(&rooms, &room_id, &requester.user_id).await?;
     if !allowed {
         return Err(MatrixError::forbidden("You may not delete this alias"));
@@ -167,11 +211,7 @@ async fn directory_of(
     network: RoomNetwork,
 ) -> Result<DirectoryPage> {
     match server.filter(|s| *s != rooms.server_name()) {
-        None if matches!(network, RoomNetwork::ThirdParty(_)) => {
-            // Rooms of bridged third-party networks would be listed per network; weft bridges none.
-            Ok(DirectoryPage { chunk: Vec::new(), next_batch: None, prev_batch: None, total_room_count_estimate: Some(UInt::MIN) })
-        }
-        None => directory::page(rooms, limit, since, &filter).await,
+        None => directory::page(rooms, Listing::of_network(&network)?, limit, since, &filter).await,
         Some(server) => {
             let mut request = federation_directory::get_public_rooms_filtered::v1::Request::new();
             request.limit = limit;

@@ -21,6 +21,7 @@ use ruma::api::{
 use super::rate_limit::RateLimiter;
 use crate::{
     accounts::{Accounts, Requester},
+    appservice::{AppService, AppServices},
     error::MatrixError,
     federation::Federation,
 };
@@ -44,11 +45,38 @@ pub trait Authenticate<S>: Sized {
     fn authenticate(parts: &Parts, body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send;
 }
 
-async fn by_token<S>(parts: &Parts, state: &S, required: bool) -> Result<Caller, MatrixError>
+/// A request made with an application service's `as_token`: the service acts as its own
+/// user, or as the `user_id` of the query (one in its namespaces), with the query's
+/// `device_id` if given (spec: identity assertion).
+/// Registration and login (the `AppserviceTokenOptional` endpoints) take the service
+/// itself, whatever `user_id` says: the user may not exist yet (mautrix names the new
+/// user there), and Synapse reads only the token on them.
+async fn as_appservice(parts: &Parts, accounts: &Accounts, service: &AppService, masquerade: bool) -> Result<Requester, MatrixError> {
+    let query: Vec<(String, String)> =
+        parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str()).filter(|_| masquerade);
+    let user_id = match param("user_id") {
+        Some(user_id) => ruma::UserId::parse(user_id).map_err(|e| MatrixError::invalid_param(format!("user_id: {e}")))?,
+        None => service.sender.clone(),
+    };
+    if !service.is_interested_in_user(user_id.as_str()) {
+        return Err(MatrixError::forbidden(format!("Application service cannot masquerade as this user ({user_id})")));
+    }
+    let device_id = param("device_id").or_else(|| param("org.matrix.msc3202.device_id"));
+    accounts.masquerade(service.id(), &user_id, device_id, user_id == service.sender).await
+}
+
+async fn by_token<S>(parts: &Parts, state: &S, required: bool, masquerade: bool) -> Result<Caller, MatrixError>
 where
     Accounts: FromRef<S>,
+    AppServices: FromRef<S>,
 {
-    match access_token(parts) {
+    let token = access_token(parts);
+    let service = token.as_deref().and_then(|token| AppServices::from_ref(state).by_token(token).cloned());
+    if let Some(service) = service {
+        return Ok(Caller::User(as_appservice(parts, &Accounts::from_ref(state), &service, masquerade).await?));
+    }
+    match token {
         Some(token) => {
             let accounts = Accounts::from_ref(state);
             let requester = accounts.authenticate(&token).await?;
@@ -62,26 +90,27 @@ where
 }
 
 macro_rules! token_scheme {
-    ($($scheme:ty => $required:literal;)*) => {
+    ($($scheme:ty => $required:literal, $masquerade:literal;)*) => {
         $(impl<S: Send + Sync> Authenticate<S> for $scheme
         where
             Accounts: FromRef<S>,
+            AppServices: FromRef<S>,
         {
             const USER_REQUIRED: bool = $required;
 
             fn authenticate(parts: &Parts, _body: &[u8], state: &S) -> impl Future<Output = Result<Caller, MatrixError>> + Send {
-                by_token(parts, state, $required)
+                by_token(parts, state, $required, $masquerade)
             }
         })*
     };
 }
 
 token_scheme! {
-    NoAccessToken => false;
-    AccessToken => true;
-    AccessTokenOptional => false;
-    AppserviceToken => true;
-    AppserviceTokenOptional => false;
+    NoAccessToken => false, true;
+    AccessToken => true, true;
+    AccessTokenOptional => false, true;
+    AppserviceToken => true, true;
+    AppserviceTokenOptional => false, false;
 }
 
 impl<S: Send + Sync> Authenticate<S> for NoAuthentication {
@@ -245,6 +274,7 @@ where
     T: IncomingRequest + Send,
     T::Authentication: Authenticate<S>,
     RateLimiter: FromRef<S>,
+    AppServices: FromRef<S>,
 {
     type Rejection = MatrixError;
 
@@ -265,6 +295,7 @@ where
     T: IncomingRequest + Send,
     T::Authentication: Authenticate<S>,
     RateLimiter: FromRef<S>,
+    AppServices: FromRef<S>,
 {
     type Rejection = MatrixError;
 
@@ -283,6 +314,7 @@ where
         S: Send + Sync,
         T::Authentication: Authenticate<S>,
         RateLimiter: FromRef<S>,
+        AppServices: FromRef<S>,
     {
         let (mut parts, body) = request.into_parts();
         // Percent-decoded path parameters, in path order (routes without any have none).
@@ -338,7 +370,12 @@ where
             }
         }
         let limiter = RateLimiter::from_ref(state);
-        if T::RATE_LIMITED || limiter.limits(action) {
+        // An application service's users are limited only if its registration says so;
+        // its own user never is (spec: `rate_limited`).
+        let exempt = requester.as_ref().and_then(|r| Some((r, r.appservice_id.as_deref()?))).is_some_and(|(r, id)| {
+            AppServices::from_ref(state).by_id(id).is_some_and(|service| r.user_id == service.sender || !service.rate_limited())
+        });
+        if !exempt && (T::RATE_LIMITED || limiter.limits(action)) {
             let key = match (&requester, &origin, client_ip) {
                 (Some(r), _, _) => r.user_id.to_string(),
                 (None, Some(server), _) => server.to_string(),

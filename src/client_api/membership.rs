@@ -17,22 +17,28 @@ use serde_json::Value;
 
 use super::extract::{Ruma, RumaResponse, WithRawBody};
 use crate::{
+    appservice::client::AppServiceClient,
     error::{MatrixError, Result},
     federation::Federation,
     rooms::{membership::Change, read::Viewer, Rooms},
-    storage::{aliases as alias_repo, rooms as room_repo, state as state_repo},
+    storage::{rooms as room_repo, state as state_repo},
 };
 
 /// Resolves a room id or an alias (remote aliases through their server), with servers that
 /// may be in the room.
-pub async fn resolve_room(rooms: &Rooms, federation: &Federation, room: &RoomOrAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+pub async fn resolve_room(
+    rooms: &Rooms,
+    federation: &Federation,
+    appservice_client: &AppServiceClient,
+    room: &RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
     match <&RoomId>::try_from(room) {
         Ok(room_id) => Ok((room_id.to_owned(), room_id.server_name().map(|s| vec![s.to_owned()]).unwrap_or_default())),
         Err(alias) if alias.server_name() == rooms.server_name() => {
-            let (room_id, _) = alias_repo::resolve(rooms.db().pool(), alias.as_str())
+            let room_id = super::directory::resolve_local_alias(rooms, appservice_client, alias)
                 .await?
                 .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-            Ok((RoomId::parse(room_id)?, Vec::new()))
+            Ok((room_id, Vec::new()))
         }
         Err(alias) => {
             let query = ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
@@ -102,10 +108,11 @@ pub async fn join_by_id(
 pub async fn join_by_id_or_alias(
     State(rooms): State<Rooms>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     WithRawBody(request, raw): WithRawBody<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let user = &request.user().user_id;
-    let (room_id, mut servers) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
+    let (room_id, mut servers) = resolve_room(&rooms, &federation, &appservice_client, &request.body.room_id_or_alias).await?;
     for via in &request.body.via {
         if !servers.contains(via) {
             servers.push(via.clone());
@@ -132,10 +139,11 @@ async fn require_guest_access(rooms: &Rooms, room_id: &RoomId, requester: &crate
 pub async fn knock(
     State(rooms): State<Rooms>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<RumaResponse<knock_room::v3::Response>> {
     let user = &request.user().user_id;
-    let (room_id, mut servers) = resolve_room(&rooms, &federation, &request.body.room_id_or_alias).await?;
+    let (room_id, mut servers) = resolve_room(&rooms, &federation, &appservice_client, &request.body.room_id_or_alias).await?;
     for via in &request.body.via {
         if !servers.contains(via) {
             servers.push(via.clone());

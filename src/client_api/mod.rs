@@ -63,6 +63,8 @@ pub struct Services {
     pub media: crate::media::Media,
     pub url_previews: crate::media::preview::UrlPreviews,
     pub federation: crate::federation::Federation,
+    pub appservices: crate::appservice::AppServices,
+    pub appservice_client: crate::appservice::client::AppServiceClient,
 }
 
 impl ClientApiState {
@@ -98,4 +100,6 @@ parts!(
     media: crate::media::Media,
     url_previews: crate::media::preview::UrlPreviews,
     federation: crate::federation::Federation,
+    appservices: crate::appservice::AppServices,
+    appservice_client: crate::appservice::client::AppServiceClient,
 );

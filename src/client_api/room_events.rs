@@ -96,6 +96,14 @@ pub async fn create_room(
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 
+/// The `ts` of a send: honoured for application services only (spec: timestamp massaging).
+fn massaged_timestamp(
+    requester: &crate::accounts::Requester,
+    ts: Option<ruma::MilliSecondsSinceUnixEpoch>,
+) -> Option<ruma::MilliSecondsSinceUnixEpoch> {
+    ts.filter(|_| requester.appservice_id.is_some())
+}
+
 pub async fn send_message(
     State(rooms): State<Rooms>,
     State(presence): State<crate::ephemeral::presence::Presence>,
@@ -116,7 +124,7 @@ pub async fn send_message(
         .send(
             &body.room_id,
             &user.user_id,
-            EventTemplate::message(kind.into(), content),
+            EventTemplate::message(kind.into(), content).at(massaged_timestamp(&user, body.timestamp)),
             Some((user.device_id.as_str(), body.txn_id.as_str())),
         )
         .await?;
@@ -146,7 +154,12 @@ pub async fn send_state(
         }
     }
     let event_id = rooms
-        .send(&body.room_id, &user.user_id, EventTemplate::state(kind.as_str().into(), body.state_key, content), None)
+        .send(
+            &body.room_id,
+            &user.user_id,
+            EventTemplate::state(kind.as_str().into(), body.state_key, content).at(massaged_timestamp(&user, body.timestamp)),
+            None,
+        )
         .await?;
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
 }

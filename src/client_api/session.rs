@@ -23,23 +23,75 @@ use serde_json::{json, Value};
 use super::extract::{Ruma, RumaResponse};
 use crate::{
     accounts::{
-        random_string,
+        random_string, Requester,
         uia::{UiaContext, DUMMY, REGISTRATION_TOKEN},
         Accounts,
     },
+    appservice::{AppService, AppServices},
     config::Config,
     error::{MatrixError, Result},
 };
 
-pub async fn login_types(_: Ruma<get_login_types::v3::Request>) -> Result<RumaResponse<get_login_types::v3::Response>> {
-    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(Default::default())])))
+pub async fn login_types(
+    State(appservices): State<AppServices>,
+    _: Ruma<get_login_types::v3::Request>,
+) -> Result<RumaResponse<get_login_types::v3::Response>> {
+    let mut types = vec![LoginType::Password(Default::default())];
+    if !appservices.is_empty() {
+        types.push(LoginType::ApplicationService(Default::default()));
+    }
+    Ok(RumaResponse(get_login_types::v3::Response::new(types)))
+}
+
+/// The application service a `m.login.application_service` request comes from: it must
+/// carry the service's `as_token` (401 otherwise, as for any missing or unknown token).
+fn calling_appservice<'a>(appservices: &'a AppServices, requester: Option<&Requester>) -> Result<&'a Arc<AppService>> {
+    let requester = requester.ok_or_else(|| MatrixError::missing_token("Missing the application service's access token"))?;
+    requester
+        .appservice_id
+        .as_deref()
+        .and_then(|id| appservices.by_id(id))
+        .ok_or_else(|| MatrixError::unknown_token("The access token is not an application service's").with("soft_logout", false.into()))
+}
+
+fn exclusive(message: impl Into<String>) -> MatrixError {
+    MatrixError::new(http::StatusCode::BAD_REQUEST, "M_EXCLUSIVE", message)
 }
 
 pub async fn login(
     State(accounts): State<Accounts>,
+    State(appservices): State<AppServices>,
     request: Ruma<login::v3::Request>,
 ) -> Result<RumaResponse<login::v3::Response>> {
+    let requester = request.requester.clone();
     let body = request.body;
+    if let LoginInfo::ApplicationService(info) = &body.login_info {
+        let service = calling_appservice(&appservices, requester.as_ref())?;
+        #[allow(deprecated)]
+        let user = match (&info.identifier, &info.user) {
+            (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+            (None, Some(user)) => user.clone(),
+            (Some(_), _) => return Err(MatrixError::forbidden("Only m.id.user identifiers are supported")),
+            (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
+        };
+        let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
+        if !service.is_interested_in_user(user_id.as_str()) {
+            return Err(exclusive("This user is not in the application service's namespaces"));
+        }
+        if accounts.is_available(&user_id).await? {
+            return Err(MatrixError::forbidden("No such user"));
+        }
+        let session = accounts
+            .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
+            .await?;
+        tracing::info!(user = %user_id, device = %session.device_id, appservice = service.id(), "logged in by an application service");
+        let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);
+        if let Some((refresh_token, lifetime)) = session.refresh {
+            response.refresh_token = Some(refresh_token);
+            response.expires_in = Some(lifetime);
+        }
+        return Ok(RumaResponse(response));
+    }
     let LoginInfo::Password(password) = &body.login_info else {
         return Err(MatrixError::unknown("Unsupported login type"));
     };
@@ -97,7 +149,8 @@ pub async fn logout_all(
 pub async fn whoami(request: Ruma<whoami::v3::Request>) -> Result<RumaResponse<whoami::v3::Response>> {
     let user = request.user();
     let mut response = whoami::v3::Response::new(user.user_id.clone(), false);
-    response.device_id = Some(user.device_id.clone());
+    // An application service acting without a device has none.
+    response.device_id = (!user.device_id.as_str().is_empty()).then(|| user.device_id.clone());
     Ok(RumaResponse(response))
 }
 
@@ -116,6 +169,7 @@ pub async fn registration_token_validity(
 
 pub async fn username_available(
     State(accounts): State<Accounts>,
+    State(appservices): State<AppServices>,
     State(config): State<Arc<Config>>,
     request: Ruma<get_username_availability::v3::Request>,
 ) -> Result<RumaResponse<get_username_availability::v3::Response>> {
@@ -123,6 +177,9 @@ pub async fn username_available(
         return Err(MatrixError::forbidden("Registration is disabled"));
     }
     let user_id = accounts.local_user_id(&request.body.username)?;
+    if appservices.exclusive_owner_of_user(user_id.as_str()).is_some() {
+        return Err(exclusive("This user ID is reserved by an application service"));
+    }
     if !accounts.is_available(&user_id).await? {
         return Err(MatrixError::user_in_use("User ID already taken"));
     }
@@ -133,12 +190,50 @@ fn registration_open(config: &Config) -> bool {
     config.registration.enabled || !config.registration.tokens.is_empty()
 }
 
+/// `POST /register` with `m.login.application_service`: a service creates a user in its
+/// namespace, with no password and no user-interactive auth, registration open or not.
+async fn register_for_appservice(
+    accounts: &Accounts,
+    appservices: &AppServices,
+    service: &AppService,
+    body: register::v3::Request,
+) -> Result<RumaResponse<register::v3::Response>> {
+    let username = body.username.as_deref().ok_or_else(|| MatrixError::missing_param("Missing username"))?;
+    let user_id = accounts.local_user_id(username)?;
+    if !service.is_interested_in_user(user_id.as_str()) {
+        return Err(exclusive("Invalid user localpart for this application service"));
+    }
+    if appservices.exclusive_owner_of_user(user_id.as_str()).is_some_and(|owner| owner.id() != service.id()) {
+        return Err(exclusive("This user ID is reserved by another application service"));
+    }
+    accounts.create_user_with_hash(&user_id, None, false).await?;
+    crate::storage::appservice::set_user_appservice(accounts.db().pool(), user_id.as_str(), service.id()).await?;
+    tracing::info!(user = %user_id, appservice = service.id(), "registered by an application service");
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let session = accounts.login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token).await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        if let Some((refresh_token, lifetime)) = session.refresh {
+            response.refresh_token = Some(refresh_token);
+            response.expires_in = Some(lifetime);
+        }
+    }
+    Ok(RumaResponse(response))
+}
+
 pub async fn register(
     State(accounts): State<Accounts>,
     State(config): State<Arc<Config>>,
+    State(appservices): State<AppServices>,
     request: Ruma<register::v3::Request>,
 ) -> Result<RumaResponse<register::v3::Response>> {
+    let requester = request.requester.clone();
     let body = request.body;
+    if body.login_type == Some(register::LoginType::ApplicationService) {
+        let service = calling_appservice(&appservices, requester.as_ref())?.clone();
+        return register_for_appservice(&accounts, &appservices, &service, body).await;
+    }
     if body.kind == RegistrationKind::Guest {
         // A guest account: no username, password or user-interactive auth.
         if !config.registration.allow_guests {
@@ -195,6 +290,9 @@ pub async fn register(
                 (None, Some(name)) => accounts.local_user_id(&name.to_lowercase())?,
                 (None, None) => accounts.local_user_id(&random_string(12).to_lowercase())?,
             };
+            if guest.is_none() && appservices.exclusive_owner_of_user(user_id.as_str()).is_some() {
+                return Err(exclusive("This user ID is reserved by an application service"));
+            }
             if guest.is_none() && !accounts.is_available(&user_id).await? {
                 return Err(MatrixError::user_in_use("User ID already taken"));
             }

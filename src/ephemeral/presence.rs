@@ -14,6 +14,7 @@ use ruma::UserId;
 use serde_json::{json, Value};
 
 use crate::{
+    appservice::ephemeral::{EphemeralItem, EphemeralOutbox},
     error::{MatrixError, Result},
     outbox::EduQueue,
     storage::{now_ms, presence as repo, rooms as room_repo, Db},
@@ -34,6 +35,7 @@ pub struct Presence {
     edus: Option<EduQueue>,
     enabled: bool,
     users: Arc<Mutex<HashMap<String, Entry>>>,
+    appservices: EphemeralOutbox,
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +70,25 @@ impl Presence {
                 },
             );
         }
-        Ok(Self { db, notifier, edus: None, enabled, users: Arc::new(Mutex::new(users)) })
+        Ok(Self { db, notifier, edus: None, enabled, users: Arc::new(Mutex::new(users)), appservices: EphemeralOutbox::default() })
+    }
+
+    /// Presence changes also go to the application services that receive ephemeral data.
+    pub fn with_appservices(mut self, outbox: EphemeralOutbox) -> Self {
+        self.appservices = outbox;
+        self
+    }
+
+    fn tell_appservices(&self, user: &str, state: &str, status_msg: Option<&str>, last_active: i64) {
+        if !self.appservices.wanted() {
+            return;
+        }
+        let mut content = json!({ "presence": state, "last_active_ago": (now_ms() - last_active).max(0) });
+        if let Some(status) = status_msg {
+            content["status_msg"] = status.into();
+        }
+        let edu = json!({ "type": "m.presence", "sender": user, "content": content });
+        self.appservices.push(EphemeralItem { room_id: None, user_id: Some(user.to_owned()), edu });
     }
 
     /// Sends local users' presence changes to the servers they share rooms with.
@@ -86,6 +106,7 @@ impl Presence {
         let mut tx = self.db.begin_write().await?;
         repo::upsert(&mut tx, user.as_str(), state, status_msg, last_active).await?;
         tx.commit().await?;
+        self.tell_appservices(user.as_str(), state, status_msg, last_active);
         let watchers = room_repo::users_sharing_rooms(self.db.pool(), user.as_str()).await?;
         self.notifier.wake(watchers.iter().map(String::as_str));
         Ok(())
@@ -154,6 +175,7 @@ impl Presence {
             entry.status_msg = status_msg.map(str::to_owned);
             entry.persisted_active_ts = last_active;
         }
+        self.tell_appservices(user, state, status_msg, last_active);
         let watchers = room_repo::users_sharing_rooms(self.db.pool(), user).await?;
         self.notifier.wake(watchers.iter().map(String::as_str).chain([user]));
         if let (Some(edus), Ok(user_id)) = (&self.edus, UserId::parse(user)) {

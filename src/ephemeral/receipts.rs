@@ -6,6 +6,7 @@ use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::{
+    appservice::ephemeral::{EphemeralItem, EphemeralOutbox},
     error::{MatrixError, Result},
     outbox::EduQueue,
     push::Push,
@@ -25,11 +26,30 @@ pub struct Receipts {
     edus: EduQueue,
     /// Read receipts change a user's badge on their phones.
     push: Push,
+    appservices: EphemeralOutbox,
 }
 
 impl Receipts {
     pub fn new(rooms: Rooms, notifier: Notifier, edus: EduQueue, push: Push) -> Self {
-        Self { rooms, notifier, edus, push }
+        Self { rooms, notifier, edus, push, appservices: EphemeralOutbox::default() }
+    }
+
+    /// Public receipts also go to the application services that receive ephemeral data.
+    pub fn with_appservices(mut self, outbox: EphemeralOutbox) -> Self {
+        self.appservices = outbox;
+        self
+    }
+
+    fn tell_appservices(&self, room_id: &RoomId, user: &UserId, event_id: &EventId, ts: i64, thread_id: Option<&str>) {
+        if !self.appservices.wanted() {
+            return;
+        }
+        let mut receipt = json!({ "ts": ts });
+        if let Some(thread) = thread_id {
+            receipt["thread_id"] = thread.into();
+        }
+        let edu = json!({ "type": "m.receipt", "room_id": room_id, "content": { event_id.as_str(): { READ: { user.as_str(): receipt } } } });
+        self.appservices.push(EphemeralItem { room_id: Some(room_id.to_string()), user_id: None, edu });
     }
 
     /// A receipt from another server's user (m.receipt EDU): stored if they are joined.
@@ -40,6 +60,7 @@ impl Receipts {
         let mut tx = self.rooms.db().begin_write().await?;
         repo::upsert(&mut tx, room_id.as_str(), READ, user.as_str(), thread_id.unwrap_or(""), event_id.as_str(), ts).await?;
         tx.commit().await?;
+        self.tell_appservices(room_id, user, event_id, ts, thread_id);
         let members = room_repo::members_with_membership(self.rooms.db().pool(), room_id.as_str(), "join").await?;
         self.notifier.wake(&members);
         Ok(())
@@ -73,6 +94,9 @@ impl Receipts {
         } else {
             let members = room_repo::members_with_membership(self.rooms.db().pool(), room_id.as_str(), "join").await?;
             self.notifier.wake(&members);
+            if receipt_type == READ {
+                self.tell_appservices(room_id, user, event_id, now_ms(), thread_id);
+            }
             // Public receipts go to the other servers in the room.
             let mut data = json!({ "ts": now_ms() });
             if let Some(thread) = thread_id {

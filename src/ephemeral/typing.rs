@@ -10,6 +10,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::time::Instant;
 
 use crate::{
+    appservice::ephemeral::{EphemeralItem, EphemeralOutbox},
     error::Result,
     outbox::EduQueue,
     storage::{now_ms, rooms as room_repo, Db},
@@ -25,6 +26,7 @@ pub struct Typing {
     notifier: Notifier,
     edus: EduQueue,
     state: Arc<Mutex<TypingState>>,
+    appservices: EphemeralOutbox,
 }
 
 #[derive(Default)]
@@ -44,7 +46,27 @@ struct RoomTyping {
 impl Typing {
     pub fn new(db: Db, notifier: Notifier, edus: EduQueue) -> Self {
         let state = TypingState { serial: now_ms(), rooms: HashMap::new() };
-        Self { db, notifier, edus, state: Arc::new(Mutex::new(state)) }
+        Self { db, notifier, edus, state: Arc::new(Mutex::new(state)), appservices: EphemeralOutbox::default() }
+    }
+
+    /// Typing changes also go to the application services that receive ephemeral data.
+    pub fn with_appservices(mut self, outbox: EphemeralOutbox) -> Self {
+        self.appservices = outbox;
+        self
+    }
+
+    /// The room's typing list as a client (or an application service) sees it.
+    fn typing_event(&self, room_id: &RoomId) -> serde_json::Value {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let users: Vec<&str> = state.rooms.get(room_id).map(|room| room.users.keys().map(|u| u.as_str()).collect()).unwrap_or_default();
+        serde_json::json!({ "type": "m.typing", "room_id": room_id, "content": { "user_ids": users } })
+    }
+
+    fn tell_appservices(&self, room_id: &RoomId) {
+        if self.appservices.wanted() {
+            let edu = self.typing_event(room_id);
+            self.appservices.push(EphemeralItem { room_id: Some(room_id.to_string()), user_id: None, edu });
+        }
     }
 
     pub fn current_serial(&self) -> i64 {
@@ -78,6 +100,7 @@ impl Typing {
             });
         }
         if changed {
+            self.tell_appservices(room_id);
             self.wake_room(room_id).await?;
             if user.server_name() == self.edus_server() {
                 let edu = serde_json::json!({ "edu_type": "m.typing", "content": { "room_id": room_id, "user_id": user, "typing": typing } });
@@ -106,6 +129,7 @@ impl Typing {
             true
         };
         if expired {
+            self.tell_appservices(room_id);
             if let Err(error) = self.wake_room(room_id).await {
                 tracing::warn!(%room_id, %error, "could not wake syncs after typing expired");
             }

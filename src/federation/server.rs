@@ -100,15 +100,19 @@ pub async fn query_profile(
 
 pub async fn query_directory(
     State(federation): State<Federation>,
+    State(appservice_client): State<crate::appservice::client::AppServiceClient>,
     request: Ruma<get_room_information::v1::Request>,
 ) -> Result<Json<Value>> {
     let alias = &request.body.room_alias;
     if !federation.is_local(alias.server_name()) {
         return Err(MatrixError::not_found("That alias is not on this server"));
     }
-    let (room_id, _) = alias_repo::resolve(federation.db.pool(), alias.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    let mut found = alias_repo::resolve(federation.db.pool(), alias.as_str()).await?;
+    // An alias in an application service's namespace may exist once the service is asked.
+    if found.is_none() && appservice_client.alias_created(alias).await {
+        found = alias_repo::resolve(federation.db.pool(), alias.as_str()).await?;
+    }
+    let (room_id, _) = found.ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
     Ok(Json(json!({ "room_id": room_id, "servers": [federation.server_name()] })))
 }
 
@@ -365,11 +369,8 @@ async fn directory_response(
     filter: &ruma::directory::Filter,
     network: &ruma::directory::RoomNetwork,
 ) -> Result<Json<Value>> {
-    // Rooms bridged from third-party networks would be listed per network; weft bridges none.
-    if matches!(network, ruma::directory::RoomNetwork::ThirdParty(_)) {
-        return Ok(Json(json!({ "chunk": [], "total_room_count_estimate": 0 })));
-    }
-    let page = crate::rooms::directory::page(&federation.rooms, limit, since, filter).await?;
+    let listing = crate::rooms::directory::Listing::of_network(network)?;
+    let page = crate::rooms::directory::page(&federation.rooms, listing, limit, since, filter).await?;
     let mut response = json!({ "chunk": page.chunk, "total_room_count_estimate": page.total_room_count_estimate });
     if let Some(next) = page.next_batch {
         response["next_batch"] = next.into();

@@ -4,7 +4,7 @@
 //! (`/_matrix/federation/v1/publicRooms`).
 
 use ruma::{
-    directory::{Filter, PublicRoomsChunk, RoomTypeFilter},
+    directory::{Filter, PublicRoomsChunk, RoomNetwork, RoomTypeFilter},
     RoomId, UInt,
 };
 use serde_json::Value;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Rooms;
 use crate::{
     error::{MatrixError, Result},
-    storage::rooms as room_repo,
+    storage::{appservice as appservice_repo, rooms as room_repo},
 };
 
 /// Default and largest page sizes, as Synapse uses them.
@@ -27,8 +27,32 @@ pub struct DirectoryPage {
     pub total_room_count_estimate: Option<UInt>,
 }
 
-/// Published rooms, largest first, narrowed by `filter`, paginated by offset tokens (`o<N>`).
-pub async fn page(rooms: &Rooms, limit: Option<UInt>, since: Option<&str>, filter: &Filter) -> Result<DirectoryPage> {
+/// Which directory a page is of.
+pub enum Listing<'a> {
+    /// The server's own: rooms published with visibility `public`.
+    Published,
+    /// One application service network's (`third_party_instance_id` "{service}|{network}").
+    Network { appservice_id: &'a str, network_id: &'a str },
+    /// Both (`include_all_networks`).
+    All,
+}
+
+impl<'a> Listing<'a> {
+    /// The directory a `/publicRooms` request's network names.
+    pub fn of_network(network: &'a RoomNetwork) -> Result<Self> {
+        Ok(match network {
+            RoomNetwork::All => Listing::All,
+            RoomNetwork::ThirdParty(instance) => match instance.split_once('|') {
+                Some((appservice_id, network_id)) => Listing::Network { appservice_id, network_id },
+                None => return Err(MatrixError::invalid_param(format!("Unknown third_party_instance_id {instance:?}"))),
+            },
+            _ => Listing::Published,
+        })
+    }
+}
+
+/// A directory's rooms, largest first, narrowed by `filter`, paginated by offset tokens (`o<N>`).
+pub async fn page(rooms: &Rooms, listing: Listing<'_>, limit: Option<UInt>, since: Option<&str>, filter: &Filter) -> Result<DirectoryPage> {
     let offset: usize = match since.filter(|s| !s.is_empty()) {
         Some(token) => token
             .strip_prefix('o')
@@ -40,7 +64,21 @@ pub async fn page(rooms: &Rooms, limit: Option<UInt>, since: Option<&str>, filte
     let search = filter.generic_search_term.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut entries = Vec::new();
     // Ordered by joined members, largest first.
-    for (room_id, _) in room_repo::published_rooms(rooms.db().pool()).await? {
+    let published = room_repo::published_rooms(rooms.db().pool()).await?.into_iter().map(|(room_id, _)| room_id);
+    let listed: Vec<String> = match listing {
+        Listing::Published => published.collect(),
+        Listing::Network { appservice_id, network_id } => appservice_repo::listed_rooms(rooms.db().pool(), appservice_id, network_id).await?,
+        Listing::All => {
+            let mut all: Vec<String> = published.collect();
+            for room_id in appservice_repo::all_listed_rooms(rooms.db().pool()).await? {
+                if !all.contains(&room_id) {
+                    all.push(room_id);
+                }
+            }
+            all
+        }
+    };
+    for room_id in listed {
         let room_id = RoomId::parse(room_id)?;
         let entry: PublicRoomsChunk = typed_summary(rooms.room_summary(&room_id).await?)?;
         if !filter.room_types.is_empty() {

@@ -56,15 +56,23 @@ pub struct EventTemplate {
     pub kind: TimelineEventType,
     pub content: Value,
     pub state_key: Option<String>,
+    /// The event's `origin_server_ts` when not now: an application service's `ts`
+    /// (timestamp massaging; it does not change the event's place in the room).
+    pub origin_server_ts: Option<MilliSecondsSinceUnixEpoch>,
 }
 
 impl EventTemplate {
     pub fn state(kind: StateEventType, state_key: impl Into<String>, content: Value) -> Self {
-        Self { kind: kind.to_string().into(), content, state_key: Some(state_key.into()) }
+        Self { kind: kind.to_string().into(), content, state_key: Some(state_key.into()), origin_server_ts: None }
     }
 
     pub fn message(kind: TimelineEventType, content: Value) -> Self {
-        Self { kind, content, state_key: None }
+        Self { kind, content, state_key: None, origin_server_ts: None }
+    }
+
+    pub fn at(mut self, origin_server_ts: Option<MilliSecondsSinceUnixEpoch>) -> Self {
+        self.origin_server_ts = origin_server_ts;
+        self
     }
 }
 
@@ -125,6 +133,8 @@ pub struct Rooms {
     creating: Arc<Mutex<std::collections::HashSet<OwnedRoomId>>>,
     /// Rooms being upgraded (see `upgrade::Upgrading`).
     upgrading: Arc<Mutex<std::collections::HashSet<OwnedRoomId>>>,
+    /// Counts commits of new events, for readers of the whole stream (application services).
+    persisted: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Event types that move a room up a recency-sorted room list (sliding sync's `bump_stamp`),
@@ -154,11 +164,16 @@ impl Rooms {
         outbound: OutboxSignal,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default(), creating: Arc::default(), upgrading: Arc::default() }
+        Self { db, keys, notifier, push, outbound, default_version, room_locks: Arc::default(), caches: Arc::default(), pending_sends: Arc::default(), creating: Arc::default(), upgrading: Arc::default(), persisted: Arc::new(tokio::sync::watch::Sender::new(0)) }
     }
 
     pub fn keys(&self) -> &ServerKeys {
         &self.keys
+    }
+
+    /// Changes whenever new events (local or from other servers) have been committed.
+    pub fn subscribe_persisted(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.persisted.subscribe()
     }
 
     /// Other servers with users joined to the room.
@@ -401,7 +416,7 @@ impl Rooms {
         object.insert("type".into(), CanonicalJsonValue::String(template.kind.to_string()));
         object.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
+            CanonicalJsonValue::Integer(template.origin_server_ts.unwrap_or_else(MilliSecondsSinceUnixEpoch::now).0.into()),
         );
         let content = crate::crypto::to_canonical(&template.content)
             .map_err(|e| MatrixError::bad_json(format!("content is not canonical JSON: {e}")))?;

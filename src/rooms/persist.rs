@@ -291,6 +291,7 @@ impl Rooms {
             concerned.extend(pdu.state_key().map(str::to_owned));
         }
         self.notifier.wake(&concerned);
+        self.persisted.send_modify(|count| *count = count.wrapping_add(1));
         if !remote {
             self.outbound.wake();
         }

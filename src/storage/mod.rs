@@ -9,6 +9,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod aliases;
+pub mod appservice;
 pub mod e2ee;
 pub mod events;
 pub mod federation;
