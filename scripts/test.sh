@@ -24,6 +24,9 @@ interop() {
 
     echo "== interop: synadm (Synapse's admin CLI)"
     bash scripts/interop-synadm.sh
+
+    echo "== interop: a mautrix-python bridge (application service)"
+    bash scripts/interop-mautrix.sh
 }
 
 if [ "${1:-}" = "--postgres-part" ]; then
