@@ -121,6 +121,7 @@ impl Services {
             let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", file.display()))?;
             extra_roots.extend(reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("CA file {} is not PEM certificates", file.display()))?);
         }
+        let appservice_client = AppServiceClient::new(appservices.clone(), &extra_roots);
         let dns = crate::outbound::GuardedDns::with_extra_roots(config.federation.ip_range_blocklist.clone(), extra_roots);
         let push = Push::new(db.clone(), config.server_name.clone(), Gateway::new(db.clone(), dns.clone()));
         let outbox_signal = crate::rooms::OutboxSignal::default();
@@ -189,7 +190,7 @@ impl Services {
             url_previews,
             federation,
             appservice_ephemeral,
-            appservice_client: AppServiceClient::new(appservices.clone()),
+            appservice_client,
             appservices,
         })
     }
@@ -213,6 +214,7 @@ impl Services {
             federation: self.federation.clone(),
             appservices: self.appservices.clone(),
             appservice_client: self.appservice_client.clone(),
+            protocol_cache: Default::default(),
         })
     }
 
@@ -432,6 +434,7 @@ fn client_routes() -> Router<ClientApiState> {
         .ruma::<crate::client_api::sliding_sync_v4::Request, _, _>(crate::client_api::sliding_sync_v4::sliding_sync)
         .ruma::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservice::ping)
         .ruma::<ruma::api::client::appservice::set_room_visibility::v3::Request, _, _>(appservice::set_network_visibility)
+        .ruma::<appservice::unlist_room::Request, _, _>(appservice::unlist_from_network)
         .ruma::<ruma::api::client::thirdparty::get_protocols::v3::Request, _, _>(appservice::protocols)
         .ruma::<ruma::api::client::thirdparty::get_protocol::v3::Request, _, _>(appservice::protocol_metadata)
         .ruma::<ruma::api::client::thirdparty::get_location_for_protocol::v3::Request, _, _>(appservice::locations_for_protocol)

@@ -133,6 +133,10 @@ async fn alias_query(State(seen): State<Arc<Seen>>, Path(alias): Path<String>, h
 }
 
 async fn protocol(Path(protocol): Path<String>) -> (StatusCode, Json<Value>) {
+    if protocol == "loose" {
+        // Metadata as services write it in the wild: no field_types, bare instances.
+        return (StatusCode::OK, Json(json!({ "user_fields": ["nick"], "location_fields": [], "icon": "mxc://x/y", "instances": [{ "desc": "bare" }] })));
+    }
     if protocol != "gossip" {
         return (StatusCode::NOT_FOUND, Json(json!({})));
     }
@@ -182,7 +186,7 @@ as_token: {AS_TOKEN}
 hs_token: {HS_TOKEN}
 sender_localpart: gossipbot
 rate_limited: false
-protocols: ["gossip"]
+protocols: ["gossip", "loose"]
 {extra}
 namespaces:
   users:
@@ -223,7 +227,7 @@ async fn register_puppet(server: &TestServer, localpart: &str) -> String {
         )
         .await
         .ok();
-    assert!(reply.get("access_token").is_none(), "inhibit_login: {reply}");
+    assert!(reply.get("access_token").is_none() && reply.get("device_id").is_none(), "inhibit_login: {reply}");
     reply["user_id"].as_str().unwrap().to_owned()
 }
 
@@ -478,6 +482,27 @@ async fn unknown_users_and_aliases_in_a_namespace_are_asked_of_the_service() {
     let joined = server.post(&format!("/_matrix/client/v3/join/{}", enc(other)), Some(&token), json!({})).await.ok();
     assert!(joined["room_id"].is_string());
     server.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#bridge_nothing:localhost")), Some(&token)).await.err(404, "M_NOT_FOUND");
+
+    // Inviting a user weft does not know yet asks the service first.
+    let invitee = "@bridge_known_nils:localhost";
+    let room_id = server.create_room(&token, json!({})).await;
+    server.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), Some(&token), json!({ "user_id": invitee })).await.ok();
+    assert!(seen.user_queries.lock().unwrap().iter().any(|u| u == invitee));
+    server
+        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), Some(&token), json!({ "user_id": "@bridge_nobody2:localhost" }))
+        .await
+        .err(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_service_deactivates_its_users_without_their_password() {
+    let (server, _) = server_with_appservice("").await;
+    let puppet = register_puppet(&server, "bridge_gone").await;
+    server.post(&as_path("/_matrix/client/v3/account/deactivate", Some(&puppet)), Some(AS_TOKEN), json!({})).await.ok();
+    server.get(&as_path("/_matrix/client/v3/account/whoami", Some(&puppet)), Some(AS_TOKEN)).await.err(403, "M_FORBIDDEN");
+    // An ordinary user still needs user-interactive auth.
+    let (_, token) = server.register("sven").await;
+    assert_eq!(server.post("/_matrix/client/v3/account/deactivate", Some(&token), json!({})).await.status, 401);
 }
 
 #[tokio::test]
@@ -531,7 +556,11 @@ async fn third_party_lookups_and_network_directories_go_through_the_service() {
     assert_eq!(gossip["instances"][0]["instance_id"], "gossip-bridge|gossipnet");
     assert_eq!(server.get("/_matrix/client/v3/thirdparty/protocol/gossip", Some(&token)).await.ok()["user_fields"], json!(["nick"]));
     server.get("/_matrix/client/v3/thirdparty/protocol/smoke-signals", Some(&token)).await.err(404, "M_NOT_FOUND");
-    let locations = server.get("/_matrix/client/v3/thirdparty/location/gossip?channel=%23rust", Some(&token)).await.ok();
+    // Passed on as the service wrote it.
+    let loose = server.get("/_matrix/client/v3/thirdparty/protocol/loose", Some(&token)).await.ok();
+    assert_eq!(loose, json!({ "user_fields": ["nick"], "location_fields": [], "icon": "mxc://x/y", "instances": [{ "desc": "bare" }] }));
+    // The token in the query is the client's, not a lookup field.
+    let locations = server.get(&format!("/_matrix/client/v3/thirdparty/location/gossip?channel=%23rust&access_token={token}"), None).await.ok();
     assert_eq!(locations, json!([{ "alias": "#bridge_known_rust:localhost", "protocol": "gossip", "fields": { "channel": "#rust" } }]));
     let users = server.get("/_matrix/client/v3/thirdparty/user/gossip?nick=alice", Some(&token)).await.ok();
     assert_eq!(users[0]["userid"], "@bridge_known_alice:localhost");
@@ -553,6 +582,10 @@ async fn third_party_lookups_and_network_directories_go_through_the_service() {
     assert!(listed(json!({})).await.is_empty());
     assert_eq!(listed(json!({ "include_all_networks": true })).await, [room.clone()]);
     server.put(&path, Some(AS_TOKEN), json!({ "visibility": "private" })).await.ok();
+    assert!(listed(json!({ "third_party_instance_id": "gossip-bridge|gossipnet" })).await.is_empty());
+    // Synapse's DELETE unlists too.
+    server.put(&path, Some(AS_TOKEN), json!({ "visibility": "public" })).await.ok();
+    server.delete(&path, Some(AS_TOKEN), json!({})).await.ok();
     assert!(listed(json!({ "third_party_instance_id": "gossip-bridge|gossipnet" })).await.is_empty());
 }
 

@@ -44,8 +44,14 @@ pub struct AppServiceClient {
 }
 
 impl AppServiceClient {
-    pub fn new(services: AppServices) -> Self {
-        let http = reqwest::Client::builder()
+    /// `extra_roots`: CA certificates trusted beyond the system's (`federation.extra_ca_files`;
+    /// a bridge on another host may use a private CA too).
+    pub fn new(services: AppServices, extra_roots: &[reqwest::Certificate]) -> Self {
+        let mut builder = reqwest::Client::builder();
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -55,6 +61,25 @@ impl AppServiceClient {
 
     /// Sends one typed request to the service and parses its answer.
     pub async fn call<R>(&self, service: &AppService, request: R, timeout: Duration) -> Result<R::IncomingResponse, CallError>
+    where
+        R: OutgoingRequest<Authentication = HomeserverToken, PathBuilder = SinglePath>,
+    {
+        let (status, bytes) = self.send(service, request, timeout).await?;
+        let response = http::Response::builder().status(status).body(&bytes[..]).map_err(|e| CallError::BadResponse(e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| CallError::BadResponse(e.to_string()))
+    }
+
+    /// Sends one typed request and returns the answer's JSON as it came, for answers the
+    /// homeserver passes on (third-party metadata, whose fields services fill loosely).
+    pub async fn call_json<R>(&self, service: &AppService, request: R, timeout: Duration) -> Result<serde_json::Value, CallError>
+    where
+        R: OutgoingRequest<Authentication = HomeserverToken, PathBuilder = SinglePath>,
+    {
+        let (_, bytes) = self.send(service, request, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::BadResponse(e.to_string()))
+    }
+
+    async fn send<R>(&self, service: &AppService, request: R, timeout: Duration) -> Result<(http::StatusCode, bytes::Bytes), CallError>
     where
         R: OutgoingRequest<Authentication = HomeserverToken, PathBuilder = SinglePath>,
     {
@@ -73,8 +98,7 @@ impl AppServiceClient {
         if !status.is_success() {
             return Err(CallError::Status { status, body: String::from_utf8_lossy(&bytes).into_owned() });
         }
-        let response = http::Response::builder().status(status).body(&bytes[..]).map_err(|e| CallError::BadResponse(e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(response).map_err(|e| CallError::BadResponse(e.to_string()))
+        Ok((status, bytes))
     }
 
     /// `POST /_matrix/app/v1/ping`.

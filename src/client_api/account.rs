@@ -50,7 +50,10 @@ pub async fn deactivate(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let user = request.user().clone();
-    password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), "deactivate").await?;
+    // An application service manages its users' accounts without their passwords.
+    if user.appservice_id.is_none() {
+        password_uia(&accounts, &user.user_id, request.body.auth.as_ref(), "deactivate").await?;
+    }
     deactivate_account(&accounts, &rooms, &user.user_id, request.body.erase).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
 }

@@ -1,9 +1,14 @@
 //! Application-service endpoints of the Client-Server API: ping, the services' room
 //! directories per network, and third-party protocol lookups forwarded to the services.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
-use axum::extract::State;
+use axum::{extract::State, Json};
+use serde_json::{json, Value};
 use ruma::{
     api::{
         appservice::thirdparty as as_thirdparty,
@@ -12,7 +17,6 @@ use ruma::{
             thirdparty::{get_location_for_protocol, get_location_for_room_alias, get_protocol, get_protocols, get_user_for_protocol, get_user_for_user_id},
         },
     },
-    thirdparty::Protocol,
 };
 
 use super::extract::{Ruma, RumaResponse};
@@ -103,56 +107,104 @@ where
 
 const THIRD_PARTY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A protocol as the services providing it describe it, merged, with each instance's
-/// `instance_id` ("{service}|{network}", what `/publicRooms` takes). None: no service has it.
-async fn protocol(client: &AppServiceClient, name: &str) -> Option<Protocol> {
-    let mut merged: Option<Protocol> = None;
+/// A protocol as the services providing it describe it, merged (the first answer's fields,
+/// every answer's instances), each instance with its `instance_id` ("{service}|{network}",
+/// what `/publicRooms` takes). Passed on as the services wrote it, as Synapse does: they
+/// fill the metadata loosely. None: no service has it.
+async fn protocol(client: &AppServiceClient, metadata: &ProtocolCache, name: &str) -> Option<Value> {
+    let mut merged: Option<Value> = None;
     for service in client.services().providing_protocol(name) {
-        let request = as_thirdparty::get_protocol::v1::Request::new(name.to_owned());
-        let answer = match client.call(service, request, THIRD_PARTY_TIMEOUT).await {
-            Ok(answer) => answer.protocol,
-            Err(error) => {
-                tracing::debug!(appservice = service.id(), protocol = name, %error, "protocol query failed");
-                continue;
-            }
-        };
-        let mut protocol: Protocol = answer.into();
-        for instance in &mut protocol.instances {
-            instance.instance_id = Some(format!("{}|{}", service.id(), instance.network_id));
-        }
-        match &mut merged {
-            Some(existing) => existing.instances.extend(protocol.instances),
-            None => merged = Some(protocol),
+        let Some(mut answer) = metadata.get_or_fetch(client, service, name).await else { continue };
+        let instances = answer.get_mut("instances").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
+        let merged = merged.get_or_insert_with(|| {
+            answer["instances"] = json!([]);
+            answer
+        });
+        if let Some(all) = merged["instances"].as_array_mut() {
+            all.extend(instances);
         }
     }
     merged
 }
 
+/// Protocol metadata per (service, protocol), kept a while: clients ask for it whenever
+/// they open a room directory, and a service's networks rarely change. An answer that is
+/// not metadata (no `instances` list) keeps the last good one.
+#[derive(Clone, Default)]
+pub struct ProtocolCache(Arc<Mutex<HashMap<(String, String), (Instant, Value)>>>);
+
+const PROTOCOL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl ProtocolCache {
+    async fn get_or_fetch(&self, client: &AppServiceClient, service: &AppService, protocol: &str) -> Option<Value> {
+        let key = (service.id().to_owned(), protocol.to_owned());
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        if let Some((fetched, value)) = &cached {
+            if fetched.elapsed() < PROTOCOL_CACHE_TTL {
+                return Some(value.clone());
+            }
+        }
+        let request = as_thirdparty::get_protocol::v1::Request::new(protocol.to_owned());
+        let fresh = match client.call_json(service, request, THIRD_PARTY_TIMEOUT).await {
+            Ok(mut answer) if answer.get("instances").is_some_and(Value::is_array) => {
+                for instance in answer["instances"].as_array_mut().into_iter().flatten() {
+                    if let Some(network) = instance.get("network_id").and_then(Value::as_str) {
+                        instance["instance_id"] = format!("{}|{network}", service.id()).into();
+                    }
+                }
+                Some(answer)
+            }
+            Ok(answer) => {
+                tracing::debug!(appservice = service.id(), protocol, %answer, "protocol metadata without instances ignored");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(appservice = service.id(), protocol, %error, "protocol query failed");
+                None
+            }
+        };
+        match fresh {
+            Some(value) => {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), value.clone()));
+                Some(value)
+            }
+            None => cached.map(|(_, value)| value),
+        }
+    }
+}
+
 /// `GET /thirdparty/protocols`.
 pub async fn protocols(
     State(client): State<AppServiceClient>,
+    State(metadata): State<ProtocolCache>,
     _: Ruma<get_protocols::v3::Request>,
-) -> Result<RumaResponse<get_protocols::v3::Response>> {
+) -> Result<Json<Value>> {
     let mut names: Vec<&str> =
         client.services().all().iter().flat_map(|s| s.registration.protocols.iter().flatten().map(String::as_str)).collect();
     names.sort_unstable();
     names.dedup();
-    let mut protocols = BTreeMap::new();
+    let mut protocols = serde_json::Map::new();
     for name in names {
-        if let Some(found) = protocol(&client, name).await {
+        if let Some(found) = protocol(&client, &metadata, name).await {
             protocols.insert(name.to_owned(), found);
         }
     }
-    Ok(RumaResponse(get_protocols::v3::Response::new(protocols)))
+    Ok(Json(Value::Object(protocols)))
 }
 
 /// `GET /thirdparty/protocol/{protocol}`.
 pub async fn protocol_metadata(
     State(client): State<AppServiceClient>,
+    State(metadata): State<ProtocolCache>,
     request: Ruma<get_protocol::v3::Request>,
-) -> Result<RumaResponse<get_protocol::v3::Response>> {
-    let found = protocol(&client, &request.body.protocol).await.ok_or_else(|| MatrixError::not_found("No such protocol"))?;
-    Ok(RumaResponse(get_protocol::v3::Response::new(found)))
+) -> Result<Json<Value>> {
+    let found = protocol(&client, &metadata, &request.body.protocol).await.ok_or_else(|| MatrixError::not_found("No such protocol"))?;
+    Ok(Json(found))
+}
+
+/// The lookup's fields are the query's parameters, but the access token's (as Synapse).
+fn lookup_fields(query: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    query.iter().filter(|(key, _)| *key != "access_token").map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn require_protocol(client: &AppServiceClient, protocol: &str) -> Result<()> {
@@ -174,7 +226,7 @@ pub async fn locations_for_protocol(
         client.services().providing_protocol(&body.protocol),
         || {
             let mut request = as_thirdparty::get_location_for_protocol::v1::Request::new(body.protocol.clone());
-            request.fields = body.fields.clone();
+            request.fields = lookup_fields(&body.fields);
             request
         },
         |response| response.locations,
@@ -195,7 +247,7 @@ pub async fn users_for_protocol(
         client.services().providing_protocol(&body.protocol),
         || {
             let mut request = as_thirdparty::get_user_for_protocol::v1::Request::new(body.protocol.clone());
-            request.fields = body.fields.clone();
+            request.fields = lookup_fields(&body.fields);
             request
         },
         |response| response.users,
@@ -236,4 +288,48 @@ pub async fn users_for_user_id(
     )
     .await;
     Ok(RumaResponse(get_user_for_user_id::v3::Response::new(users)))
+}
+
+/// `DELETE /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`: Synapse's
+/// way to unlist a room (the spec has the PUT with `visibility: private`), which bridges
+/// and SyTest use.
+pub mod unlist_room {
+    use ruma::{
+        api::{auth_scheme::AppserviceToken, request, response},
+        metadata, OwnedRoomId,
+    };
+
+    metadata! {
+        method: DELETE,
+        rate_limited: false,
+        authentication: AppserviceToken,
+        path: "/_matrix/client/v3/directory/list/appservice/{network_id}/{room_id}",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub network_id: String,
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+    }
+
+    #[response]
+    #[derive(Default)]
+    pub struct Response {}
+}
+
+pub async fn unlist_from_network(
+    State(appservices): State<AppServices>,
+    State(rooms): State<Rooms>,
+    request: Ruma<unlist_room::Request>,
+) -> Result<RumaResponse<unlist_room::Response>> {
+    let service = request
+        .user()
+        .appservice_id
+        .as_deref()
+        .and_then(|id| appservices.by_id(id))
+        .ok_or_else(|| MatrixError::forbidden("Only application services can list rooms in a network's directory"))?;
+    repo::set_listed(rooms.db().pool(), service.id(), &request.body.network_id, request.body.room_id.as_str(), false).await?;
+    Ok(RumaResponse(unlist_room::Response {}))
 }

@@ -161,6 +161,7 @@ pub async fn knock(
 pub async fn invite(
     State(rooms): State<Rooms>,
     State(federation): State<Federation>,
+    State(appservice_client): State<AppServiceClient>,
     request: Ruma<invite_user::v3::Request>,
 ) -> Result<RumaResponse<invite_user::v3::Response>> {
     let InvitationRecipient::UserId(recipient) = &request.body.recipient else {
@@ -172,6 +173,10 @@ pub async fn invite(
     if !federation.is_local(recipient.user_id.server_name()) {
         federation.invite_remote(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref(), false).await?;
         return Ok(RumaResponse(invite_user::v3::Response::new()));
+    }
+    // An unknown user in an application service's namespace may exist once it is asked.
+    if !crate::storage::accounts::user_exists(rooms.db().pool(), recipient.user_id.as_str()).await? {
+        appservice_client.user_created(&recipient.user_id).await;
     }
     rooms
         .change_membership(&request.body.room_id, sender, &recipient.user_id, Change::Invite, recipient.reason.as_deref(), false)

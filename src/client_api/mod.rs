@@ -65,6 +65,7 @@ pub struct Services {
     pub federation: crate::federation::Federation,
     pub appservices: crate::appservice::AppServices,
     pub appservice_client: crate::appservice::client::AppServiceClient,
+    pub protocol_cache: appservice::ProtocolCache,
 }
 
 impl ClientApiState {
@@ -102,4 +103,5 @@ parts!(
     federation: crate::federation::Federation,
     appservices: crate::appservice::AppServices,
     appservice_client: crate::appservice::client::AppServiceClient,
+    protocol_cache: appservice::ProtocolCache,
 );
