@@ -37,6 +37,8 @@ struct Seen {
     unauthorised: AtomicUsize,
     /// Transactions to refuse (500) before accepting.
     fail_next: AtomicUsize,
+    /// Never answer transactions (a service that hangs).
+    hang: std::sync::atomic::AtomicBool,
     /// The homeserver to call back (to create users and rooms on queries).
     homeserver: Mutex<String>,
 }
@@ -73,6 +75,9 @@ async fn transaction(State(seen): State<Arc<Seen>>, Path(txn): Path<String>, hea
         return (StatusCode::FORBIDDEN, Json(json!({ "errcode": "M_FORBIDDEN" })));
     }
     seen.transactions.lock().unwrap().push((txn, body));
+    if seen.hang.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let refuse = seen.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     if refuse {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "errcode": "M_UNKNOWN" })));
@@ -622,4 +627,49 @@ async fn a_services_users_are_not_rate_limited_when_it_says_so() {
         limited
     };
     assert!(limited, "an ordinary user is rate-limited");
+}
+
+#[tokio::test]
+async fn a_hanging_service_delays_neither_clients_nor_other_services() {
+    let (url, seen) = start_appservice().await;
+    let (stuck_url, stuck) = start_appservice().await;
+    stuck.hang.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good.yaml"), dir.path().join("stuck.yaml"));
+    std::fs::write(&good, registration(&url, "")).unwrap();
+    let stuck_registration = registration(&stuck_url, "")
+        .replace("id: gossip-bridge", "id: stuck-bridge")
+        .replace(AS_TOKEN, "as-token-of-the-stuck-one")
+        .replace("sender_localpart: gossipbot", "sender_localpart: stuckbot")
+        .replace("@bridge_.*:localhost", "@stuck_.*:localhost")
+        .replace("#bridge_.*:localhost", "#stuck_.*:localhost");
+    std::fs::write(&bad, stuck_registration).unwrap();
+    let server = TestServer::start_with(|config| config.app_service_config_files = vec![good, bad]).await;
+    *seen.homeserver.lock().unwrap() = server.base.clone();
+
+    let (_, token) = server.register("tove").await;
+    let room = server.create_room(&token, json!({ "preset": "public_chat" })).await;
+    let puppet = register_puppet(&server, "bridge_ulf").await;
+    server.post(&as_path(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&puppet)), Some(AS_TOKEN), json!({})).await.ok();
+    let stuck_puppet = server
+        .post("/_matrix/client/v3/register", Some("as-token-of-the-stuck-one"), json!({ "type": "m.login.application_service", "username": "stuck_vera", "inhibit_login": true }))
+        .await
+        .ok()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .post(&as_path(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&stuck_puppet)), Some("as-token-of-the-stuck-one"), json!({}))
+        .await
+        .ok();
+    // The stuck service has its first transaction open and never answers.
+    eventually(Duration::from_secs(10), || async { !stuck.transactions.lock().unwrap().is_empty() }).await;
+    for i in 0..20 {
+        server.send_text(&token, &room, &format!("s{i}"), &format!("still flowing {i}")).await;
+    }
+    // Clients and the other service get everything meanwhile.
+    let messages = server.messages(&token, &room, "dir=b&limit=30").await;
+    assert_eq!(common::bodies(&messages).len(), 20);
+    eventually(Duration::from_secs(10), || async { seen.bodies().len() == 20 }).await;
+    assert_eq!(stuck.transactions.lock().unwrap().len(), 1, "one attempt, still waiting for its answer");
 }
