@@ -134,7 +134,7 @@ impl Services {
             .await?
             .with_federation(edus.clone())
             .with_appservices(appservice_ephemeral.clone());
-        let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone());
+        let to_device = ToDevice::new(db.clone(), notifier.clone()).with_federation(edus.clone()).with_appservices(appservice_ephemeral.clone());
         let e2ee = E2ee::new(db.clone(), notifier.clone()).with_federation(edus.clone());
         let accounts = Accounts::new(db.clone(), config.server_name.clone())
             .with_refreshable_lifetime(Duration::from_secs(config.refreshable_access_token_lifetime_secs.max(1)))

@@ -673,3 +673,64 @@ async fn a_hanging_service_delays_neither_clients_nor_other_services() {
     eventually(Duration::from_secs(10), || async { seen.bodies().len() == 20 }).await;
     assert_eq!(stuck.transactions.lock().unwrap().len(), 1, "one attempt, still waiting for its answer");
 }
+
+#[tokio::test]
+async fn to_device_messages_device_lists_and_key_counts_reach_an_encrypting_bridge() {
+    let (server, seen) = server_with_appservice("receive_ephemeral: true\norg.matrix.msc3202: true").await;
+    let (alice, token) = server.register("wilma").await;
+    let room = server.create_room(&token, json!({ "preset": "public_chat" })).await;
+    let puppet = register_puppet(&server, "bridge_xena").await;
+    server.post(&as_path(&format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&puppet)), Some(AS_TOKEN), json!({})).await.ok();
+    // The bridge gives its puppet a device (as mautrix does for end-to-bridge encryption).
+    let login = server
+        .post(
+            "/_matrix/client/v3/login",
+            Some(AS_TOKEN),
+            json!({ "type": "m.login.application_service", "identifier": { "type": "m.id.user", "user": "bridge_xena" } }),
+        )
+        .await
+        .ok();
+    let device = login["device_id"].as_str().unwrap().to_owned();
+    let as_device = |path: &str| format!("{}&device_id={device}", as_path(path, Some(&puppet)));
+    server
+        .post(
+            &as_device("/_matrix/client/v3/keys/upload"),
+            Some(AS_TOKEN),
+            json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": { "key": "k1" }, "signed_curve25519:AAAAAg": { "key": "k2" } } }),
+        )
+        .await
+        .ok();
+
+    // A to-device message to the puppet's device.
+    server
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/td1",
+            Some(&token),
+            json!({ "messages": { &puppet: { &device: { "action": "request", "body": { "session_id": "s1" } } } } }),
+        )
+        .await
+        .ok();
+    let field = |name: &str| -> Vec<Value> {
+        seen.transactions.lock().unwrap().iter().filter_map(|(_, body)| body.get(name).cloned()).collect()
+    };
+    eventually(Duration::from_secs(10), || async { !field("de.sorunome.msc2409.to_device").is_empty() }).await;
+    let message = &field("de.sorunome.msc2409.to_device")[0][0];
+    assert_eq!(message["type"], "m.room_key_request");
+    assert_eq!(message["sender"], alice.as_str());
+    assert_eq!(message["to_user_id"], puppet.as_str());
+    assert_eq!(message["to_device_id"], device.as_str());
+    assert_eq!(message["content"]["body"]["session_id"], "s1");
+    // The transaction that carried it told the puppet's key counts.
+    let counts = field("org.matrix.msc3202.device_one_time_keys_count");
+    assert_eq!(counts.last().unwrap()[&puppet][&device]["signed_curve25519"], 2, "{counts:?}");
+
+    // A user sharing a room with the puppet gets a new device: a device-list change.
+    server
+        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "wilma" }, "password": "password" }))
+        .await
+        .ok();
+    eventually(Duration::from_secs(15), || async {
+        field("org.matrix.msc3202.device_lists").iter().any(|lists| lists["changed"].as_array().is_some_and(|c| c.contains(&json!(alice))))
+    })
+    .await;
+}

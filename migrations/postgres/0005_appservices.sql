@@ -4,7 +4,9 @@
 CREATE TABLE appservice_positions (
     appservice_id   TEXT COLLATE "C" PRIMARY KEY,
     stream_position BIGINT NOT NULL,
-    last_txn_id     BIGINT NOT NULL
+    last_txn_id     BIGINT NOT NULL,
+    to_device_position   BIGINT NOT NULL DEFAULT 0,
+    device_list_position BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE appservice_txns (

@@ -5,7 +5,10 @@ CREATE TABLE appservice_positions (
     appservice_id   TEXT PRIMARY KEY,
     -- The last event stream position considered for a transaction.
     stream_position INTEGER NOT NULL,
-    last_txn_id     INTEGER NOT NULL
+    last_txn_id     INTEGER NOT NULL,
+    -- The same for to-device messages and device-list changes (MSC2409 / MSC3202).
+    to_device_position   INTEGER NOT NULL DEFAULT 0,
+    device_list_position INTEGER NOT NULL DEFAULT 0
 );
 
 -- Written in the same transaction that advances the position, deleted when the service

@@ -72,6 +72,14 @@ impl EphemeralOutbox {
         held.get_mut(appservice_id).map(|queue| queue.drain(..).collect()).unwrap_or_default()
     }
 
+    /// Wakes the senders of the services that receive ephemeral data: something they read
+    /// from the database (to-device messages) was written.
+    pub fn poke(&self) {
+        if !self.receivers.is_empty() {
+            self.wake.send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.wake.subscribe()
     }

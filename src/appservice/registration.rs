@@ -31,8 +31,12 @@ pub struct AppService {
     pub users: Vec<Pattern>,
     pub aliases: Vec<Pattern>,
     pub rooms: Vec<Pattern>,
-    /// Typing, receipts and presence pushed in its transactions.
+    /// Typing, receipts, presence and its users' to-device messages pushed in its
+    /// transactions (`receive_ephemeral`, MSC2409).
     pub receive_ephemeral: bool,
+    /// Device-list changes and its users' one-time-key counts in its transactions
+    /// (`org.matrix.msc3202: true`), for end-to-bridge encryption.
+    pub device_lists: bool,
     /// Where the registration came from, for log lines and errors.
     pub file: PathBuf,
 }
@@ -82,6 +86,8 @@ impl AppService {
 struct Extensions {
     #[serde(default, rename = "de.sorunome.msc2409.push_ephemeral")]
     push_ephemeral: Option<bool>,
+    #[serde(default, rename = "org.matrix.msc3202")]
+    msc3202: Option<bool>,
 }
 
 /// A registration that cannot be used: which file, and what is wrong in it.
@@ -133,7 +139,8 @@ pub fn parse(file: &Path, text: &str, server_name: &ServerName) -> Result<AppSer
     let aliases = compile(file, "aliases", &registration.namespaces.aliases)?;
     let rooms = compile(file, "rooms", &registration.namespaces.rooms)?;
     let receive_ephemeral = registration.receive_ephemeral || extensions.push_ephemeral.unwrap_or(false);
-    Ok(AppService { registration, sender, users, aliases, rooms, receive_ephemeral, file: file.to_owned() })
+    let device_lists = extensions.msc3202.unwrap_or(false);
+    Ok(AppService { registration, sender, users, aliases, rooms, receive_ephemeral, device_lists, file: file.to_owned() })
 }
 
 /// Reads every configured registration; ids and tokens must be unique across them.
@@ -196,6 +203,7 @@ namespaces:
         assert_eq!(service.id(), "irc");
         assert_eq!(service.sender, "@ircbot:example.org");
         assert!(service.receive_ephemeral);
+        assert!(!service.device_lists);
         assert!(!service.rate_limited());
         assert!(service.provides_protocol("irc"));
         assert!(service.owns_user_exclusively("@irc_alice:example.org"));

@@ -4,6 +4,7 @@ use ruma::UserId;
 use serde_json::{json, Value};
 
 use crate::{
+    appservice::ephemeral::EphemeralOutbox,
     error::Result,
     outbox::EduQueue,
     storage::{accounts as account_repo, to_device as repo, Db},
@@ -15,6 +16,7 @@ pub struct ToDevice {
     db: Db,
     notifier: Notifier,
     edus: Option<EduQueue>,
+    appservices: EphemeralOutbox,
 }
 
 /// One batch of to-device events for a sync, and the position it reaches.
@@ -25,7 +27,13 @@ pub struct Delivery {
 
 impl ToDevice {
     pub fn new(db: Db, notifier: Notifier) -> Self {
-        Self { db, notifier, edus: None }
+        Self { db, notifier, edus: None, appservices: EphemeralOutbox::default() }
+    }
+
+    /// Messages for application services' users wake their transaction senders.
+    pub fn with_appservices(mut self, outbox: EphemeralOutbox) -> Self {
+        self.appservices = outbox;
+        self
     }
 
     /// Messages for users of other servers go out as m.direct_to_device EDUs.
@@ -51,6 +59,7 @@ impl ToDevice {
         }
         tx.commit().await?;
         self.notifier.wake(&recipients);
+        self.appservices.poke();
         Ok(())
     }
 
@@ -92,6 +101,7 @@ impl ToDevice {
         }
         tx.commit().await?;
         self.notifier.wake(&recipients);
+        self.appservices.poke();
         if let Some(edus) = &self.edus {
             for (server, messages) in remote {
                 let edu = json!({ "edu_type": "m.direct_to_device", "content": {

@@ -5,29 +5,77 @@ use sqlx::{Any, Executor, Row};
 
 use super::Tx;
 
-/// Where a service's stream stands: (last position considered, last transaction id).
-/// A service seen for the first time starts at `start` (it is not sent the past).
-pub async fn position(tx: &mut Tx, appservice_id: &str, start: i64) -> sqlx::Result<(i64, i64)> {
-    sqlx::query("INSERT INTO appservice_positions (appservice_id, stream_position, last_txn_id) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING")
-        .bind(appservice_id)
-        .bind(start)
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query("SELECT stream_position, last_txn_id FROM appservice_positions WHERE appservice_id = $1")
-        .bind(appservice_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok((row.get(0), row.get(1)))
+/// Where a service's streams stand: the last position considered of each, and the last
+/// transaction id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    pub events: i64,
+    pub to_device: i64,
+    pub device_lists: i64,
+    pub last_txn_id: i64,
 }
 
-pub async fn set_position(tx: &mut Tx, appservice_id: &str, stream_position: i64, last_txn_id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE appservice_positions SET stream_position = $2, last_txn_id = $3 WHERE appservice_id = $1")
-        .bind(appservice_id)
-        .bind(stream_position)
-        .bind(last_txn_id)
-        .execute(&mut **tx)
-        .await?;
+/// The service's positions. A service seen for the first time starts at `start` (it is
+/// not sent the past).
+pub async fn positions(tx: &mut Tx, appservice_id: &str, start: Positions) -> sqlx::Result<Positions> {
+    sqlx::query(
+        "INSERT INTO appservice_positions (appservice_id, stream_position, last_txn_id, to_device_position, device_list_position) \
+         VALUES ($1, $2, 0, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(appservice_id)
+    .bind(start.events)
+    .bind(start.to_device)
+    .bind(start.device_lists)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT stream_position, to_device_position, device_list_position, last_txn_id FROM appservice_positions WHERE appservice_id = $1",
+    )
+    .bind(appservice_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Positions { events: row.get(0), to_device: row.get(1), device_lists: row.get(2), last_txn_id: row.get(3) })
+}
+
+pub async fn set_positions(tx: &mut Tx, appservice_id: &str, positions: Positions) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE appservice_positions SET stream_position = $2, to_device_position = $3, device_list_position = $4, last_txn_id = $5 \
+         WHERE appservice_id = $1",
+    )
+    .bind(appservice_id)
+    .bind(positions.events)
+    .bind(positions.to_device)
+    .bind(positions.device_lists)
+    .bind(positions.last_txn_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// One to-device message: (position, recipient user, recipient device, sender, type, content).
+pub type StreamToDevice = (i64, String, String, String, String, String);
+
+/// To-device messages after `position`, oldest first.
+pub async fn to_device_after<'c>(db: impl Executor<'c, Database = Any>, position: i64, limit: i64) -> sqlx::Result<Vec<StreamToDevice>> {
+    let rows = sqlx::query(
+        "SELECT stream_ordering, user_id, device_id, sender, event_type, content FROM to_device WHERE stream_ordering > $1 \
+         ORDER BY stream_ordering LIMIT $2",
+    )
+    .bind(position)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5))).collect())
+}
+
+/// Device-list changes after `position`, oldest first: (position, user).
+pub async fn device_list_changes_after<'c>(db: impl Executor<'c, Database = Any>, position: i64, limit: i64) -> sqlx::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query("SELECT stream_ordering, user_id FROM device_list_changes WHERE stream_ordering > $1 ORDER BY stream_ordering LIMIT $2")
+        .bind(position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 pub async fn insert_txn(tx: &mut Tx, appservice_id: &str, txn_id: i64, body: &str) -> sqlx::Result<()> {
