@@ -23,6 +23,10 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 only=${BENCH_ONLY:-}
+# The appservice scenario's bridge: the tool listens on this port and writes the
+# registration file (before it starts the server) that both servers are given.
+bridge_port=$(free_port)
+bridge_args=(--appservice-port "$bridge_port" --appservice-registration "$work/bench-bridge.yaml")
 cargo build --quiet --release --bin weft
 tool=target/release/weft
 
@@ -31,8 +35,9 @@ if [ -z "$only" ] || [ "$only" = weft ]; then
     echo "== weft ($(git rev-parse --short HEAD 2>/dev/null || echo unknown)) on $engine"
     WEFT_DATA_DIR="$work/weft" WEFT_DATABASE__URL="$(test_database_url bench)" WEFT_LISTEN="127.0.0.1:$port" WEFT_FEDERATION__ENABLED=false \
         WEFT_REGISTRATION__ENABLED=true WEFT_RATE_LIMITS__ENABLED=false RUST_LOG=warn \
+        WEFT_APP_SERVICE_CONFIG_FILES="[\"$work/bench-bridge.yaml\"]" \
         "$tool" bench --spawn "$tool serve" --url "http://127.0.0.1:$port" --label weft \
-        --idle "${IDLE_WEFT:-15000}" --json "$out/weft-$engine.json" "$@"
+        --idle "${IDLE_WEFT:-15000}" --json "$out/weft-$engine.json" "${bridge_args[@]}" "$@"
 fi
 
 if [ -z "$only" ] || [ "$only" = synapse ]; then
@@ -87,8 +92,10 @@ rc_invites:
   per_user: {per_second: 100000, burst_count: 100000}
 YAML
     "$venv/bin/python" -m synapse.app.homeserver --generate-keys -c "$work/synapse/homeserver.yaml" >/dev/null
+    # Added after key generation: the tool writes the file just before it starts Synapse.
+    echo "app_service_config_files: [$work/bench-bridge.yaml]" >> "$work/synapse/homeserver.yaml"
     echo "== Synapse $("$venv/bin/python" -c 'import synapse; print(synapse.__version__)') on $engine"
     "$tool" bench --spawn "$venv/bin/python -m synapse.app.homeserver -c $work/synapse/homeserver.yaml" \
         --url "http://127.0.0.1:$port" --label synapse --idle "${IDLE_SYNAPSE:-5000}" \
-        --json "$out/synapse-$engine.json" "$@"
+        --json "$out/synapse-$engine.json" "${bridge_args[@]}" "$@"
 fi

@@ -4,6 +4,7 @@
 //! CPU so a bottleneck in the tool shows. `scripts/bench.sh` runs it side by side against
 //! weft and Synapse; `tests/bench_smoke.rs` runs a small version for correctness only.
 
+pub mod appservice;
 pub mod client;
 pub mod measure;
 pub mod scenarios;
@@ -19,7 +20,7 @@ use serde::Serialize;
 use self::{client::Client, scenarios::ScenarioReport};
 
 /// The scenarios, by name (for `--only`).
-pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync", "search"];
+pub const SCENARIOS: &[&str] = &["register", "send_one_room", "send_direct_rooms", "delivery", "idle_long_polls", "pagination", "sliding_sync", "search", "appservice"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -75,6 +76,17 @@ pub struct BenchArgs {
     /// Upper bound on each scenario's measured phase, in seconds.
     #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
+    /// Port for the bench's own bridge (application service); the `appservice` scenario runs
+    /// only with it, against a server whose registration points there (written by
+    /// `--appservice-registration`).
+    #[arg(long)]
+    pub appservice_port: Option<u16>,
+    /// Write the bench bridge's registration file here (before `--spawn` starts the server).
+    #[arg(long)]
+    pub appservice_registration: Option<PathBuf>,
+    /// Messages sent in the appservice scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub appservice_messages: usize,
     /// Run only these scenarios (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -164,6 +176,10 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         if !SCENARIOS.contains(&name.as_str()) {
             bail!("unknown scenario {name}; known: {}", SCENARIOS.join(", "));
         }
+    }
+    let bridge = args.appservice_port.map(appservice::BridgeSettings::on_port);
+    if let (Some(bridge), Some(path)) = (&bridge, &args.appservice_registration) {
+        std::fs::write(path, appservice::registration_yaml(bridge)).with_context(|| format!("writing {}", path.display()))?;
     }
     let client = Client::new(&args.url)?;
     let mut spawned = None;
@@ -267,6 +283,16 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         let report = scenarios::search(&ctx, args.search_messages, args.search_rounds).await?;
         note_peak(&report);
         reports.push(report);
+    }
+    match (&bridge, wanted(&args, "appservice")) {
+        (Some(bridge), true) => {
+            measure::settle(ctx.server_pid).await;
+            let report = appservice::bridge_delivery(&ctx, bridge, args.senders, args.appservice_messages).await?;
+            note_peak(&report);
+            reports.push(report);
+        }
+        (None, true) if !args.only.is_empty() => bail!("the appservice scenario needs --appservice-port"),
+        _ => {}
     }
     drop(spawned);
     let report = Report { label: args.label.clone(), url: args.url.clone(), startup_ms, idle_rss_kb, peak_rss_kb: peak, scenarios: reports };

@@ -41,7 +41,7 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    fn new(name: &'static str, description: String, unit: &'static str) -> Self {
+    pub(super) fn new(name: &'static str, description: String, unit: &'static str) -> Self {
         Self {
             name,
             description,
@@ -57,7 +57,7 @@ impl ScenarioReport {
         }
     }
 
-    fn finish(mut self, started: Instant, meter: &CpuMeter) -> Self {
+    pub(super) fn finish(mut self, started: Instant, meter: &CpuMeter) -> Self {
         self.seconds = started.elapsed().as_secs_f64();
         self.rate = self.operations as f64 / self.seconds.max(1e-9);
         self.cpu = meter.finish();
