@@ -453,6 +453,30 @@ async fn ping_reaches_the_service() {
 }
 
 #[tokio::test]
+async fn admins_see_which_service_registered_an_account() {
+    let (server, _) = server_with_appservice("").await;
+    let puppet = register_puppet(&server, "bridge_yvo").await;
+    let (_, admin) = server.register_admin("zara").await;
+    let user = server.get(&format!("/_synapse/admin/v2/users/{}", enc(&puppet)), Some(&admin)).await.ok();
+    assert_eq!(user["appservice_id"], "gossip-bridge");
+    let bot = server.get(&format!("/_synapse/admin/v2/users/{}", enc("@gossipbot:localhost")), Some(&admin)).await.ok();
+    assert_eq!(bot["appservice_id"], "gossip-bridge");
+    let own = server.get(&format!("/_synapse/admin/v2/users/{}", enc("@zara:localhost")), Some(&admin)).await.ok();
+    assert!(own["appservice_id"].is_null());
+}
+
+#[tokio::test]
+async fn a_service_without_a_url_is_sent_nothing_and_its_ping_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quiet.yaml");
+    std::fs::write(&path, registration("x", "").replace("url: \"x\"", "url: null")).unwrap();
+    let server = TestServer::start_with(|config| config.app_service_config_files = vec![path]).await;
+    server.post("/_matrix/client/v1/appservice/gossip-bridge/ping", Some(AS_TOKEN), json!({})).await.err(400, "M_URL_NOT_SET");
+    // It still acts through the API.
+    assert_eq!(server.get("/_matrix/client/v3/account/whoami", Some(AS_TOKEN)).await.ok()["user_id"], "@gossipbot:localhost");
+}
+
+#[tokio::test]
 async fn a_ping_to_a_service_that_is_down_says_so() {
     // Nothing listens on the registered url.
     let port = common::free_port();

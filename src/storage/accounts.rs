@@ -558,11 +558,13 @@ pub struct AdminUserRow {
     pub created_ts: i64,
     /// The newest `last_seen_ts` of the account's devices.
     pub last_seen_ts: Option<i64>,
+    /// The application service that registered the account.
+    pub appservice_id: Option<String>,
 }
 
 const ADMIN_USER_COLUMNS: &str = "u.user_id, u.displayname, u.avatar_url, u.is_admin, u.is_guest, u.deactivated, u.locked, \
      u.suspended, CASE WHEN EXISTS (SELECT 1 FROM erased_users e WHERE e.user_id = u.user_id) THEN 1 ELSE 0 END, u.created_ts, \
-     (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)";
+     (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id), u.appservice_id";
 
 fn admin_user_from_row(row: sqlx::any::AnyRow) -> AdminUserRow {
     AdminUserRow {
@@ -577,6 +579,7 @@ fn admin_user_from_row(row: sqlx::any::AnyRow) -> AdminUserRow {
         erased: row.get::<i64, _>(8) != 0,
         created_ts: row.get(9),
         last_seen_ts: row.get(10),
+        appservice_id: row.get(11),
     }
 }
 

@@ -61,7 +61,7 @@ impl AdminUser {
             creation_ts: row.created_ts,
             last_seen_ts: row.last_seen_ts,
             user_type: None,
-            appservice_id: None,
+            appservice_id: row.appservice_id,
         })
     }
 }
