@@ -151,6 +151,14 @@ async fn join_over_federation_and_message_both_ways() {
     let members = b.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), Some(&bob_token)).await.ok();
     assert!(members["joined"].get(&alice).is_some() && members["joined"].get(&bob).is_some(), "{members}");
 
+    // And so does bob's first /sync: the room's state before his join, alice's membership
+    // among it (a client shows the room's name and members from there).
+    let synced = b.get("/_matrix/client/v3/sync", Some(&bob_token)).await.ok();
+    let joined_room = &synced["rooms"]["join"][&room];
+    let state: Vec<&Value> = joined_room["state"]["events"].as_array().into_iter().flatten().chain(joined_room["timeline"]["events"].as_array().into_iter().flatten()).collect();
+    assert!(state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Town square"), "{joined_room}");
+    assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == alice.as_str()), "{joined_room}");
+
     // A sees bob's join.
     let a_members = a.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), Some(&alice_token)).await.ok();
     assert!(a_members["joined"].get(&bob).is_some(), "{a_members}");

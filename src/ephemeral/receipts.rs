@@ -85,8 +85,12 @@ impl Receipts {
         }
         let badge_before = self.push.badge_before_receipt(user).await?;
         let mut tx = self.rooms.db().begin_write().await?;
-        repo::upsert(&mut tx, room_id.as_str(), receipt_type, user.as_str(), thread_id.unwrap_or(""), event_id.as_str(), now_ms())
-            .await?;
+        let thread = thread_id.unwrap_or("");
+        if repo::would_move_back(&mut tx, room_id.as_str(), receipt_type, user.as_str(), thread, event_id.as_str()).await? {
+            // A receipt only ever moves forward; an older one is accepted and changes nothing.
+            return Ok(());
+        }
+        repo::upsert(&mut tx, room_id.as_str(), receipt_type, user.as_str(), thread, event_id.as_str(), now_ms()).await?;
         tx.commit().await?;
         self.push.receipt_stored(user, badge_before);
         if receipt_type == READ_PRIVATE {

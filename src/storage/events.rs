@@ -461,6 +461,18 @@ pub async fn latest_at<'c>(db: impl Executor<'c, Database = Any>, room_id: &str,
     Ok(row.map(event_from_row))
 }
 
+/// The room's first event after a stream position.
+pub async fn first_after<'c>(db: impl Executor<'c, Database = Any>, room_id: &str, position: i64) -> sqlx::Result<Option<EventRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering ASC LIMIT 1"
+    ))
+    .bind(room_id)
+    .bind(position)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(event_from_row))
+}
+
 /// Rooms (among all) with events in `(after, up_to]`.
 pub async fn rooms_with_events_between<'c>(db: impl Executor<'c, Database = Any>, after: i64, up_to: i64) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query("SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2")

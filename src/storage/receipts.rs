@@ -15,6 +15,24 @@ pub struct ReceiptRow {
 
 /// Stores a receipt at a new receipts-stream position, which it returns.
 #[allow(clippy::too_many_arguments)]
+/// Whether `event_id` comes before the event the user's current receipt of this type (and
+/// thread) is at: such a receipt would move it back, which receipts never do (as Synapse).
+pub async fn would_move_back(tx: &mut Tx, room_id: &str, receipt_type: &str, user_id: &str, thread_id: &str, event_id: &str) -> sqlx::Result<bool> {
+    let row = sqlx::query(
+        "SELECT held.stream_ordering, proposed.stream_ordering FROM receipts r JOIN events held ON held.event_id = r.event_id \
+         JOIN events proposed ON proposed.event_id = $5 \
+         WHERE r.room_id = $1 AND r.receipt_type = $2 AND r.user_id = $3 AND r.thread_id = $4",
+    )
+    .bind(room_id)
+    .bind(receipt_type)
+    .bind(user_id)
+    .bind(thread_id)
+    .bind(event_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some_and(|row| row.get::<i64, _>(1) < row.get::<i64, _>(0)))
+}
+
 pub async fn upsert(
     tx: &mut Tx,
     room_id: &str,

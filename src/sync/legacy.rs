@@ -62,7 +62,7 @@ impl Sync {
             chunk.extend(own.map(|event| with_room_id(event, room_id)));
         }
         if room.is_none() {
-            chunk.extend(events_of(&response["presence"]).cloned());
+            chunk.extend(events_of(&response["presence"]).map(v1_format));
             chunk.extend(events_of(&response["account_data"]).cloned());
         }
         Ok(json!({ "chunk": chunk, "start": from.encode(), "end": response["next_batch"] }))
@@ -81,7 +81,7 @@ impl Sync {
         Ok(json!({
             "end": response["next_batch"],
             "rooms": rooms,
-            "presence": events_of(&response["presence"]).cloned().collect::<Vec<_>>(),
+            "presence": events_of(&response["presence"]).map(v1_format).collect::<Vec<_>>(),
             "account_data": events_of(&response["account_data"]).cloned().collect::<Vec<_>>(),
             "receipts": receipts,
         }))
@@ -104,7 +104,7 @@ impl Sync {
             .collect();
         let presence: Vec<Value> = events_of(&response["presence"])
             .filter(|e| e["sender"].as_str().is_some_and(|s| members.contains(s)))
-            .cloned()
+            .map(v1_format)
             .collect();
         let receipts: Vec<Value> =
             events_of(&section["ephemeral"]).filter(|e| e["type"] == "m.receipt").map(|e| with_room_id(e, room_id.as_str())).collect();
@@ -143,9 +143,33 @@ fn events_of(block: &Value) -> impl Iterator<Item = &Value> {
 }
 
 fn with_room_id(event: &Value, room_id: &str) -> Value {
-    let mut event = event.clone();
+    let mut event = v1_format(event);
     if let Some(object) = event.as_object_mut() {
         object.insert("room_id".into(), room_id.into());
+    }
+    event
+}
+
+/// An event in the v1 API's shape, as Synapse serves these endpoints: the sender also as
+/// `user_id`, and `age`, `prev_content`, `replaces_state` and `redacted_because` also at the
+/// top level; presence with its user as `content.user_id`.
+fn v1_format(event: &Value) -> Value {
+    let mut event = event.clone();
+    let Some(object) = event.as_object_mut() else { return event };
+    if let Some(sender) = object.get("sender").cloned() {
+        if object.get("type").and_then(Value::as_str) == Some("m.presence") {
+            if let Some(content) = object.get_mut("content").and_then(Value::as_object_mut) {
+                content.entry("user_id").or_insert(sender.clone());
+            }
+        }
+        object.entry("user_id").or_insert(sender);
+    }
+    if let Some(unsigned) = object.get("unsigned").and_then(Value::as_object).cloned() {
+        for key in ["age", "redacted_because", "replaces_state", "prev_content"] {
+            if let Some(value) = unsigned.get(key) {
+                object.entry(key).or_insert(value.clone());
+            }
+        }
     }
     event
 }

@@ -349,8 +349,24 @@ impl Sync {
     /// The room's state after the last event at or before a stream position.
     pub(super) async fn state_at(&self, room_id: &RoomId, position: i64) -> Result<StateMap> {
         match event_repo::latest_at(self.db.pool(), room_id.as_str(), position).await? {
-            Some(row) => Ok(state_repo::load_group(self.db.pool(), row.state_group).await?),
-            None => Ok(StateMap::new()),
+            // Backfilled history sits below every stream position (its state is of the past).
+            Some(row) if row.stream_ordering > 0 => Ok(state_repo::load_group(self.db.pool(), row.state_group).await?),
+            _ => {
+                // Nothing of the room in this server's own stream yet: a room joined over
+                // federation, whose first event here (the join) took the state the resident
+                // server sent. The state before it is that state, less the event itself.
+                let Some(first) = event_repo::first_after(self.db.pool(), room_id.as_str(), position.max(0)).await? else {
+                    return Ok(StateMap::new());
+                };
+                let mut state = state_repo::load_group(self.db.pool(), first.state_group).await?;
+                let pdu = pdu_from_row(&first.event_id, &first.room_id, &first.json)?;
+                if let Some(key) = pdu.state_key() {
+                    if state.get(&(pdu.kind().to_string(), key.to_owned())) == Some(&first.event_id) {
+                        state.remove(&(pdu.kind().to_string(), key.to_owned()));
+                    }
+                }
+                Ok(state)
+            }
         }
     }
 
