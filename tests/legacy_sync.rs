@@ -65,11 +65,14 @@ async fn initial_sync_shows_rooms_state_messages_and_receipts() {
     let server = TestServer::start().await;
     let (alice_id, alice) = server.register("alice").await;
     let room = server.create_room(&alice, json!({ "preset": "public_chat", "name": "Old style" })).await;
-    let mut last = String::new();
+    let mut sent = Vec::new();
     for i in 0..4 {
-        last = server.send_text(&alice, &room, &format!("i{i}"), &format!("m{i}")).await;
+        sent.push(server.send_text(&alice, &room, &format!("i{i}"), &format!("m{i}")).await);
     }
+    let last = sent[3].clone();
     server.post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)), Some(&alice), json!({})).await.ok();
+    // A receipt for an earlier event is accepted and moves nothing back.
+    server.post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&sent[1])), Some(&alice), json!({})).await.ok();
 
     let all = server.get("/_matrix/client/v3/initialSync?limit=2", Some(&alice)).await.ok();
     assert!(all["end"].is_string());
@@ -86,6 +89,10 @@ async fn initial_sync_shows_rooms_state_messages_and_receipts() {
     let state = view["state"].as_array().unwrap();
     let name = state.iter().find(|e| e["type"] == "m.room.name").expect("the current state has the name");
     assert_eq!(name["content"]["name"], "Old style");
+    // v1 shapes, as Synapse serves them: the sender also as user_id, presence naming its user.
+    assert_eq!(name["user_id"], alice_id.as_str());
+    let own_presence = all["presence"].as_array().unwrap().iter().find(|e| e["sender"] == alice_id.as_str()).expect("own presence");
+    assert_eq!(own_presence["content"]["user_id"], alice_id.as_str());
     assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == alice_id.as_str()));
     let receipt = all["receipts"].as_array().unwrap().iter().find(|e| e["room_id"] == room.as_str()).expect("receipts of the room");
     assert!(receipt["content"][&last]["m.read"][&alice_id]["ts"].is_number(), "{receipt}");
