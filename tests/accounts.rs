@@ -250,6 +250,9 @@ async fn registration_disabled_by_default_and_token_flow() {
         .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.errcode(), "M_FORBIDDEN");
+    // A failed stage answers with the stages done so far, none here (as Synapse).
+    assert_eq!(wrong.body["completed"], json!([]), "{}", wrong.body);
+    assert!(challenge.body.get("completed").is_none(), "the first challenge has none");
     // Dummy is not an allowed flow here.
     let dummy = tokens
         .post("/_matrix/client/v3/register", None, json!({ "username": "t", "password": "pw", "auth": { "type": "m.login.dummy", "session": session } }))

@@ -273,6 +273,12 @@ async fn typing_notifications() {
     let expired = sync(&server, &bob, &format!("since={next}&timeout=10000")).await;
     assert_eq!(expired["rooms"]["join"][&room]["ephemeral"]["events"][0]["content"]["user_ids"], json!([]));
 
+    // Without a timeout (the spec does not require one): typing for Synapse's 30 s.
+    server.put(&typing, Some(&alice), json!({ "typing": true })).await.ok();
+    let next = expired["next_batch"].as_str().unwrap().to_owned();
+    let again = sync(&server, &bob, &format!("since={next}")).await;
+    assert_eq!(again["rooms"]["join"][&room]["ephemeral"]["events"][0]["content"]["user_ids"], json!([alice_id]));
+
     // Explicit stop; others cannot set alice's typing; non-members cannot type.
     server.put(&typing, Some(&alice), json!({ "typing": false })).await.ok();
     server.put(&typing, Some(&bob), json!({ "typing": true, "timeout": 1000 })).await.err(403, "M_FORBIDDEN");
@@ -700,5 +706,23 @@ async fn a_room_joined_and_left_between_syncs_comes_whole() {
     let rejected = sync(&server, &bob, &format!("since={since}")).await;
     let section = &rejected["rooms"]["leave"][&private];
     assert!(!section["state"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.name"), "{section}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn heroes_only_for_rooms_without_a_name() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let unnamed = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let named = server.create_room(&alice, json!({ "preset": "public_chat", "name": "Has a name" })).await;
+    for room in [&unnamed, &named] {
+        server.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), Some(&bob), json!({})).await.ok();
+    }
+    let response = sync(&server, &alice, "").await;
+    let summary = |room: &str| response["rooms"]["join"][room]["summary"].clone();
+    assert_eq!(summary(&unnamed)["m.heroes"], json!([bob_id]));
+    assert!(summary(&named).get("m.heroes").is_none(), "{}", summary(&named));
+    assert_eq!(summary(&named)["m.joined_member_count"], 2);
     server.stop().await;
 }

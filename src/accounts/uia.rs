@@ -117,6 +117,9 @@ impl Accounts {
     ) -> Result<MatrixError> {
         repo::save_uia_session(self.db.pool(), session, completed, operation).await?;
         let flows: Vec<Value> = flows.iter().map(|stages| json!({ "stages": stages })).collect();
+        // Once the client has answered a stage, the stages done so far go with every 401,
+        // even none (as Synapse: clients read the key).
+        let answered = failed.is_some();
         let mut error = match failed {
             Some(failed) => MatrixError::new(http::StatusCode::UNAUTHORIZED, failed.errcode, failed.message),
             None => MatrixError::new(http::StatusCode::UNAUTHORIZED, "", ""),
@@ -125,7 +128,7 @@ impl Accounts {
             .with("flows", Value::Array(flows))
             .with("params", json!({}))
             .with("session", session.into());
-        if !completed.is_empty() {
+        if answered || !completed.is_empty() {
             error = error.with("completed", json!(completed));
         }
         Ok(error)

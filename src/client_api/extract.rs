@@ -386,7 +386,7 @@ where
         }
         // Clients (matrix-nio's join, for one) POST with no body where all fields are
         // optional; read that as an empty JSON object, as Synapse does.
-        let legacy_auth = if is_json { legacy_password_auth(&bytes) } else { None };
+        let legacy_auth = if is_json { legacy_password_auth(&bytes).or_else(|| typing_without_timeout(action, &bytes)) } else { None };
         let body: &[u8] = if bytes.is_empty() && matches!(parts.method, http::Method::POST | http::Method::PUT | http::Method::DELETE) {
             b"{}"
         } else if let Some(rewritten) = &legacy_auth {
@@ -416,6 +416,21 @@ fn legacy_password_auth(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     let user = auth.remove("user")?;
     auth.insert("identifier".into(), serde_json::json!({ "type": "m.id.user", "user": user }));
+    serde_json::to_vec(&body).ok()
+}
+
+/// Typing started without a `timeout` (the spec does not require one; ruma does): Synapse's
+/// 30 seconds.
+fn typing_without_timeout(action: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    if action != "create_typing_event" {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let object = body.as_object_mut()?;
+    if object.get("typing")? != &serde_json::Value::Bool(true) || object.contains_key("timeout") {
+        return None;
+    }
+    object.insert("timeout".into(), 30_000.into());
     serde_json::to_vec(&body).ok()
 }
 

@@ -390,12 +390,19 @@ impl Sync {
     async fn summary(&self, room_id: &RoomId, user: &UserId) -> Result<Value> {
         let joined = room_repo::members_with_membership(self.db.pool(), room_id.as_str(), "join").await?;
         let invited = room_repo::members_with_membership(self.db.pool(), room_id.as_str(), "invite").await?;
-        let heroes: Vec<&String> = joined.iter().chain(invited.iter()).filter(|u| u.as_str() != user.as_str()).take(5).collect();
-        Ok(json!({
-            "m.heroes": heroes,
+        let mut summary = json!({
             "m.joined_member_count": joined.len(),
             "m.invited_member_count": invited.len(),
-        }))
+        });
+        // Heroes name a room that has no name of its own (the spec: required only when the
+        // name and canonical alias are unset or empty), as Synapse leaves them out.
+        let named = self.rooms.current_state_content(room_id, "m.room.name", "").await?.is_some_and(|c| c["name"].as_str().is_some_and(|n| !n.is_empty()))
+            || self.rooms.current_state_content(room_id, "m.room.canonical_alias", "").await?.is_some_and(|c| c["alias"].as_str().is_some_and(|a| !a.is_empty()));
+        if !named {
+            let heroes: Vec<&String> = joined.iter().chain(invited.iter()).filter(|u| u.as_str() != user.as_str()).take(5).collect();
+            summary["m.heroes"] = json!(heroes);
+        }
+        Ok(summary)
     }
 }
 
