@@ -716,6 +716,11 @@ async fn to_device_messages_device_lists_and_key_counts_reach_an_encrypting_brid
         .ok();
     let device = login["device_id"].as_str().unwrap().to_owned();
     let as_device = |path: &str| format!("{}&device_id={device}", as_path(path, Some(&puppet)));
+    // Keys need a device: without device_id the request has none.
+    let without_device = server
+        .post(&as_path("/_matrix/client/v3/keys/upload", Some(&puppet)), Some(AS_TOKEN), json!({ "one_time_keys": { "signed_curve25519:X": { "key": "x" } } }))
+        .await;
+    without_device.err(400, "M_UNKNOWN");
     server
         .post(
             &as_device("/_matrix/client/v3/keys/upload"),

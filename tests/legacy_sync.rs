@@ -119,6 +119,23 @@ async fn initial_sync_shows_rooms_state_messages_and_receipts() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn the_event_stream_refuses_a_limit_that_is_not_a_count() {
+    let server = TestServer::start().await;
+    let (_, alice) = server.register("alice").await;
+    for limit in ["-2", "abc"] {
+        server.get(&format!("/_matrix/client/v3/events?timeout=0&limit={limit}"), Some(&alice)).await.err(400, "M_INVALID_PARAM");
+    }
+    let room = server.create_room(&alice, json!({})).await;
+    let start = server.get("/_matrix/client/v3/events?timeout=0", Some(&alice)).await.ok()["end"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        server.send_text(&alice, &room, &format!("l{i}"), &format!("m{i}")).await;
+    }
+    let page = server.get(&format!("/_matrix/client/v3/events?timeout=0&limit=2&from={}", enc(&start)), Some(&alice)).await.ok();
+    assert!(chunk_of(&page, "m.room.message").len() <= 2, "{page}");
+    server.stop().await;
+}
+
 /// `GET /events/{eventId}`: the event for someone who may see it, 404 for anyone else.
 #[tokio::test]
 async fn event_by_id_alone() {

@@ -33,20 +33,16 @@ fn require_local_alias(rooms: &Rooms, alias: &RoomAliasId) -> Result<()> {
     Ok(())
 }
 
-fn exclusive(message: impl Into<String>) -> MatrixError {
-    MatrixError::new(http::StatusCode::BAD_REQUEST, "M_EXCLUSIVE", message)
-}
-
 /// An application service manages the aliases in its namespaces, and only those; other
 /// users may not take an alias a service holds exclusively (spec: M_EXCLUSIVE).
 fn check_alias_namespace(appservices: &AppServices, requester: &crate::accounts::Requester, alias: &RoomAliasId) -> Result<()> {
     match requester.appservice_id.as_deref().and_then(|id| appservices.by_id(id)) {
         Some(service) if !service.is_interested_in_alias(alias.as_str()) => {
-            Err(exclusive("This application service has not reserved this kind of alias"))
+            Err(MatrixError::exclusive("This application service has not reserved this kind of alias"))
         }
         Some(_) => Ok(()),
         None if appservices.exclusive_owner_of_alias(alias.as_str()).is_some() => {
-            Err(exclusive("This alias is reserved by an application service"))
+            Err(MatrixError::exclusive("This alias is reserved by an application service"))
         }
         None => Ok(()),
     }

@@ -219,6 +219,10 @@ const FORBIDDEN_WHEN_SUSPENDED: &[&str] = &[
     "create_alias",
 ];
 
+/// What a request needs a device for: its keys (spec: identity assertion names uploading
+/// one-time keys).
+const NEEDS_A_DEVICE: &[&str] = &["upload_keys"];
+
 /// A locked account may only log out (spec: "Account locking").
 const OPEN_WHEN_LOCKED: &[&str] = &["logout", "logout_all"];
 
@@ -367,6 +371,11 @@ where
             }
             if requester.is_suspended && FORBIDDEN_WHEN_SUSPENDED.contains(&action) {
                 return Err(MatrixError::user_suspended("You cannot perform this action while suspended."));
+            }
+            // An application service acting without a device cannot do what needs one (spec:
+            // identity assertion; Synapse's answer).
+            if requester.appservice_id.is_some() && requester.device_id.as_str().is_empty() && NEEDS_A_DEVICE.contains(&action) {
+                return Err(MatrixError::unknown("To do this, pass device_id when authenticating as an application service"));
             }
         }
         let limiter = RateLimiter::from_ref(state);

@@ -38,6 +38,9 @@ pub mod events {
         pub timeout: Option<u64>,
         #[ruma_api(query)]
         pub room_id: Option<OwnedRoomId>,
+        /// Events per room at most (a negative or non-numeric value is refused).
+        #[ruma_api(query)]
+        pub limit: Option<ruma::UInt>,
     }
 
     #[response]
@@ -145,7 +148,8 @@ pub async fn events(State(sync): State<Sync>, request: Ruma<events::Request>) ->
     let body = request.body;
     let from = body.from.as_deref().filter(|t| !t.is_empty()).map(SyncToken::parse).transpose()?;
     let timeout = Duration::from_millis(body.timeout.unwrap_or(0));
-    let body = sync.event_stream(&user.user_id, &user.device_id, from, body.room_id.as_deref(), timeout).await?;
+    let limit = body.limit.map(|l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX));
+    let body = sync.event_stream(&user.user_id, &user.device_id, from, body.room_id.as_deref(), limit, timeout).await?;
     Ok(RumaResponse(events::Response { body }))
 }
 

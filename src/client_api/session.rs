@@ -54,10 +54,6 @@ fn calling_appservice<'a>(appservices: &'a AppServices, requester: Option<&Reque
         .ok_or_else(|| MatrixError::unknown_token("The access token is not an application service's").with("soft_logout", false.into()))
 }
 
-fn exclusive(message: impl Into<String>) -> MatrixError {
-    MatrixError::new(http::StatusCode::BAD_REQUEST, "M_EXCLUSIVE", message)
-}
-
 pub async fn login(
     State(accounts): State<Accounts>,
     State(appservices): State<AppServices>,
@@ -76,7 +72,7 @@ pub async fn login(
         };
         let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
         if !service.is_interested_in_user(user_id.as_str()) {
-            return Err(exclusive("This user is not in the application service's namespaces"));
+            return Err(MatrixError::exclusive("This user is not in the application service's namespaces"));
         }
         if accounts.is_available(&user_id).await? {
             return Err(MatrixError::forbidden("No such user"));
@@ -178,7 +174,7 @@ pub async fn username_available(
     }
     let user_id = accounts.local_user_id(&request.body.username)?;
     if appservices.exclusive_owner_of_user(user_id.as_str()).is_some() {
-        return Err(exclusive("This user ID is reserved by an application service"));
+        return Err(MatrixError::exclusive("This user ID is reserved by an application service"));
     }
     if !accounts.is_available(&user_id).await? {
         return Err(MatrixError::user_in_use("User ID already taken"));
@@ -201,10 +197,10 @@ async fn register_for_appservice(
     let username = body.username.as_deref().ok_or_else(|| MatrixError::missing_param("Missing username"))?;
     let user_id = accounts.local_user_id(username)?;
     if !service.is_interested_in_user(user_id.as_str()) {
-        return Err(exclusive("Invalid user localpart for this application service"));
+        return Err(MatrixError::exclusive("Invalid user localpart for this application service"));
     }
     if appservices.exclusive_owner_of_user(user_id.as_str()).is_some_and(|owner| owner.id() != service.id()) {
-        return Err(exclusive("This user ID is reserved by another application service"));
+        return Err(MatrixError::exclusive("This user ID is reserved by another application service"));
     }
     accounts.create_user_with_hash(&user_id, None, false).await?;
     crate::storage::appservice::set_user_appservice(accounts.db().pool(), user_id.as_str(), service.id()).await?;
@@ -308,7 +304,7 @@ pub async fn register(
                 (None, None) => accounts.local_user_id(&random_string(12).to_lowercase())?,
             };
             if guest.is_none() && appservices.exclusive_owner_of_user(user_id.as_str()).is_some() {
-                return Err(exclusive("This user ID is reserved by an application service"));
+                return Err(MatrixError::exclusive("This user ID is reserved by an application service"));
             }
             if guest.is_none() && !accounts.is_available(&user_id).await? {
                 return Err(MatrixError::user_in_use("User ID already taken"));

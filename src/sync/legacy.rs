@@ -20,13 +20,15 @@ pub const DEFAULT_INITIAL_LIMIT: u32 = 10;
 
 impl Sync {
     /// `GET /events`: what happened since `from` (now, when absent), as one flat chunk, after
-    /// waiting up to `timeout` for something. With `room`, only that room's events.
+    /// waiting up to `timeout` for something. With `room`, only that room's events; `limit`
+    /// caps each room's (at most 500).
     pub async fn event_stream(
         &self,
         user: &UserId,
         device: &DeviceId,
         from: Option<SyncToken>,
         room: Option<&RoomId>,
+        limit: Option<u32>,
         timeout: Duration,
     ) -> Result<Value> {
         let from = match from {
@@ -34,7 +36,7 @@ impl Sync {
             None => self.current().await?,
         };
         let mut filter = FilterDefinition::default();
-        filter.room.timeline.limit = Some(UInt::from(STREAM_ROOM_LIMIT));
+        filter.room.timeline.limit = Some(UInt::from(limit.unwrap_or(STREAM_ROOM_LIMIT).clamp(1, STREAM_ROOM_LIMIT)));
         filter.room.include_leave = true;
         let response = self
             .sync(SyncRequest { user, device, since: Some(from), filter, full_state: false, set_presence: "online", timeout })
