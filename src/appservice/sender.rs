@@ -137,17 +137,21 @@ impl TransactionSender {
             tx.commit().await?;
             return Ok(Step::Sent);
         }
-        let start = repo::Positions {
-            events: event_repo::max_stream_ordering(self.db.pool()).await?,
-            to_device: to_device_repo::max_position(self.db.pool()).await?,
-            device_lists: e2ee_repo::max_device_list_position(self.db.pool()).await?,
-            last_txn_id: 0,
-        };
-        let positions = {
-            let mut tx = self.db.begin_write().await?;
-            let found = repo::positions(&mut tx, service.id(), start).await?;
-            tx.commit().await?;
-            found
+        // Read without a write transaction: this runs on every wake.
+        let positions = match repo::read_positions(self.db.pool(), service.id()).await? {
+            Some(positions) => positions,
+            None => {
+                let start = repo::Positions {
+                    events: event_repo::max_stream_ordering(self.db.pool()).await?,
+                    to_device: to_device_repo::max_position(self.db.pool()).await?,
+                    device_lists: e2ee_repo::max_device_list_position(self.db.pool()).await?,
+                    last_txn_id: 0,
+                };
+                let mut tx = self.db.begin_write().await?;
+                let found = repo::start_positions(&mut tx, service.id(), start).await?;
+                tx.commit().await?;
+                found
+            }
         };
         let mut next = positions;
         // The service's local users this transaction concerns: their key counts go with it.

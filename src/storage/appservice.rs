@@ -15,9 +15,9 @@ pub struct Positions {
     pub last_txn_id: i64,
 }
 
-/// The service's positions. A service seen for the first time starts at `start` (it is
-/// not sent the past).
-pub async fn positions(tx: &mut Tx, appservice_id: &str, start: Positions) -> sqlx::Result<Positions> {
+/// Records where a service seen for the first time starts, `start` (it is not sent the
+/// past), and returns its positions.
+pub async fn start_positions(tx: &mut Tx, appservice_id: &str, start: Positions) -> sqlx::Result<Positions> {
     sqlx::query(
         "INSERT INTO appservice_positions (appservice_id, stream_position, last_txn_id, to_device_position, device_list_position) \
          VALUES ($1, $2, 0, $3, $4) ON CONFLICT DO NOTHING",
@@ -28,13 +28,18 @@ pub async fn positions(tx: &mut Tx, appservice_id: &str, start: Positions) -> sq
     .bind(start.device_lists)
     .execute(&mut **tx)
     .await?;
+    read_positions(&mut **tx, appservice_id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The service's positions, None before its first start.
+pub async fn read_positions<'c>(db: impl Executor<'c, Database = Any>, appservice_id: &str) -> sqlx::Result<Option<Positions>> {
     let row = sqlx::query(
         "SELECT stream_position, to_device_position, device_list_position, last_txn_id FROM appservice_positions WHERE appservice_id = $1",
     )
     .bind(appservice_id)
-    .fetch_one(&mut **tx)
+    .fetch_optional(db)
     .await?;
-    Ok(Positions { events: row.get(0), to_device: row.get(1), device_lists: row.get(2), last_txn_id: row.get(3) })
+    Ok(row.map(|row| Positions { events: row.get(0), to_device: row.get(1), device_lists: row.get(2), last_txn_id: row.get(3) }))
 }
 
 pub async fn set_positions(tx: &mut Tx, appservice_id: &str, positions: Positions) -> sqlx::Result<()> {
