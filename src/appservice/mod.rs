@@ -38,6 +38,16 @@ impl AppServices {
         self.services.iter().find(|service| service.id() == id)
     }
 
+    /// The service a request was made by (with its `as_token`), if any.
+    pub fn of_requester(&self, requester: &crate::accounts::Requester) -> Option<&Arc<AppService>> {
+        requester.appservice_id.as_deref().and_then(|id| self.by_id(id))
+    }
+
+    /// Services that declare third-party protocols (lookups by alias or user id ask them).
+    pub fn with_protocols(&self) -> impl Iterator<Item = &Arc<AppService>> {
+        self.services.iter().filter(|service| service.registration.protocols.as_ref().is_some_and(|p| !p.is_empty()))
+    }
+
     /// The service that holds this user id exclusively, if any.
     pub fn exclusive_owner_of_user(&self, user_id: &str) -> Option<&Arc<AppService>> {
         self.services.iter().find(|service| service.owns_user_exclusively(user_id))

@@ -32,7 +32,7 @@ use crate::{
 
 /// The service that made the request, which must be the one the path names.
 fn own_service<'a>(appservices: &'a AppServices, requester: &crate::accounts::Requester, id: &str) -> Result<&'a AppService> {
-    match requester.appservice_id.as_deref().and_then(|own| appservices.by_id(own)) {
+    match appservices.of_requester(requester) {
         Some(service) if service.id() == id => Ok(service),
         Some(_) => Err(MatrixError::forbidden("The access token belongs to a different application service")),
         None => Err(MatrixError::forbidden("This access token does not belong to an application service")),
@@ -69,11 +69,8 @@ pub async fn set_network_visibility(
     State(rooms): State<Rooms>,
     request: Ruma<set_room_visibility::v3::Request>,
 ) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
-    let requester = request.user();
-    let service = requester
-        .appservice_id
-        .as_deref()
-        .and_then(|id| appservices.by_id(id))
+    let service = appservices
+        .of_requester(request.user())
         .ok_or_else(|| MatrixError::forbidden("Only application services can list rooms in a network's directory"))?;
     let body = &request.body;
     if rooms.room_version(&body.room_id).await.is_err() {
@@ -262,7 +259,7 @@ pub async fn locations_for_alias(
     request: Ruma<get_location_for_room_alias::v3::Request>,
 ) -> Result<RumaResponse<get_location_for_room_alias::v3::Response>> {
     let alias = &request.body.alias;
-    let providers = client.services().all().iter().filter(|s| s.registration.protocols.as_ref().is_some_and(|p| !p.is_empty()));
+    let providers = client.services().with_protocols();
     let locations = from_providers(
         &client,
         providers,
@@ -279,7 +276,7 @@ pub async fn users_for_user_id(
     request: Ruma<get_user_for_user_id::v3::Request>,
 ) -> Result<RumaResponse<get_user_for_user_id::v3::Response>> {
     let user_id = &request.body.userid;
-    let providers = client.services().all().iter().filter(|s| s.registration.protocols.as_ref().is_some_and(|p| !p.is_empty()));
+    let providers = client.services().with_protocols();
     let users = from_providers(
         &client,
         providers,
@@ -324,11 +321,8 @@ pub async fn unlist_from_network(
     State(rooms): State<Rooms>,
     request: Ruma<unlist_room::Request>,
 ) -> Result<RumaResponse<unlist_room::Response>> {
-    let service = request
-        .user()
-        .appservice_id
-        .as_deref()
-        .and_then(|id| appservices.by_id(id))
+    let service = appservices
+        .of_requester(request.user())
         .ok_or_else(|| MatrixError::forbidden("Only application services can list rooms in a network's directory"))?;
     repo::set_listed(rooms.db().pool(), service.id(), &request.body.network_id, request.body.room_id.as_str(), false).await?;
     Ok(RumaResponse(unlist_room::Response {}))

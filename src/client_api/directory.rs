@@ -36,7 +36,7 @@ fn require_local_alias(rooms: &Rooms, alias: &RoomAliasId) -> Result<()> {
 /// An application service manages the aliases in its namespaces, and only those; other
 /// users may not take an alias a service holds exclusively (spec: M_EXCLUSIVE).
 fn check_alias_namespace(appservices: &AppServices, requester: &crate::accounts::Requester, alias: &RoomAliasId) -> Result<()> {
-    match requester.appservice_id.as_deref().and_then(|id| appservices.by_id(id)) {
+    match appservices.of_requester(requester) {
         Some(service) if !service.is_interested_in_alias(alias.as_str()) => {
             Err(MatrixError::exclusive("This application service has not reserved this kind of alias"))
         }

@@ -381,8 +381,9 @@ where
         let limiter = RateLimiter::from_ref(state);
         // An application service's users are limited only if its registration says so;
         // its own user never is (spec: `rate_limited`).
-        let exempt = requester.as_ref().and_then(|r| Some((r, r.appservice_id.as_deref()?))).is_some_and(|(r, id)| {
-            AppServices::from_ref(state).by_id(id).is_some_and(|service| r.user_id == service.sender || !service.rate_limited())
+        let appservices = AppServices::from_ref(state);
+        let exempt = requester.as_ref().is_some_and(|r| {
+            appservices.of_requester(r).is_some_and(|service| r.user_id == service.sender || !service.rate_limited())
         });
         if !exempt && (T::RATE_LIMITED || limiter.limits(action)) {
             let key = match (&requester, &origin, client_ip) {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use super::extract::{Ruma, RumaResponse};
 use crate::{
     accounts::{
-        random_string, Requester,
+        random_string, Requester, Session,
         uia::{UiaContext, DUMMY, REGISTRATION_TOKEN},
         Accounts,
     },
@@ -43,14 +43,42 @@ pub async fn login_types(
     Ok(RumaResponse(get_login_types::v3::Response::new(types)))
 }
 
+/// Who a login names: an `m.id.user` identifier, or the legacy `user` field.
+fn identified_user(identifier: Option<&UserIdentifier>, legacy_user: Option<&String>) -> Result<String> {
+    match (identifier, legacy_user) {
+        (Some(UserIdentifier::Matrix(id)), _) => Ok(id.user.clone()),
+        (None, Some(user)) => Ok(user.clone()),
+        (Some(_), _) => Err(MatrixError::forbidden("Only m.id.user identifiers are supported")),
+        (None, None) => Err(MatrixError::missing_param("Missing identifier")),
+    }
+}
+
+/// A login's answer: the session's token, device and refresh token.
+fn login_answer(session: Session) -> login::v3::Response {
+    let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in = Some(lifetime);
+    }
+    response
+}
+
+/// A registration that also logged in: the session goes in its answer.
+fn log_in_answer(response: &mut register::v3::Response, session: Session) {
+    response.access_token = Some(session.access_token);
+    response.device_id = Some(session.device_id);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in = Some(lifetime);
+    }
+}
+
 /// The application service a `m.login.application_service` request comes from: it must
 /// carry the service's `as_token` (401 otherwise, as for any missing or unknown token).
 fn calling_appservice<'a>(appservices: &'a AppServices, requester: Option<&Requester>) -> Result<&'a Arc<AppService>> {
     let requester = requester.ok_or_else(|| MatrixError::missing_token("Missing the application service's access token"))?;
-    requester
-        .appservice_id
-        .as_deref()
-        .and_then(|id| appservices.by_id(id))
+    appservices
+        .of_requester(requester)
         .ok_or_else(|| MatrixError::unknown_token("The access token is not an application service's").with("soft_logout", false.into()))
 }
 
@@ -64,12 +92,7 @@ pub async fn login(
     if let LoginInfo::ApplicationService(info) = &body.login_info {
         let service = calling_appservice(&appservices, requester.as_ref())?;
         #[allow(deprecated)]
-        let user = match (&info.identifier, &info.user) {
-            (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-            (None, Some(user)) => user.clone(),
-            (Some(_), _) => return Err(MatrixError::forbidden("Only m.id.user identifiers are supported")),
-            (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
-        };
+        let user = identified_user(info.identifier.as_ref(), info.user.as_ref())?;
         let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
         if !service.is_interested_in_user(user_id.as_str()) {
             return Err(MatrixError::exclusive("This user is not in the application service's namespaces"));
@@ -81,35 +104,20 @@ pub async fn login(
             .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
             .await?;
         tracing::info!(user = %user_id, device = %session.device_id, appservice = service.id(), "logged in by an application service");
-        let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);
-        if let Some((refresh_token, lifetime)) = session.refresh {
-            response.refresh_token = Some(refresh_token);
-            response.expires_in = Some(lifetime);
-        }
-        return Ok(RumaResponse(response));
+        return Ok(RumaResponse(login_answer(session)));
     }
     let LoginInfo::Password(password) = &body.login_info else {
         return Err(MatrixError::unknown("Unsupported login type"));
     };
     #[allow(deprecated)] // `user` is the pre-r0.4 field some clients still send.
-    let user = match (&password.identifier, &password.user) {
-        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-        (None, Some(user)) => user.clone(),
-        (Some(_), _) => return Err(MatrixError::forbidden("Only m.id.user identifiers are supported")),
-        (None, None) => return Err(MatrixError::missing_param("Missing identifier")),
-    };
+    let user = identified_user(password.identifier.as_ref(), password.user.as_ref())?;
     let user_id = accounts.parse_login_user(&user).map_err(|_| MatrixError::forbidden("Invalid username or password"))?;
     accounts.check_password(&user_id, &password.password).await?;
     let session = accounts
         .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
         .await?;
     tracing::info!(user = %user_id, device = %session.device_id, "logged in");
-    let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);
-    if let Some((refresh_token, lifetime)) = session.refresh {
-        response.refresh_token = Some(refresh_token);
-        response.expires_in = Some(lifetime);
-    }
-    Ok(RumaResponse(response))
+    Ok(RumaResponse(login_answer(session)))
 }
 
 /// `POST /refresh`: a new access token (and refresh token) for a refresh token.
@@ -208,12 +216,7 @@ async fn register_for_appservice(
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
         let session = accounts.login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token).await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        if let Some((refresh_token, lifetime)) = session.refresh {
-            response.refresh_token = Some(refresh_token);
-            response.expires_in = Some(lifetime);
-        }
+        log_in_answer(&mut response, session);
     }
     Ok(Registered(response))
 }
@@ -258,12 +261,7 @@ pub async fn register(
             .login(&user_id, body.device_id, body.initial_device_display_name.as_deref(), body.refresh_token)
             .await?;
         let mut response = register::v3::Response::new(user_id);
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        if let Some((refresh_token, lifetime)) = session.refresh {
-            response.refresh_token = Some(refresh_token);
-            response.expires_in = Some(lifetime);
-        }
+        log_in_answer(&mut response, session);
         return Ok(Registered(response));
     }
     if !registration_open(&config) {
@@ -356,12 +354,7 @@ pub async fn register(
     let mut response = register::v3::Response::new(user_id.clone());
     if !inhibit_login {
         let session = accounts.login(&user_id, device_id, device_name.as_deref(), refreshable).await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        if let Some((refresh_token, lifetime)) = session.refresh {
-            response.refresh_token = Some(refresh_token);
-            response.expires_in = Some(lifetime);
-        }
+        log_in_answer(&mut response, session);
     }
     Ok(Registered(response))
 }
